@@ -1,0 +1,51 @@
+"""CoT SafePath: judge the chain-of-thought of language models before it leaves the sandbox.
+
+The public API. Everything else is importable but may change without notice.
+"""
+
+from safepath.errors import (
+    ConfigError,
+    ContentTooLarge,
+    EmptyContent,
+    InvalidRequest,
+    ModelLoadError,
+    ProfileError,
+    RuleFileError,
+    SafePathError,
+    StageError,
+    StageTimeout,
+    UnknownProfile,
+)
+from safepath.filter import SafePathFilter
+from safepath.profiles import ProfileSet, SafetyProfile, load_profiles
+from safepath.types import CATEGORIES, Category, Detection, FilterRequest, FilterResult, Stage, Step, Trace, Verdict
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CATEGORIES",
+    "Category",
+    "ConfigError",
+    "ContentTooLarge",
+    "Detection",
+    "EmptyContent",
+    "FilterRequest",
+    "FilterResult",
+    "InvalidRequest",
+    "ModelLoadError",
+    "ProfileError",
+    "ProfileSet",
+    "RuleFileError",
+    "SafePathError",
+    "SafePathFilter",
+    "SafetyProfile",
+    "Stage",
+    "StageError",
+    "StageTimeout",
+    "Step",
+    "Trace",
+    "UnknownProfile",
+    "Verdict",
+    "__version__",
+    "load_profiles",
+]

@@ -1,0 +1,276 @@
+"""The orchestrator: validate, segment, run the stages tier by tier, decide.
+
+The flow is written once, as a generator that yields "run these stages on these traces" and is sent
+back what each stage produced. Two small drivers feed it: `run_sync` calls detectors in this process,
+`run_async` awaits async callables (in-process detectors, or Ray Serve deployment handles). So a fix
+to the flow or the decision lands once and holds in both modes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+
+from safepath.errors import ContentTooLarge, EmptyContent, InvalidRequest, StageError, StageTimeout
+from safepath.profiles import ProfileSet, SafetyProfile
+from safepath.segment import segment
+from safepath.types import Detection, FilterRequest, FilterResult, Step, Trace, Verdict
+
+AsyncStage = Callable[[Sequence[Trace]], Awaitable[list[list[Detection]]]]
+SyncStage = Callable[[Sequence[Trace]], list[list[Detection]]]
+
+
+@dataclass(slots=True)
+class StageOutcome:
+    """What one stage call returned for its batch: detections per trace, or the error that stopped it."""
+
+    detections: list[list[Detection]] | None
+    elapsed_ms: float
+    error: BaseException | None = None
+
+
+@dataclass(slots=True)
+class _Job:
+    request_id: str
+    profile: SafetyProfile
+    trace: Trace
+    started: float
+    detections: list[Detection] = field(default_factory=list)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    failed_stages: list[str] = field(default_factory=list)
+    done: bool = False  # short-circuited: later tiers skip it
+
+
+# A tier's work: stage name -> the traces to run it on
+TierCalls = dict[str, list[Trace]]
+Flow = Generator[TierCalls, dict[str, StageOutcome], list[FilterResult]]
+
+
+class Pipeline:
+    """Runs requests through the stages their profiles name and decides each verdict."""
+
+    def __init__(self, profiles: ProfileSet, versions: Mapping[str, str]) -> None:
+        """
+        Args:
+            profiles: The loaded profiles and stage definitions.
+            versions: Version string per stage name, reported in results' `model_versions`.
+        """
+        self.profiles = profiles
+        self.versions = dict(versions)
+        tiers = sorted({spec.tier for spec in profiles.stages.values()})
+        self._tiers = [[n for n, s in profiles.stages.items() if s.tier == t] for t in tiers]
+
+    def prepare(self, request: FilterRequest) -> tuple[SafetyProfile, Trace]:
+        """Validate one request and segment it.
+
+        Raises:
+            EmptyContent, ContentTooLarge: the content is unusable.
+            UnknownProfile: the request names a profile that is not loaded.
+        """
+        profile = self.profiles.get(request.profile)
+        if not request.content.strip():
+            raise EmptyContent()
+        if len(request.content) > profile.max_content_chars:
+            raise ContentTooLarge(len(request.content), profile.max_content_chars)
+        trace = Trace(content=request.content, steps=segment(request.content), context=request.context or {})
+        return profile, trace
+
+    def flow(self, requests: Sequence[FilterRequest]) -> Flow:
+        jobs = []
+        for i, request in enumerate(requests):
+            started = time.perf_counter()
+            try:
+                profile, trace = self.prepare(request)
+            except InvalidRequest as exc:
+                if len(requests) > 1:  # say which one, keeping the type (callers map it to a status)
+                    exc.args = (f"request {i}: {exc}",)
+                raise
+            job = _Job(request.request_id or uuid.uuid4().hex, profile, trace, started)
+            job.latency_ms["segment"] = (time.perf_counter() - started) * 1000
+            jobs.append(job)
+        for tier in self._tiers:
+            calls: dict[str, list[int]] = {}
+            for name in tier:
+                members = [j for j, job in enumerate(jobs) if name in job.profile.stages and not job.done]
+                if members:
+                    calls[name] = members
+            if not calls:
+                continue
+            outcomes = yield {name: [jobs[j].trace for j in members] for name, members in calls.items()}
+            for name, members in calls.items():
+                self._absorb(name, members, outcomes[name], jobs)
+            for job in jobs:
+                job.done = job.profile.short_circuit_on_block and any(
+                    effective_action(d, job.profile) is Verdict.BLOCK for d in job.detections
+                )
+        return [self._finish(job) for job in jobs]
+
+    def _absorb(self, name: str, members: list[int], outcome: StageOutcome, jobs: list[_Job]) -> None:
+        results = outcome.detections
+        if outcome.error is None and (results is None or len(results) != len(members)):
+            outcome.error = StageError(f"stage {name!r} returned {0 if results is None else len(results)} results "
+                                       f"for {len(members)} traces")
+        for position, j in enumerate(members):
+            jobs[j].latency_ms[name] = outcome.elapsed_ms
+            if outcome.error is not None:
+                jobs[j].failed_stages.append(name)
+            else:
+                jobs[j].detections.extend(results[position])  # type: ignore[index]
+
+    def _finish(self, job: _Job) -> FilterResult:
+        job.latency_ms["total"] = (time.perf_counter() - job.started) * 1000
+        versions = {name: self.versions.get(name, "unknown") for name in job.profile.stages}
+        return decide(
+            job.trace,
+            job.detections,
+            job.profile,
+            request_id=job.request_id,
+            latency_ms=job.latency_ms,
+            model_versions=versions,
+            failed_stages=job.failed_stages,
+        )
+
+    def run_sync(
+        self,
+        requests: Sequence[FilterRequest],
+        stages: Mapping[str, SyncStage],
+        *,
+        inline: frozenset[str] = frozenset(),
+        executor: ThreadPoolExecutor | None = None,
+    ) -> list[FilterResult]:
+        """Drive the flow by calling detectors in this process.
+
+        Stages named in `inline` run on the calling thread (cheap ones: their timeout is not enforced);
+        the others run on `executor`, concurrently within a tier, and are abandoned at their timeout.
+        """
+        flow = self.flow(requests)
+        try:
+            calls = next(flow)
+            while True:
+                offloaded = [] if executor is None else [n for n in calls if n not in inline]
+                futures = {n: executor.submit(_timed_call, stages[n], calls[n]) for n in offloaded}  # type: ignore[union-attr]
+                outcomes = {n: _timed_call(stages[n], t) for n, t in calls.items() if n not in futures}
+                for name, future in futures.items():
+                    timeout_s = self.profiles.stages[name].timeout_ms / 1000
+                    try:
+                        outcomes[name] = future.result(timeout=timeout_s)
+                    except FutureTimeout:
+                        outcomes[name] = StageOutcome(None, timeout_s * 1000, StageTimeout(f"stage {name!r} timed out"))
+                calls = flow.send(outcomes)
+        except StopIteration as stop:
+            return stop.value
+
+    async def run_async(self, requests: Sequence[FilterRequest], stages: Mapping[str, AsyncStage]) -> list[FilterResult]:
+        """Drive the flow with async stage callables, each call bounded by its stage's timeout."""
+        flow = self.flow(requests)
+        try:
+            calls = next(flow)
+            while True:
+                names = list(calls)
+                done = await asyncio.gather(*(self._await_stage(n, stages[n], calls[n]) for n in names))
+                calls = flow.send(dict(zip(names, done)))
+        except StopIteration as stop:
+            return stop.value
+
+    async def _await_stage(self, name: str, stage: AsyncStage, traces: list[Trace]) -> StageOutcome:
+        timeout_s = self.profiles.stages[name].timeout_ms / 1000
+        started = time.perf_counter()
+        try:
+            detections = await asyncio.wait_for(stage(traces), timeout_s)
+        except TimeoutError:
+            return StageOutcome(None, _ms_since(started), StageTimeout(f"stage {name!r} timed out after {timeout_s}s"))
+        except Exception as exc:  # a failing stage must not fail the request: the profile decides
+            return StageOutcome(None, _ms_since(started), exc)
+        return StageOutcome(detections, _ms_since(started))
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def _timed_call(stage: SyncStage, traces: list[Trace]) -> StageOutcome:
+    started = time.perf_counter()
+    try:
+        return StageOutcome(stage(traces), _ms_since(started))
+    except Exception as exc:  # see _await_stage
+        return StageOutcome(None, _ms_since(started), exc)
+
+
+def effective_action(detection: Detection, profile: SafetyProfile) -> Verdict:
+    """The action a detection takes under a profile: its score's level, capped by the detection's own
+    action (a rule's `action`) and by the profile's limit for its category."""
+    candidates = (profile.thresholds.level(detection.score), detection.action, profile.category_actions[detection.category])
+    return min(candidates, key=lambda v: v.rank)
+
+
+def decide(
+    trace: Trace,
+    detections: Sequence[Detection],
+    profile: SafetyProfile,
+    *,
+    request_id: str,
+    latency_ms: Mapping[str, float] | None = None,
+    model_versions: Mapping[str, str] | None = None,
+    failed_stages: Sequence[str] = (),
+) -> FilterResult:
+    """Combine all stages' detections on one trace into a verdict and the content that may leave.
+
+    Only detections that cause at least a flag are kept in the result, each carrying the action it took.
+    A failed stage makes the result `degraded`; under `fail_mode: closed` it also blocks.
+    """
+    acted = [d.model_copy(update={"action": a}) for d in detections if (a := effective_action(d, profile)) is not Verdict.ALLOW]
+    acted.sort(key=lambda d: (d.step_index, d.span, d.stage.value))
+    verdict = max((d.action for d in acted), key=lambda v: v.rank, default=Verdict.ALLOW)
+    redacted = _steps_to_redact(acted)
+    if verdict is Verdict.REDACT and trace.steps and len(redacted) / len(trace.steps) > profile.block_redacted_fraction:
+        verdict = Verdict.BLOCK
+    degraded = bool(failed_stages)
+    if degraded and profile.fail_mode == "closed":
+        verdict = Verdict.BLOCK
+    if verdict is Verdict.BLOCK:
+        content = profile.block_marker
+    elif verdict is Verdict.REDACT:
+        content = redact(trace.content, trace.steps, redacted, profile.redaction_marker)
+    else:
+        content = trace.content
+    worst = max((d.score for d in detections), default=0.0)
+    return FilterResult(
+        request_id=request_id,
+        profile=profile.name,
+        verdict=verdict,
+        filtered_content=content,
+        safety_score=round(1.0 - worst, 6),
+        detections=tuple(acted),
+        steps=trace.steps,
+        latency_ms=dict(latency_ms or {}),
+        model_versions=dict(model_versions or {}),
+        degraded=degraded,
+    )
+
+
+def _steps_to_redact(acted: Sequence[Detection]) -> dict[int, list[str]]:
+    """Step index -> categories (in first-seen order) for steps with a detection at redact or above."""
+    steps: dict[int, list[str]] = {}
+    for d in acted:
+        if d.action.rank >= Verdict.REDACT.rank:
+            cats = steps.setdefault(d.step_index, [])
+            if d.category.value not in cats:
+                cats.append(d.category.value)
+    return steps
+
+
+def redact(content: str, steps: Sequence[Step], redacted: Mapping[int, Sequence[str]], marker: str) -> str:
+    """Replace exactly the characters of each redacted step with the marker; everything between steps stays."""
+    pieces, cursor = [], 0
+    for step in steps:
+        if step.index in redacted:
+            pieces.append(content[cursor : step.start])
+            pieces.append(marker.format(categories=", ".join(redacted[step.index])))
+            cursor = step.end
+    pieces.append(content[cursor:])
+    return "".join(pieces)

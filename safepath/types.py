@@ -1,0 +1,131 @@
+"""The data model shared by every stage, the filter, the CLI and (later) the HTTP API.
+
+Requests and results are pydantic v2 models so that the same classes validate JSON
+from the wire and objects built in Python.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+
+class Category(str, enum.Enum):
+    """The risk taxonomy. The names are the wire format: never rename one."""
+
+    HARMFUL_INSTRUCTIONS = "harmful_instructions"
+    DECEPTION = "deception"
+    MANIPULATION = "manipulation"
+    CAPABILITY_CONCEALMENT = "capability_concealment"
+    OVERSIGHT_EVASION = "oversight_evasion"
+    REWARD_HACKING = "reward_hacking"
+    PROMPT_INJECTION = "prompt_injection"
+    DATA_EXFILTRATION = "data_exfiltration"
+
+
+CATEGORIES: tuple[str, ...] = tuple(c.value for c in Category)
+
+
+class Verdict(str, enum.Enum):
+    """What happens to a trace, mildest first; `rank` orders them."""
+
+    ALLOW = "allow"
+    FLAG = "flag"
+    REDACT = "redact"
+    BLOCK = "block"
+
+    @property
+    def rank(self) -> int:
+        return _VERDICT_RANK[self]
+
+
+_VERDICT_RANK = {Verdict.ALLOW: 0, Verdict.FLAG: 1, Verdict.REDACT: 2, Verdict.BLOCK: 3}
+
+
+class Stage(str, enum.Enum):
+    """Which kind of stage produced a detection."""
+
+    RULES = "rules"
+    SAFETY_MODEL = "safety_model"
+    SEMANTIC = "semantic"
+
+
+class FilterRequest(BaseModel):
+    """One reasoning trace to judge."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    content: StrictStr = Field(description="The reasoning text (chain of thought) to filter.")
+    context: dict[str, str] | None = Field(
+        default=None,
+        description='Facts about the deployment, e.g. {"domain": "healthcare"} or {"purpose": "education"}; '
+        "contextual rules consult it.",
+    )
+    profile: str | None = Field(default=None, description="Safety profile name; the filter's default when absent.")
+    request_id: str | None = Field(default=None, max_length=128, description="Caller's id; one is generated when absent.")
+    metadata: dict[str, Any] | None = Field(default=None, description="Opaque to the filter; carried into audit records.")
+
+
+class Step(BaseModel):
+    """One reasoning step: `content[start:end]` of the original trace."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    start: int
+    end: int
+    text: str
+
+
+class Detection(BaseModel):
+    """One stage's finding on one step. `score` runs from 0 (benign) to 1 (unsafe)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    category: Category
+    stage: Stage
+    score: float = Field(ge=0.0, le=1.0)
+    step_index: int
+    span: tuple[int, int] = Field(description="Character offsets into the original content.")
+    rule: str | None = Field(default=None, description="Rule id or exemplar name that fired.")
+    evidence: str | None = Field(default=None, description="A short excerpt of what matched.")
+    action: Verdict = Field(default=Verdict.BLOCK, description="The strongest action this finding asks for.")
+
+
+class FilterResult(BaseModel):
+    """The filter's answer for one trace."""
+
+    model_config = ConfigDict(frozen=True)
+
+    request_id: str
+    profile: str
+    verdict: Verdict
+    filtered_content: str = Field(
+        description="What may leave: the original when allowed or flagged, offending steps replaced by a marker "
+        "when redacted, a refusal marker when blocked."
+    )
+    safety_score: float = Field(ge=0.0, le=1.0, description="0 = certainly harmful, 1 = certainly safe.")
+    detections: tuple[Detection, ...] = ()
+    steps: tuple[Step, ...] = ()
+    latency_ms: dict[str, float] = Field(default_factory=dict)
+    model_versions: dict[str, str] = Field(default_factory=dict)
+    cached: bool = False
+    degraded: bool = False
+
+    @property
+    def categories(self) -> list[str]:
+        """Distinct categories detected, in taxonomy order."""
+        found = {d.category for d in self.detections}
+        return [c.value for c in Category if c in found]
+
+
+class Trace(BaseModel):
+    """A validated, segmented trace as the stages see it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    content: str
+    steps: tuple[Step, ...]
+    context: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,58 @@
+"""Shared fixtures for unit tests: small profiles, and a detector built from a plain function."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from safepath import SafePathFilter
+from safepath.types import Category, Detection, Stage, Trace
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+TINY_PROFILES = FIXTURES / "profiles" / "tiny.yaml"
+TINY_MODEL_PROFILES = FIXTURES / "profiles" / "tiny_models.yaml"
+
+
+class FunctionDetector:
+    """A stage whose detections come from `fn(trace)`; stands in for a model stage in unit tests."""
+
+    def __init__(self, fn: Callable[[Trace], list[Detection]], *, name: str = "model", delay_s: float = 0.0) -> None:
+        self.name = name
+        self.version = "fake-1"
+        self.calls: list[int] = []  # batch sizes seen
+        self._fn = fn
+        self._delay_s = delay_s
+
+    def detect(self, traces: Sequence[Trace]) -> list[list[Detection]]:
+        self.calls.append(len(traces))
+        if self._delay_s:
+            time.sleep(self._delay_s)
+        return [self._fn(t) for t in traces]
+
+
+def step_scores(word: str, category: Category, score: float) -> Callable[[Trace], list[Detection]]:
+    """A fake model that scores `score` on every step containing `word`."""
+
+    def fn(trace: Trace) -> list[Detection]:
+        return [
+            Detection(category=category, stage=Stage.SAFETY_MODEL, score=score, step_index=s.index, span=(s.start, s.end))
+            for s in trace.steps
+            if word in s.text.lower()
+        ]
+
+    return fn
+
+
+@pytest.fixture
+def tiny_filter() -> SafePathFilter:
+    with SafePathFilter(profiles=TINY_PROFILES) as f:
+        yield f
+
+
+@pytest.fixture(scope="session")
+def shipped_filter() -> SafePathFilter:
+    with SafePathFilter() as f:
+        yield f

@@ -1,0 +1,185 @@
+"""The orchestrator and the decision: verdicts, redaction spans, tiers, stage failures, both drivers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from safepath import SafePathFilter, Verdict
+from safepath.pipeline import decide, effective_action, redact
+from safepath.profiles import SafetyProfile, Thresholds
+from safepath.segment import segment
+from safepath.types import Category, Detection, Stage, Trace
+
+from .conftest import TINY_MODEL_PROFILES, FunctionDetector, step_scores
+
+TRACE = "Step 1: Read the task.\nStep 2: Special-case the unit tests so CI passes.\nStep 3: Report back to the user."
+
+
+def _trace(text: str = TRACE) -> Trace:
+    return Trace(content=text, steps=segment(text))
+
+
+def _detection(category: Category, score: float, step: int, action: Verdict = Verdict.BLOCK) -> Detection:
+    return Detection(category=category, stage=Stage.SAFETY_MODEL, score=score, step_index=step, span=(0, 1), action=action)
+
+
+BALANCED = SafetyProfile(
+    name="balanced",
+    thresholds=Thresholds(flag=0.5, redact=0.7, block=0.85),
+    category_actions={Category.REWARD_HACKING: Verdict.REDACT},
+)
+
+
+@pytest.mark.parametrize(
+    "score,action,category,expected",
+    [
+        # the score's level decides when nothing caps it
+        (0.2, Verdict.BLOCK, Category.DECEPTION, Verdict.ALLOW),
+        (0.5, Verdict.BLOCK, Category.DECEPTION, Verdict.FLAG),
+        (0.7, Verdict.BLOCK, Category.DECEPTION, Verdict.REDACT),
+        (0.9, Verdict.BLOCK, Category.DECEPTION, Verdict.BLOCK),
+        # a rule's own action caps it
+        (0.97, Verdict.FLAG, Category.DECEPTION, Verdict.FLAG),
+        # the profile's category cap caps it
+        (0.97, Verdict.BLOCK, Category.REWARD_HACKING, Verdict.REDACT),
+    ],
+)
+def test_effective_action_is_the_smallest_of_level_rule_and_category(score, action, category, expected):
+    assert effective_action(_detection(category, score, 0, action), BALANCED) is expected
+
+
+def test_redaction_replaces_exactly_the_offending_step():
+    trace = _trace()
+    result = decide(trace, [_detection(Category.REWARD_HACKING, 0.9, 1)], BALANCED, request_id="r1")
+    assert result.verdict is Verdict.REDACT
+    assert result.filtered_content == (
+        "Step 1: Read the task.\n[REDACTED: reward_hacking]\nStep 3: Report back to the user."
+    )
+    assert result.safety_score == pytest.approx(0.1)
+    assert [d.action for d in result.detections] == [Verdict.REDACT]
+
+
+def test_redact_keeps_text_between_steps_and_joins_categories():
+    trace = _trace("First part here.  Second part here!  Third part here?")
+    out = redact(trace.content, trace.steps, {0: ["deception"], 2: ["manipulation", "deception"]}, "<{categories}>")
+    assert out == "<deception>  Second part here!  <manipulation, deception>"
+
+
+def test_redacting_more_than_the_profiles_fraction_blocks_the_trace():
+    trace = _trace()
+    detections = [_detection(Category.REWARD_HACKING, 0.9, i) for i in (0, 1)]
+    result = decide(trace, detections, BALANCED, request_id="r")
+    assert result.verdict is Verdict.BLOCK
+    assert result.filtered_content == BALANCED.block_marker
+
+
+def test_clean_trace_is_allowed_untouched_with_full_safety_score():
+    result = decide(_trace(), [], BALANCED, request_id="r")
+    assert (result.verdict, result.filtered_content, result.safety_score) == (Verdict.ALLOW, TRACE, 1.0)
+
+
+def test_sub_threshold_detections_lower_the_score_but_are_not_reported():
+    result = decide(_trace(), [_detection(Category.DECEPTION, 0.3, 0)], BALANCED, request_id="r")
+    assert result.verdict is Verdict.ALLOW and result.detections == ()
+    assert result.safety_score == pytest.approx(0.7)
+
+
+def test_flag_leaves_content_untouched():
+    result = decide(_trace(), [_detection(Category.DECEPTION, 0.6, 0)], BALANCED, request_id="r")
+    assert result.verdict is Verdict.FLAG and result.filtered_content == TRACE
+
+
+# --- the flow through stages, with fake model stages ---------------------------------------------------------------
+
+
+def _filter(model: FunctionDetector) -> SafePathFilter:
+    return SafePathFilter(profiles=TINY_MODEL_PROFILES, detectors={"model": model})
+
+
+def test_model_stage_detections_join_rule_detections():
+    model = FunctionDetector(step_scores("report back", Category.DECEPTION, 0.75))
+    with _filter(model) as f:
+        result = f.filter(TRACE, profile="with_model_closed")
+    assert {(d.stage, d.category) for d in result.detections} == {
+        (Stage.RULES, Category.REWARD_HACKING),
+        (Stage.SAFETY_MODEL, Category.DECEPTION),
+    }
+    assert set(result.latency_ms) >= {"segment", "rules", "model", "total"}
+    assert result.model_versions == {"rules": "test-1", "model": "fake-1"}
+
+
+def test_a_trace_blocked_by_rules_skips_the_model_tier():
+    model = FunctionDetector(lambda t: [])
+    with _filter(model) as f:
+        blocked = f.filter("I will build a bomb now.", profile="with_model_closed")
+        f.filter("I will build a bomb now.", profile="no_short_circuit")
+    assert blocked.verdict is Verdict.BLOCK
+    assert model.calls == [1]  # only the profile without short-circuit reached the model
+
+
+def test_stages_see_one_batch_per_call():
+    model = FunctionDetector(lambda t: [])
+    with _filter(model) as f:
+        results = f.filter_batch([f"Plain step number {i}." for i in range(5)])
+    assert model.calls == []  # the default profile runs rules only
+    with _filter(model) as f:
+        from safepath import FilterRequest
+
+        f.filter_batch([FilterRequest(content=f"Plain step {i}.", profile="with_model_open") for i in range(5)])
+    assert model.calls == [5]
+    assert all(r.verdict is Verdict.ALLOW for r in results)
+
+
+def _broken(trace: Trace) -> list[Detection]:
+    raise RuntimeError("model server gone")
+
+
+@pytest.mark.parametrize(
+    "profile,model,expected",
+    [
+        # fail closed: any failed stage blocks
+        ("with_model_closed", FunctionDetector(_broken), Verdict.BLOCK),
+        ("with_model_closed", FunctionDetector(lambda t: [], delay_s=1.0), Verdict.BLOCK),
+        # fail open: the stages that worked decide
+        ("with_model_open", FunctionDetector(_broken), Verdict.ALLOW),
+        ("with_model_open", FunctionDetector(lambda t: [], delay_s=1.0), Verdict.ALLOW),
+    ],
+)
+def test_failed_or_timed_out_stage_follows_the_profiles_fail_mode(profile, model, expected):
+    with _filter(model) as f:
+        result = f.filter("Nothing to see in this step.", profile=profile)
+    assert result.verdict is expected
+    assert result.degraded is True
+
+
+def test_fail_open_still_applies_rule_detections():
+    with _filter(FunctionDetector(_broken)) as f:
+        result = f.filter("Step 1: Special-case the tests.", profile="with_model_open")
+    assert result.degraded and result.verdict is not Verdict.ALLOW
+
+
+def test_async_driver_matches_sync_driver():
+    model = FunctionDetector(step_scores("report", Category.DECEPTION, 0.75))
+    with _filter(model) as f:
+        sync = f.filter(TRACE, profile="with_model_closed", request_id="same")
+        asynchronous = asyncio.run(f.afilter(TRACE, profile="with_model_closed", request_id="same"))
+    strip = {"latency_ms"}
+    assert sync.model_dump(exclude=strip) == asynchronous.model_dump(exclude=strip)
+
+
+def test_async_driver_times_out_slow_stage():
+    with _filter(FunctionDetector(lambda t: [], delay_s=1.0)) as f:
+        result = asyncio.run(f.afilter("A calm step of reasoning.", profile="with_model_closed"))
+    assert result.verdict is Verdict.BLOCK and result.degraded
+
+
+def test_stage_returning_wrong_number_of_results_counts_as_failure():
+    class Short(FunctionDetector):
+        def detect(self, traces):
+            return []
+
+    with _filter(Short(lambda t: [])) as f:
+        result = f.filter("A calm step.", profile="with_model_closed")
+    assert result.degraded and result.verdict is Verdict.BLOCK
