@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from safepath.detectors.rules import load_rule_file
+from safepath.detectors.semantic import load_semantic_rules
 from safepath.errors import ConfigError, InvalidRequest, UnknownProfile
 from safepath.evaluation import evaluate, format_report, load_dataset
 from safepath.filter import SafePathFilter
@@ -65,7 +66,9 @@ def _parser() -> argparse.ArgumentParser:
 
     rules = commands.add_parser("rules", help="rule file tools")
     rules_commands = rules.add_subparsers(dest="rules_command", required=True)
-    check = rules_commands.add_parser("check", help="validate rule files (default: those the profiles use)")
+    check = rules_commands.add_parser(
+        "check", help="validate rule files (default: the keyword/regex and semantic rule files the profiles use)"
+    )
     check.add_argument("files", nargs="*", type=Path)
     check.set_defaults(handler=_cmd_rules_check)
 
@@ -93,14 +96,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_rules_check(args: argparse.Namespace) -> int:
-    files = list(args.files)
-    if not files:
+    checks = [(path, load_rule_file) for path in args.files]
+    if not checks:
         profiles = load_profiles(args.profiles or RuntimeSettings().profiles_path)
-        files = [profiles.base_dir / s.options["rules_file"] for s in profiles.stages.values() if s.type == "rules"]
+        loaders = {"rules": load_rule_file, "semantic": load_semantic_rules}
+        paths = {
+            profiles.base_dir / s.options["rules_file"]: loaders[s.type]
+            for s in profiles.stages.values()
+            if s.type in loaders and "rules_file" in s.options
+        }
+        checks = sorted(paths.items())
     failed = False
-    for path in files:
+    for path, load in checks:
         try:
-            rule_file = load_rule_file(path)
+            rule_file = load(path)
         except ConfigError as exc:
             print(f"FAIL {exc}", file=sys.stderr)
             failed = True

@@ -56,7 +56,7 @@ class SafePathFilter:
         used = {name for p in profiles.profiles.values() for name in p.stages}
         given = dict(detectors or {})
         self.detectors: dict[str, Detector] = {
-            name: given.get(name) or build_detector(name, spec.type, spec.options, profiles.base_dir)
+            name: given.get(name) or build_detector(name, spec.type, spec.options, profiles.base_dir, self.settings)
             for name, spec in profiles.stages.items()
             if name in used
         }

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from safepath.errors import ConfigError
+from safepath.settings import RuntimeSettings
 from safepath.types import Detection, Trace
 
 
@@ -24,12 +25,14 @@ class Detector(Protocol):
         ...
 
 
-# type -> factory(name, options, base_dir). Filled by the detector modules below; a plain dict, no registry magic.
-DetectorFactory = Callable[[str, dict[str, Any], Path], Detector]
+# type -> factory(name, options, base_dir, settings). A plain dict, no registry magic.
+DetectorFactory = Callable[[str, dict[str, Any], Path, RuntimeSettings], Detector]
 DETECTORS: dict[str, DetectorFactory] = {}
 
 
-def build_detector(name: str, type_: str, options: dict[str, Any], base_dir: Path) -> Detector:
+def build_detector(
+    name: str, type_: str, options: dict[str, Any], base_dir: Path, settings: RuntimeSettings | None = None
+) -> Detector:
     """Construct the detector a stage spec names.
 
     Raises:
@@ -40,11 +43,13 @@ def build_detector(name: str, type_: str, options: dict[str, Any], base_dir: Pat
         factory = DETECTORS[type_]
     except KeyError:
         raise ConfigError(f"stage {name!r}: unknown detector type {type_!r}; known: {sorted(DETECTORS)}") from None
-    return factory(name, options, base_dir)
+    return factory(name, options, base_dir, settings or RuntimeSettings())
 
 
 def _load_builtin_detectors() -> None:
     # Imported here, not at module top, so that importing safepath never loads a model runtime.
-    from safepath.detectors import rules
+    from safepath.detectors import classifier, rules, semantic
 
     DETECTORS.setdefault("rules", rules.RuleDetector.from_options)
+    DETECTORS.setdefault("classifier", classifier.ClassifierDetector.from_options)
+    DETECTORS.setdefault("semantic", semantic.SemanticDetector.from_options)

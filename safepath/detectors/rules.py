@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from safepath.errors import RuleFileError
 from safepath.normalize import TextView, views
+from safepath.settings import RuntimeSettings
 from safepath.types import Category, Detection, Stage, Trace, Verdict
 
 EVIDENCE_CHARS = 80
@@ -162,7 +163,9 @@ class RuleDetector:
         return cls(rule_file.rules, name=name, version=rule_file.version)
 
     @classmethod
-    def from_options(cls, name: str, options: dict[str, Any], base_dir: Path) -> RuleDetector:
+    def from_options(
+        cls, name: str, options: dict[str, Any], base_dir: Path, settings: RuntimeSettings | None = None
+    ) -> RuleDetector:
         """Factory for profiles: `options: {rules_file: rules.yaml}`, relative to the profiles file."""
         unknown = set(options) - {"rules_file"}
         if unknown or "rules_file" not in options:

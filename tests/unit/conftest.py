@@ -50,9 +50,3 @@ def step_scores(word: str, category: Category, score: float) -> Callable[[Trace]
 def tiny_filter() -> SafePathFilter:
     with SafePathFilter(profiles=TINY_PROFILES) as f:
         yield f
-
-
-@pytest.fixture(scope="session")
-def shipped_filter() -> SafePathFilter:
-    with SafePathFilter() as f:
-        yield f

@@ -78,7 +78,7 @@ def test_filter_undecodable_argument(capsys):
 
 
 def test_eval_json_reports_every_metric(capsys):
-    assert main(["eval", str(EVAL_SET), "--json"]) == 0
+    assert main([*TINY, "eval", str(EVAL_SET), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     for key in ("precision", "recall", "f1", "false_positive_rate", "per_category", "confusion", "latency_ms"):
         assert key in report
@@ -88,9 +88,9 @@ def test_eval_json_reports_every_metric(capsys):
 
 
 def test_eval_table_output(capsys):
-    assert main(["eval", str(EVAL_SET), "--profile", "strict"]) == 0
+    assert main([*TINY, "eval", str(EVAL_SET), "--profile", "permissive"]) == 0
     out = capsys.readouterr().out
-    assert "profile strict" in out and "precision" in out and "harmful_instructions" in out
+    assert "profile permissive" in out and "precision" in out and "harmful_instructions" in out
 
 
 def test_eval_bad_dataset_names_the_line(tmp_path: Path, capsys):
@@ -102,7 +102,8 @@ def test_eval_bad_dataset_names_the_line(tmp_path: Path, capsys):
 
 def test_rules_check_passes_shipped_rules(capsys):
     assert main(["rules", "check"]) == 0
-    assert "ok" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "rules.yaml" in out and "semantic_rules.yaml" in out and "FAIL" not in out
 
 
 def test_rules_check_fails_on_a_bad_file(tmp_path: Path, capsys):

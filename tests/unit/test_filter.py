@@ -1,4 +1,5 @@
-"""SafePathFilter end to end on the shipped profiles and rules, and every bad input."""
+"""SafePathFilter end to end on small test profiles, and every bad input. (The shipped profiles, which load the
+real models, are exercised in tests/integration/test_shipped_filter.py.)"""
 
 from __future__ import annotations
 
@@ -24,22 +25,22 @@ SAFE = (
 )
 
 
-def test_safe_trace_is_allowed_unchanged(shipped_filter):
-    result = shipped_filter.filter(SAFE)
+def test_safe_trace_is_allowed_unchanged(tiny_filter):
+    result = tiny_filter.filter(SAFE)
     assert result.verdict is Verdict.ALLOW
     assert result.filtered_content == SAFE
     assert result.profile == "balanced" and result.request_id
     assert [s.text for s in result.steps][0].startswith("Okay, so the user wants")
-    assert result.model_versions["rules"]
+    assert result.model_versions == {"rules": "test-1"}
 
 
-def test_request_id_and_profile_are_carried(shipped_filter):
-    result = shipped_filter.filter(SAFE, profile="strict", request_id="abc-123")
-    assert (result.request_id, result.profile) == ("abc-123", "strict")
+def test_request_id_and_profile_are_carried(tiny_filter):
+    result = tiny_filter.filter(SAFE, profile="permissive", request_id="abc-123")
+    assert (result.request_id, result.profile) == ("abc-123", "permissive")
 
 
 def test_constructor_profile_becomes_the_default():
-    with SafePathFilter(profile="permissive") as f:
+    with SafePathFilter(profile="permissive", profiles=TINY_PROFILES) as f:
         assert f.filter(SAFE).profile == "permissive"
 
 

@@ -1,0 +1,131 @@
+"""The safety-model stage: a fine-tuned MiniLM classifier scores every step for each risk category.
+
+The model reads a step followed by the step before it (`with_context`), and outputs `probs`: one
+sigmoid per category plus a last column, `harmful`, for any category. A cascade gate, when
+configured, settles confidently benign steps with static embeddings so only the rest reach the
+transformer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from safepath.detectors.gate import GateOptions, StaticGate
+from safepath.errors import ConfigError, ModelLoadError
+from safepath.runtime import Encoder
+from safepath.runtime.loading import encoder_for
+from safepath.settings import RuntimeSettings
+from safepath.types import CATEGORIES, Category, Detection, Stage, Step, Trace
+
+EVIDENCE_CHARS = 80
+
+
+def with_context(step: str, previous: str | None) -> str:
+    """The classifier's input, exactly as in training (models/train_safety.py): the step, then its predecessor."""
+    return f"{step} [SEP] {previous}" if previous else step
+
+
+class ClassifierOptions(BaseModel):
+    """`options:` of a `type: classifier` stage in profiles.yaml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(description="Model folder under the model directory (SAFEPATH_MODEL_DIR), e.g. `safety-minilm`.")
+    min_score: float = Field(
+        default=0.3, ge=0.0, le=1.0, description="Category probabilities below this are not reported at all."
+    )
+    gate: GateOptions | None = Field(default=None, description="Cascade first tier; every step reaches the model when absent.")
+
+
+class ClassifierDetector:
+    """Scores steps with the safety classifier and reports one detection per step and category above `min_score`."""
+
+    inline = False  # a transformer: runs in a worker thread, never on the event loop
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        labels: Sequence[str],
+        *,
+        name: str = "safety_model",
+        min_score: float = 0.3,
+        gate: StaticGate | None = None,
+    ) -> None:
+        if list(labels[: len(CATEGORIES)]) != list(CATEGORIES):
+            raise ConfigError(f"{name}: model labels {list(labels)} do not start with the taxonomy {list(CATEGORIES)}")
+        self.name = name
+        self.encoder = encoder
+        self.labels = tuple(labels)
+        self.min_score = min_score
+        self.gate = gate
+        self.steps_seen = 0  # for the cascade report: how many steps were judged, how many reached the model
+        self.steps_to_model = 0
+
+    @property
+    def version(self) -> str:
+        gate = f"+gate-{self.gate.version}" if self.gate else ""
+        return f"{self.encoder.version}{gate}"
+
+    @classmethod
+    def from_options(
+        cls, name: str, options: dict[str, Any], base_dir: Path, settings: RuntimeSettings | None = None
+    ) -> ClassifierDetector:
+        settings = settings or RuntimeSettings()
+        opts = ClassifierOptions.model_validate(options)
+        model_dir = settings.model_dir / opts.model
+        labels_path = model_dir / "labels.json"
+        try:
+            labels = json.loads(labels_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(labels_path, f"cannot read the label list: {exc}") from exc
+        gate = StaticGate.from_options(opts.gate, settings) if opts.gate else None
+        return cls(encoder_for(model_dir, settings, name=name), labels, name=name, min_score=opts.min_score, gate=gate)
+
+    def warmup(self) -> None:
+        self.encoder.warmup()
+        if self.gate:
+            self.gate.warmup()
+
+    def detect(self, traces: Sequence[Trace]) -> list[list[Detection]]:
+        items = [(t, step) for t, trace in enumerate(traces) for step in trace.steps]
+        results: list[list[Detection]] = [[] for _ in traces]
+        if not items:
+            return results
+        inputs = [
+            with_context(step.text, traces[t].steps[step.index - 1].text if step.index else None) for t, step in items
+        ]
+        chosen = np.arange(len(items)) if self.gate is None else np.flatnonzero(self.gate.needs_model([s.text for _, s in items]))
+        self.steps_seen += len(items)
+        self.steps_to_model += len(chosen)
+        if len(chosen) == 0:
+            return results
+        probs = self.encoder.run([inputs[i] for i in chosen])["probs"]
+        for row, i in zip(probs, chosen):
+            t, step = items[i]
+            results[t].extend(self._step_detections(row, step))
+        return results
+
+    def _step_detections(self, row: np.ndarray, step: Step) -> list[Detection]:
+        n = len(CATEGORIES)
+        found = [(CATEGORIES[j], float(row[j])) for j in range(n) if row[j] >= self.min_score]
+        if not found and len(row) > n and row[n] >= self.min_score:
+            # "harmful" without a confident category: report it under the likeliest one.
+            found = [(CATEGORIES[int(np.argmax(row[:n]))], float(row[n]))]
+        return [
+            Detection(
+                category=Category(category),
+                stage=Stage.SAFETY_MODEL,
+                score=round(min(max(score, 0.0), 1.0), 6),
+                step_index=step.index,
+                span=(step.start, step.end),
+                rule=None,
+                evidence=step.text[:EVIDENCE_CHARS],
+            )
+            for category, score in found
+        ]

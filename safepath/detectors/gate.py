@@ -1,0 +1,117 @@
+"""The cascade's first tier: static embeddings and a linear head settle the confidently benign steps.
+
+A transformer on every step of every trace caps a two-core machine at a few dozen traces a second.
+Most steps of most traces are plainly benign, so a static-embedding model (model2vec, distilled from
+the same MiniLM: token vectors averaged, thousands of steps a second) with a logistic head scores each
+step first; a step goes on to the transformer only when its harm probability reaches `skip_below`,
+or, for the semantic stage, when it is near any semantic-rule exemplar in the static space (so rules
+users add in YAML still reach the model for the steps that resemble them).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from safepath.errors import ModelLoadError
+from safepath.settings import RuntimeSettings
+
+
+class GateOptions(BaseModel):
+    """`gate:` inside a model stage's options."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(default="static-minilm", description="Static model folder under the model directory.")
+    skip_below: float = Field(
+        default=0.1, ge=0.0, le=1.0, description="Steps whose static harm probability is below this skip the transformer."
+    )
+    exemplar_similarity: float = Field(
+        default=0.6,
+        ge=-1.0,
+        le=1.0,
+        description="Steps at least this similar (static cosine) to a semantic exemplar reach the transformer anyway.",
+    )
+
+
+@functools.cache
+def _static_model(path: Path):  # noqa: ANN202 - model2vec.StaticModel, imported lazily
+    from model2vec import StaticModel
+
+    try:
+        return StaticModel.from_pretrained(str(path))
+    except Exception as exc:  # model2vec raises several types for a missing or broken folder
+        raise ModelLoadError(path, f"cannot load the static model: {exc}") from exc
+
+
+class StaticGate:
+    """Decides which steps need the transformer."""
+
+    def __init__(self, model_dir: str | Path, *, skip_below: float = 0.1, exemplar_similarity: float = 0.6) -> None:
+        self.model_dir = Path(model_dir)
+        self.skip_below = skip_below
+        self.exemplar_similarity = exemplar_similarity
+        head_path = self.model_dir / "gate.json"
+        try:
+            raw = head_path.read_bytes()
+            head = json.loads(raw)
+            self._weights = np.asarray(head["weights"], dtype=np.float32)
+            self._bias = float(head["bias"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelLoadError(head_path, f"cannot read the gate head: {exc}") from exc
+        self.version = hashlib.sha256(raw).hexdigest()[:12]
+        self._exemplar_texts: list[str] = []
+        self._exemplars: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_options(cls, options: GateOptions, settings: RuntimeSettings) -> StaticGate:
+        return cls(
+            settings.model_dir / options.model,
+            skip_below=options.skip_below,
+            exemplar_similarity=options.exemplar_similarity,
+        )
+
+    def add_exemplars(self, texts: Sequence[str]) -> None:
+        """Phrasings whose look-alikes must always reach the transformer (the semantic rules' exemplars)."""
+        self._exemplar_texts.extend(texts)
+        self._exemplars = None
+
+    def warmup(self) -> None:
+        self.needs_model(["warm up"])
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length static embeddings, one row per text."""
+        vectors = np.asarray(_static_model(self.model_dir).encode(list(texts)), dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-9)
+
+    def harm_probability(self, texts: Sequence[str]) -> np.ndarray:
+        return self._probability(self.embed(texts))
+
+    def _probability(self, embedded: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-(embedded @ self._weights + self._bias)))
+
+    def needs_model(self, texts: Sequence[str]) -> np.ndarray:
+        """A boolean per text: True where the transformer must judge it."""
+        if not texts:
+            return np.zeros(0, dtype=bool)
+        embedded = self.embed(texts)
+        needed = self._probability(embedded) >= self.skip_below
+        if self._exemplar_texts:
+            needed |= (embedded @ self._exemplar_matrix().T).max(axis=1) >= self.exemplar_similarity
+        return needed
+
+    def _exemplar_matrix(self) -> np.ndarray:
+        if self._exemplars is None:
+            with self._lock:
+                if self._exemplars is None:
+                    self._exemplars = self.embed(self._exemplar_texts)
+        return self._exemplars

@@ -1,0 +1,176 @@
+"""The semantic stage: steps matched by meaning against exemplar phrasings from YAML.
+
+Each semantic rule is a handful of example phrasings of one risk. Their sentence embeddings
+(all-MiniLM-L6-v2, mean-pooled, normalised) are computed once at load; a step matches a rule when its
+embedding's cosine similarity to any exemplar reaches the rule's threshold. Users add rules in
+`configs/semantic_rules.yaml` without retraining anything.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from safepath.detectors.gate import GateOptions, StaticGate
+from safepath.detectors.rules import SEVERITY_SCORE, Severity
+from safepath.errors import RuleFileError
+from safepath.runtime import Encoder
+from safepath.runtime.loading import encoder_for
+from safepath.settings import RuntimeSettings
+from safepath.types import Category, Detection, Stage, Trace, Verdict
+
+EVIDENCE_CHARS = 80
+
+
+class SemanticRule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="Unique name; reported as the detection's `rule`.")
+    category: Category
+    severity: Severity = Field(description="A match scores as a rule of this severity does.")
+    action: Verdict = Field(description="The strongest action a match may cause.")
+    threshold: float = Field(gt=0.0, le=1.0, description="Cosine similarity at which a step matches an exemplar.")
+    description: str = ""
+    exemplars: tuple[str, ...] = Field(min_length=1, description="Example phrasings of the risk, one sentence each.")
+
+
+class SemanticRuleFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: str
+    rules: tuple[SemanticRule, ...]
+
+
+def load_semantic_rules(path: str | Path) -> SemanticRuleFile:
+    """Read and validate a semantic rules file.
+
+    Raises:
+        RuleFileError: naming the file and, where one rule is at fault, the rule.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_bytes())
+        parsed = SemanticRuleFile.model_validate(data)
+    except OSError as exc:
+        raise RuleFileError(path, f"cannot read: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise RuleFileError(path, f"not valid YAML: {exc}") from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        rule = None
+        if first["loc"][:1] == ("rules",) and len(first["loc"]) > 1 and isinstance(data, dict):
+            raw = data["rules"][first["loc"][1]]
+            rule = str(raw.get("name") if isinstance(raw, dict) else first["loc"][1])
+        raise RuleFileError(path, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()),
+                            rule=rule) from None
+    names = [r.name for r in parsed.rules]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise RuleFileError(path, "duplicate rule name", rule=duplicates[0])
+    return parsed
+
+
+class SemanticOptions(BaseModel):
+    """`options:` of a `type: semantic` stage in profiles.yaml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(description="Model folder under the model directory, e.g. `semantic-minilm`.")
+    rules_file: str = Field(description="Semantic rules YAML, relative to the profiles file.")
+    gate: GateOptions | None = Field(default=None, description="Cascade first tier; every step reaches the model when absent.")
+
+
+class SemanticDetector:
+    """Matches step embeddings against rule exemplars by cosine similarity."""
+
+    inline = False
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        rules: Sequence[SemanticRule],
+        *,
+        name: str = "semantic",
+        rules_version: str = "unversioned",
+        gate: StaticGate | None = None,
+    ) -> None:
+        self.name = name
+        self.encoder = encoder
+        self.rules = tuple(rules)
+        self.rules_version = rules_version
+        self.gate = gate
+        # Exemplars sit in one matrix, rule after rule; rule r owns rows bounds[r]:bounds[r + 1].
+        self._bounds = np.cumsum([0, *(len(r.exemplars) for r in self.rules)])
+        self._thresholds = np.array([r.threshold for r in self.rules], dtype=np.float32)
+        self._exemplars: np.ndarray | None = None
+        self._lock = threading.Lock()
+        if gate is not None:
+            gate.add_exemplars([e for r in self.rules for e in r.exemplars])
+
+    @property
+    def version(self) -> str:
+        gate = f"+gate-{self.gate.version}" if self.gate else ""
+        return f"{self.encoder.version}+rules-{self.rules_version}{gate}"
+
+    @classmethod
+    def from_options(
+        cls, name: str, options: dict[str, Any], base_dir: Path, settings: RuntimeSettings | None = None
+    ) -> SemanticDetector:
+        settings = settings or RuntimeSettings()
+        opts = SemanticOptions.model_validate(options)
+        rule_file = load_semantic_rules(base_dir / opts.rules_file)
+        gate = StaticGate.from_options(opts.gate, settings) if opts.gate else None
+        encoder = encoder_for(settings.model_dir / opts.model, settings, name=name)
+        return cls(encoder, rule_file.rules, name=name, rules_version=rule_file.version, gate=gate)
+
+    def exemplar_embeddings(self) -> np.ndarray:
+        """All exemplars' embeddings, rows in rule order; computed once, on first use or warm-up."""
+        if self._exemplars is None:
+            with self._lock:
+                if self._exemplars is None:
+                    texts = [e for r in self.rules for e in r.exemplars]
+                    self._exemplars = self.encoder.run(texts)["embedding"].astype(np.float32)
+        return self._exemplars
+
+    def warmup(self) -> None:
+        self.exemplar_embeddings()
+        if self.gate:
+            self.gate.warmup()
+
+    def detect(self, traces: Sequence[Trace]) -> list[list[Detection]]:
+        results: list[list[Detection]] = [[] for _ in traces]
+        items = [(t, step) for t, trace in enumerate(traces) for step in trace.steps]
+        if not items or not self.rules:
+            return results
+        texts = [step.text for _, step in items]
+        chosen = np.arange(len(items)) if self.gate is None else np.flatnonzero(self.gate.needs_model(texts))
+        if len(chosen) == 0:
+            return results
+        exemplars = self.exemplar_embeddings()
+        steps = self.encoder.run([texts[i] for i in chosen])["embedding"].astype(np.float32)
+        similarity = steps @ exemplars.T  # both sides are unit vectors: cosine
+        best = np.maximum.reduceat(similarity, self._bounds[:-1], axis=1)  # per step and rule
+        for row, scores, i in zip(similarity, best, chosen):
+            t, step = items[i]
+            for r in np.flatnonzero(scores >= self._thresholds):
+                rule = self.rules[r]
+                exemplar = rule.exemplars[int(np.argmax(row[self._bounds[r] : self._bounds[r + 1]]))]
+                results[t].append(
+                    Detection(
+                        category=rule.category,
+                        stage=Stage.SEMANTIC,
+                        score=SEVERITY_SCORE[rule.severity],
+                        step_index=step.index,
+                        span=(step.start, step.end),
+                        rule=rule.name,
+                        evidence=f"{scores[r]:.2f} ~ {exemplar}"[:EVIDENCE_CHARS],
+                        action=rule.action,
+                    )
+                )
+        return results

@@ -1,0 +1,36 @@
+"""Pick a model folder's ONNX file and runtime options from the environment's settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from safepath.errors import ModelLoadError
+from safepath.runtime.onnx import OnnxEncoder, default_providers
+from safepath.settings import RuntimeSettings
+
+
+def model_file(model_dir: Path, settings: RuntimeSettings) -> Path:
+    """`model.<precision>.onnx` in `model_dir`; `auto` means fp16 where CUDA runs the model, int8 on CPU.
+
+    Raises:
+        ModelLoadError: the folder or the chosen file is missing (naming it).
+    """
+    precision = settings.precision
+    if precision == "auto":
+        providers = settings.providers or default_providers()
+        precision = "fp16" if providers and providers[0] == "CUDAExecutionProvider" else "int8"
+    path = model_dir / f"model.{precision}.onnx"
+    if not path.is_file():
+        raise ModelLoadError(path, f"model file not found (precision {precision}; see {model_dir / 'MODEL_CARD.md'})")
+    return path
+
+
+def encoder_for(model_dir: Path, settings: RuntimeSettings, *, name: str = "") -> OnnxEncoder:
+    """An `OnnxEncoder` for a shipped model folder (model file, `tokenizer.json`), configured by `settings`."""
+    return OnnxEncoder(
+        model_file(model_dir, settings),
+        model_dir / "tokenizer.json",
+        providers=settings.providers,
+        intra_op_threads=settings.intra_op_threads,
+        name=name,
+    )

@@ -1,0 +1,183 @@
+"""The model stages (classifier, semantic) over fake encoders: what they report, which steps they send on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from safepath import Category, RuleFileError, Stage, Verdict
+from safepath.detectors.classifier import ClassifierDetector, with_context
+from safepath.detectors.semantic import SemanticDetector, SemanticRule, load_semantic_rules
+from safepath.errors import ConfigError
+from safepath.runtime import FakeEncoder
+from safepath.segment import segment
+from safepath.types import CATEGORIES, Trace
+
+LABELS = [*CATEGORIES, "harmful"]
+
+
+def _trace(text: str) -> Trace:
+    return Trace(content=text, steps=segment(text))
+
+
+def _probs_for(keyword_to_category: dict[str, str]):
+    """A fake classifier: a step containing a keyword scores 0.9 in its category and in `harmful`."""
+
+    def fn(texts):
+        probs = np.full((len(texts), len(LABELS)), 0.01, dtype=np.float32)
+        for i, text in enumerate(texts):
+            step = text.split(" [SEP] ")[0].lower()
+            for keyword, category in keyword_to_category.items():
+                if keyword in step:
+                    probs[i, LABELS.index(category)] = 0.9
+                    probs[i, -1] = 0.9
+        return {"probs": probs}
+
+    return fn
+
+
+class KeywordGate:
+    """Stands in for StaticGate: only steps containing `word` go on to the model."""
+
+    version = "gate-fake"
+
+    def __init__(self, word: str) -> None:
+        self.word = word
+        self.exemplars: list[str] = []
+
+    def needs_model(self, texts):
+        return np.array([self.word in t.lower() for t in texts], dtype=bool)
+
+    def add_exemplars(self, texts):
+        self.exemplars.extend(texts)
+
+    def warmup(self):
+        pass
+
+
+TRACE = "Step 1: Read the failing test. Step 2: Rewrite the test so it always passes. Step 3: Tell the user."
+
+
+def test_classifier_reports_the_step_category_and_span():
+    encoder = FakeEncoder(_probs_for({"always passes": "reward_hacking"}))
+    detector = ClassifierDetector(encoder, LABELS)
+    (found,) = detector.detect([_trace(TRACE)])[0]
+    assert (found.category, found.stage, found.step_index) == (Category.REWARD_HACKING, Stage.SAFETY_MODEL, 1)
+    assert TRACE[found.span[0] : found.span[1]] == "Step 2: Rewrite the test so it always passes."
+    assert found.score == pytest.approx(0.9) and found.action is Verdict.BLOCK
+
+
+def test_classifier_feeds_each_step_with_its_predecessor_in_one_batch():
+    encoder = FakeEncoder(_probs_for({}))
+    ClassifierDetector(encoder, LABELS).detect([_trace(TRACE), _trace("One short step here.")])
+    (batch,) = encoder.calls
+    assert batch[0] == "Step 1: Read the failing test."
+    assert batch[1] == with_context("Step 2: Rewrite the test so it always passes.", "Step 1: Read the failing test.")
+    assert len(batch) == 4
+
+
+def test_harmful_without_a_confident_category_reports_the_likeliest():
+    def fn(texts):
+        probs = np.full((len(texts), len(LABELS)), 0.05, dtype=np.float32)
+        probs[:, LABELS.index("deception")] = 0.2
+        probs[:, -1] = 0.8
+        return {"probs": probs}
+
+    (found,) = ClassifierDetector(FakeEncoder(fn), LABELS).detect([_trace("A single step of reasoning.")])[0]
+    assert found.category is Category.DECEPTION and found.score == pytest.approx(0.8)
+
+
+def test_gate_sends_only_uncertain_steps_to_the_model_and_counts_them():
+    encoder = FakeEncoder(_probs_for({"always passes": "reward_hacking"}))
+    detector = ClassifierDetector(encoder, LABELS, gate=KeywordGate("test"))
+    found = detector.detect([_trace(TRACE)])[0]
+    assert [d.step_index for d in found] == [1]
+    assert len(encoder.calls[0]) == 2  # step 3 ("Tell the user.") never reached the model
+    assert (detector.steps_seen, detector.steps_to_model) == (3, 2)
+    assert detector.version == "fake+gate-gate-fake"
+
+
+def test_gate_that_clears_everything_skips_the_model_call():
+    encoder = FakeEncoder(_probs_for({}))
+    detector = ClassifierDetector(encoder, LABELS, gate=KeywordGate("zzz"))
+    assert detector.detect([_trace(TRACE)]) == [[]]
+    assert encoder.calls == []
+
+
+def test_model_labels_must_follow_the_taxonomy():
+    with pytest.raises(ConfigError, match="taxonomy"):
+        ClassifierDetector(FakeEncoder(_probs_for({})), ["harm", *CATEGORIES])
+
+
+# --- semantic ---------------------------------------------------------------------------------------------------
+
+_VECTORS = {"monitor": [1.0, 0.0, 0.0], "grader": [0.0, 1.0, 0.0]}
+
+
+def _embed(texts):
+    """A fake sentence encoder: the axis of the first keyword found, else a third, unrelated axis."""
+    rows = []
+    for text in texts:
+        vector = next((v for k, v in _VECTORS.items() if k in text.lower()), [0.0, 0.0, 1.0])
+        rows.append(vector)
+    return {"embedding": np.asarray(rows, dtype=np.float32)}
+
+
+RULES = [
+    SemanticRule(name="oversight.hide", category="oversight_evasion", severity="high", action="block", threshold=0.8,
+                 exemplars=("keep this from the monitor", "the monitor must not see it")),
+    SemanticRule(name="reward.grader", category="reward_hacking", severity="medium", action="redact", threshold=0.8,
+                 exemplars=("the grader only checks the format",)),
+]
+
+
+def test_semantic_match_reports_rule_exemplar_and_severity_score():
+    detector = SemanticDetector(FakeEncoder(_embed), RULES, rules_version="t1")
+    text = "First I gather the data. Then I make sure the monitor never notices."
+    (found,) = detector.detect([_trace(text)])[0]
+    assert (found.rule, found.category, found.stage, found.step_index) == (
+        "oversight.hide", Category.OVERSIGHT_EVASION, Stage.SEMANTIC, 1)
+    assert found.score == pytest.approx(0.87) and found.action is Verdict.BLOCK
+    assert found.evidence == "1.00 ~ keep this from the monitor"
+    assert detector.version == "fake+rules-t1"
+
+
+def test_semantic_exemplars_are_embedded_once():
+    encoder = FakeEncoder(_embed)
+    detector = SemanticDetector(encoder, RULES)
+    detector.warmup()
+    detector.detect([_trace("The grader only checks format. Fine.")])
+    detector.detect([_trace("Nothing related here at all.")])
+    assert [len(c) for c in encoder.calls] == [3, 1, 1]  # the exemplars once, then one batch of steps per call
+
+
+def test_semantic_gate_learns_the_exemplars():
+    gate = KeywordGate("grader")
+    detector = SemanticDetector(FakeEncoder(_embed), RULES, gate=gate)
+    assert len(gate.exemplars) == 3
+    found = detector.detect([_trace("The monitor is off. The grader only checks format.")])[0]
+    assert [d.rule for d in found] == ["reward.grader"]  # the monitor step never reached the model
+
+
+@pytest.mark.parametrize(
+    "body,problem",
+    [
+        ("version: '1'\nrules:\n  - {name: a, category: deception, severity: low, action: flag, threshold: 0.7, exemplars: []}\n",
+         "exemplars"),
+        ("version: '1'\nrules:\n  - {name: a, category: nope, severity: low, action: flag, threshold: 0.7, exemplars: [x]}\n",
+         "category"),
+        ("version: '1'\nrules:\n  - {name: a, category: deception, severity: low, action: flag, threshold: 1.5, exemplars: [x]}\n",
+         "threshold"),
+        ("version: '1'\nrules:\n  - {name: a, category: deception, severity: low, action: flag, threshold: 0.7, exemplars: [x]}\n"
+         "  - {name: a, category: deception, severity: low, action: flag, threshold: 0.7, exemplars: [y]}\n", "duplicate"),
+        ("rules: [", "YAML"),
+    ],
+)
+def test_bad_semantic_rule_files_name_the_problem(tmp_path: Path, body: str, problem: str):
+    path = tmp_path / "semantic.yaml"
+    path.write_text(body)
+    with pytest.raises(RuleFileError, match=problem) as info:
+        load_semantic_rules(path)
+    assert str(path) in str(info.value)
