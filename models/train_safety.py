@@ -219,16 +219,29 @@ def export(out_dir: Path) -> None:
     model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32 = Path(tmp) / "model.fp32.onnx"
-        onnx_export.export_onnx(model, fp32, output_names=["probs"])
-        optimized = Path(tmp) / "model.opt.onnx"
-        onnx_export.optimize_bert(fp32, optimized)
-        onnx_export.quantize_int8(optimized, out_dir / "model.int8.onnx")
-        onnx_export.save_fp16(fp32, out_dir)
-        shutil.copy(fp32, out_dir.parent / ".safety.fp32.onnx")  # ignored by git; used for the agreement report
+    fp32 = CHECKPOINT.parent / "model.fp32.onnx"  # kept under build/ (git-ignored) for the agreement report
+    optimized = CHECKPOINT.parent / "model.opt.onnx"
+    onnx_export.export_onnx(model, fp32, output_names=["probs"])
+    onnx_export.optimize_bert(fp32, optimized)
+    onnx_export.quantize_int8(optimized, out_dir / "model.int8.onnx")
+    onnx_export.save_fp16(optimized, out_dir)
     shutil.copy(base_model_dir() / "tokenizer.json", out_dir / "tokenizer.json")
     (out_dir / "labels.json").write_text(json.dumps(list(LABELS), indent=2) + "\n")
+
+
+def agreement_report(out_dir: Path) -> dict:
+    """int8 (and fp16, on CPU) against the fp32 export, on every step of the test split (reporting only)."""
+    import onnx_export
+
+    rows = step_examples(DATA / "test.jsonl", sample=False, rng=random.Random(SEED))
+    texts = [t for t, _ in rows]
+    fp32 = CHECKPOINT.parent / "model.fp32.onnx"
+    report = {"test_steps": len(texts)}
+    for name in ("model.int8.onnx", "model.fp16.onnx"):
+        if (out_dir / name).exists():
+            report[name] = onnx_export.agreement(fp32, out_dir / name, texts, "probs",
+                                                 tokenizer_path=out_dir / "tokenizer.json")
+    return report
 
 
 def sha256(path: Path) -> str:
@@ -249,6 +262,7 @@ def main() -> None:
         summary = train()
         summary_path.write_text(json.dumps(summary, indent=2))
     export(out)
+    summary["agreement"] = agreement_report(out)
     summary["data_sha256"] = {p.name: sha256(p) for p in sorted(DATA.glob("*.jsonl"))}
     summary["artifacts_sha256"] = {p.name: sha256(p) for p in sorted(out.iterdir()) if p.is_file() and p.suffix != ".md"}
     (out / "training.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")

@@ -27,10 +27,14 @@ def model_file(model_dir: Path, settings: RuntimeSettings) -> Path:
 
 def encoder_for(model_dir: Path, settings: RuntimeSettings, *, name: str = "") -> OnnxEncoder:
     """An `OnnxEncoder` for a shipped model folder (model file, `tokenizer.json`), configured by `settings`."""
+    path = model_file(model_dir, settings)
     return OnnxEncoder(
-        model_file(model_dir, settings),
+        path,
         model_dir / "tokenizer.json",
         providers=settings.providers,
         intra_op_threads=settings.intra_op_threads,
+        # Dynamic int8 quantizes activations with one scale per batch: one row per call keeps a step's score
+        # independent of its batch-mates. On two cores batching past one row gains little for this model anyway.
+        max_batch_rows=1 if path.name == "model.int8.onnx" else None,
         name=name,
     )

@@ -57,6 +57,9 @@ class OnnxEncoder:
         max_length: tokens per row, [CLS] and [SEP] included; longer texts are windowed.
         window_stride: body tokens between the starts of consecutive windows (at most `max_length - 2`).
         max_tokens_per_batch: bound on rows x padded length per model call; bounds activation memory.
+        max_batch_rows: at most this many rows per model call (None: only the token bound applies). Dynamically
+            quantized (int8) models need 1: their activation scales are computed over the whole batch, so a text's
+            scores would otherwise shift with whatever else shares its call.
         enable_cpu_mem_arena: ONNX Runtime's CPU memory arena. It keeps its high-water mark for the life of the
             process, but `max_tokens_per_batch` bounds that mark: with the int8 MiniLM and 4096 tokens, a process
             stays near 260 MB (340 MB with max_length 512), against 1.1 GB after one unbounded 32x512 batch.
@@ -74,6 +77,7 @@ class OnnxEncoder:
         max_length: int = 128,
         window_stride: int = 96,
         max_tokens_per_batch: int = 4096,
+        max_batch_rows: int | None = None,
         enable_cpu_mem_arena: bool = True,
         name: str = "",
     ) -> None:
@@ -92,6 +96,7 @@ class OnnxEncoder:
         self.max_length = max_length
         self.window_stride = window_stride
         self.max_tokens_per_batch = max_tokens_per_batch
+        self.max_batch_rows = max_batch_rows
         self.enable_cpu_mem_arena = enable_cpu_mem_arena
         self.name = name or self.model_path.stem
         self._lock = threading.Lock()
@@ -137,7 +142,7 @@ class OnnxEncoder:
     def _run_rows(self, loaded: _Loaded, rows: list[list[int]]) -> dict[str, np.ndarray]:
         """Run rows in length-bucketed batches; results come back in row order."""
         results = {o.name: np.empty((len(rows), *o.row_shape), o.dtype) for o in loaded.outputs}
-        for batch in length_batches([len(r) for r in rows], self.max_tokens_per_batch):
+        for batch in length_batches([len(r) for r in rows], self.max_tokens_per_batch, self.max_batch_rows):
             feeds = _pad([rows[i] for i in batch], loaded.pad_id, loaded.input_names)
             values = loaded.session.run(None, feeds)
             for output, value in zip(loaded.outputs, values, strict=True):
@@ -268,8 +273,9 @@ def window_starts(n_tokens: int, body: int, stride: int) -> list[int]:
     return [*range(0, n_tokens - body, stride), n_tokens - body]
 
 
-def length_batches(lengths: Sequence[int], max_tokens: int) -> list[np.ndarray]:
-    """Group row indices so that each group's rows x longest row stays within `max_tokens` (one row always fits).
+def length_batches(lengths: Sequence[int], max_tokens: int, max_rows: int | None = None) -> list[np.ndarray]:
+    """Group row indices so that each group's rows x longest row stays within `max_tokens` (one row always fits)
+    and, when given, holds at most `max_rows` rows.
 
     Rows are taken shortest first, so each batch holds rows of similar length and padding stays small.
     """
@@ -278,7 +284,8 @@ def length_batches(lengths: Sequence[int], max_tokens: int) -> list[np.ndarray]:
     start = 0
     for end in range(1, len(order) + 1):
         # Sorted ascending: the row at `end - 1` is the longest of order[start:end].
-        if end - start > 1 and (end - start) * lengths[order[end - 1]] > max_tokens:
+        rows = end - start
+        if rows > 1 and (rows * lengths[order[end - 1]] > max_tokens or (max_rows is not None and rows > max_rows)):
             batches.append(order[start : end - 1])
             start = end - 1
     if len(order):

@@ -256,3 +256,9 @@ def test_missing_derived_external_data_says_how_to_rebuild_it(files):
 def test_inconsistent_options_are_rejected_at_construction(files, options):
     with pytest.raises(ValueError):
         OnnxEncoder(*files, **options)
+
+
+def test_length_batches_honour_a_row_limit():
+    # int8 models run one row per call (see OnnxEncoder's max_batch_rows)
+    assert [b.tolist() for b in length_batches([3, 1, 2], 1000, 1)] == [[1], [2], [0]]
+    assert [len(b) for b in length_batches([4] * 5, 1000, 2)] == [2, 2, 1]
