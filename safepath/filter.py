@@ -84,7 +84,7 @@ class SafePathFilter:
 
     def filter_batch(self, requests: Sequence[FilterRequest | str]) -> list[FilterResult]:
         """Judge many traces in one pass (stages see them as one batch)."""
-        prepared = [FilterRequest(content=r) if isinstance(r, str) else r for r in requests]
+        prepared = _requests(requests)
         if not prepared:
             return []
         return self.pipeline.run_sync(
@@ -99,7 +99,7 @@ class SafePathFilter:
         return (await self.afilter_batch([_request(content, context, **kwargs)]))[0]
 
     async def afilter_batch(self, requests: Sequence[FilterRequest | str]) -> list[FilterResult]:
-        prepared = [FilterRequest(content=r) if isinstance(r, str) else r for r in requests]
+        prepared = _requests(requests)
         if not prepared:
             return []
         return await self.pipeline.run_async(prepared, {n: self._async_stage(n) for n in self.detectors})
@@ -144,3 +144,8 @@ def _request(
         return FilterRequest(content=content, context=context, profile=profile, request_id=request_id, metadata=metadata)
     except ValidationError as exc:
         raise InvalidRequest(f"invalid request: {exc}") from None
+
+
+def _requests(requests: Sequence[FilterRequest | str]) -> list[FilterRequest]:
+    """Batch items as requests: plain strings become requests with the default profile."""
+    return [r if isinstance(r, FilterRequest) else _request(r) for r in requests]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from safepath.detectors.gate import GateOptions, StaticGate
+from safepath.detectors.gate import GateOptions, StaticGate, route
 from safepath.errors import ConfigError, ModelLoadError
 from safepath.runtime import Encoder
 from safepath.runtime.loading import encoder_for
@@ -93,19 +93,17 @@ class ClassifierDetector:
             self.gate.warmup()
 
     def detect(self, traces: Sequence[Trace]) -> list[list[Detection]]:
-        items = [(t, step) for t, trace in enumerate(traces) for step in trace.steps]
         results: list[list[Detection]] = [[] for _ in traces]
-        if not items:
-            return results
-        inputs = [
-            with_context(step.text, traces[t].steps[step.index - 1].text if step.index else None) for t, step in items
-        ]
-        chosen = np.arange(len(items)) if self.gate is None else np.flatnonzero(self.gate.needs_model([s.text for _, s in items]))
+        items, chosen = route(traces, self.gate)
         self.steps_seen += len(items)
         self.steps_to_model += len(chosen)
         if len(chosen) == 0:
             return results
-        probs = self.encoder.run([inputs[i] for i in chosen])["probs"]
+        inputs = []
+        for i in chosen:
+            t, step = items[i]
+            inputs.append(with_context(step.text, traces[t].steps[step.index - 1].text if step.index else None))
+        probs = self.encoder.run(inputs)["probs"]
         for row, i in zip(probs, chosen):
             t, step = items[i]
             results[t].extend(self._step_detections(row, step))

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from safepath.errors import ModelLoadError
 from safepath.settings import RuntimeSettings
+from safepath.types import Step, Trace
 
 
 class GateOptions(BaseModel):
@@ -115,3 +116,11 @@ class StaticGate:
                 if self._exemplars is None:
                     self._exemplars = self.embed(self._exemplar_texts)
         return self._exemplars
+
+
+def route(traces: Sequence[Trace], gate: StaticGate | None) -> tuple[list[tuple[int, Step]], np.ndarray]:
+    """Every step of a batch as (trace index, step), and the positions of those the transformer must judge."""
+    items = [(t, step) for t, trace in enumerate(traces) for step in trace.steps]
+    if gate is None or not items:
+        return items, np.arange(len(items))
+    return items, np.flatnonzero(gate.needs_model([step.text for _, step in items]))

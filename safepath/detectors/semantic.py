@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from safepath.detectors.gate import GateOptions, StaticGate
+from safepath.detectors.gate import GateOptions, StaticGate, route
 from safepath.detectors.rules import SEVERITY_SCORE, Severity
 from safepath.errors import RuleFileError
 from safepath.runtime import Encoder
@@ -110,6 +110,8 @@ class SemanticDetector:
         self._thresholds = np.array([r.threshold for r in self.rules], dtype=np.float32)
         self._exemplars: np.ndarray | None = None
         self._lock = threading.Lock()
+        self.steps_seen = 0  # for the cascade report, as in ClassifierDetector
+        self.steps_to_model = 0
         if gate is not None:
             gate.add_exemplars([e for r in self.rules for e in r.exemplars])
 
@@ -145,15 +147,15 @@ class SemanticDetector:
 
     def detect(self, traces: Sequence[Trace]) -> list[list[Detection]]:
         results: list[list[Detection]] = [[] for _ in traces]
-        items = [(t, step) for t, trace in enumerate(traces) for step in trace.steps]
-        if not items or not self.rules:
+        if not self.rules:
             return results
-        texts = [step.text for _, step in items]
-        chosen = np.arange(len(items)) if self.gate is None else np.flatnonzero(self.gate.needs_model(texts))
+        items, chosen = route(traces, self.gate)
+        self.steps_seen += len(items)
+        self.steps_to_model += len(chosen)
         if len(chosen) == 0:
             return results
         exemplars = self.exemplar_embeddings()
-        steps = self.encoder.run([texts[i] for i in chosen])["embedding"].astype(np.float32)
+        steps = self.encoder.run([items[i][1].text for i in chosen])["embedding"].astype(np.float32)
         similarity = steps @ exemplars.T  # both sides are unit vectors: cosine
         best = np.maximum.reduceat(similarity, self._bounds[:-1], axis=1)  # per step and rule
         for row, scores, i in zip(similarity, best, chosen):
