@@ -307,6 +307,8 @@ def _join_spaced(text: str) -> tuple[str, list[tuple[int, int]]] | None:
     pos = 0
     for m in _SPACED.finditer(text):
         start, end = m.span()
+        if text[start] in "ai" and m.group(1) == " " and end - start >= 7:
+            start += 2  # 'make a b o m b': the article stays a word ('a bomb'); the rest is joined
         parts += (text[pos:start], text[start:end:2])
         kept.append((pos, start + 1))
         kept += ((i, i + 1) for i in range(start + 2, end, 2))

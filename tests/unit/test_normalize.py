@@ -339,3 +339,21 @@ UNICODE_TRACE = (
 def test_benchmark_views(benchmark, text: str) -> None:  # type: ignore[no-untyped-def]
     result = benchmark(views, text)
     assert result[0].kind == "normalized"
+
+
+@pytest.mark.parametrize(
+    "raw,expected,word,source",
+    [
+        # a leading one-letter word stays a word when the spaced run after it is long enough
+        ("make a b o m b now", "make a bomb now", "bomb", "b o m b"),
+        ("then i k i l l it", "then i kill it", "kill", "k i l l"),
+        # short runs are joined whole, and other separators never split an article off
+        ("a b c", "abc", "abc", "a b c"),
+        ("a.b.o.m.b", "abomb", "abomb", "a.b.o.m.b"),
+    ],
+)
+def test_leading_article_is_not_swallowed_by_a_spaced_run(raw, expected, word, source):
+    view = normalize(raw)
+    assert view.text == expected
+    start = view.text.index(word)
+    assert raw[slice(*view.to_original(start, start + len(word)))] == source
