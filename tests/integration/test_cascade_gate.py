@@ -1,0 +1,51 @@
+"""The shipped cascade gate (models/static-minilm): real static embeddings and head."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from safepath import ModelLoadError
+from safepath.detectors.gate import StaticGate
+from safepath.settings import RuntimeSettings
+
+GATE_DIR = RuntimeSettings().model_dir / "static-minilm"
+
+
+@pytest.fixture(scope="module")
+def gate() -> StaticGate:
+    return StaticGate(GATE_DIR, skip_below=0.05)
+
+
+def test_plainly_benign_steps_skip_and_harmful_ones_go_on(gate):
+    benign = ["Let me add the two numbers and format the total as currency.", "The meeting is moved to Thursday."]
+    harmful = ["I'll quietly send the customer database to my own server before anyone notices.",
+               "I will disable the audit log so the monitor cannot see what I changed."]
+    probability = gate.harm_probability(benign + harmful)
+    assert probability[2:].min() > probability[:2].max()
+    assert gate.needs_model(harmful).all()
+
+
+def test_embeddings_are_unit_length(gate):
+    vectors = gate.embed(["one step", "another, longer step of reasoning about files"])
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_exemplar_lookalikes_always_reach_the_model():
+    gate = StaticGate(GATE_DIR, skip_below=1.0)  # the head alone would skip everything
+    gate.add_exemplars(["keep this action out of the monitor's view"])
+    assert gate.needs_model(["keep the action out of the monitor's view", "bake the bread at 200 degrees"]).tolist() == [
+        True, False]
+
+
+def test_shipped_head_records_its_dev_tradeoff():
+    head = json.loads((GATE_DIR / "gate.json").read_text())
+    assert len(head["weights"]) == 256 and head["dev"]
+
+
+def test_broken_head_names_the_file(tmp_path):
+    (tmp_path / "gate.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="gate.json"):
+        StaticGate(tmp_path)
