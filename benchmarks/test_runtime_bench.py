@@ -1,7 +1,9 @@
-"""Throughput of the semantic encoder (int8 and fp32 MiniLM) on ~30-token reasoning steps: `make bench`.
+"""Throughput of the two transformers (safety classifier, semantic encoder) on ~30-token steps: `make bench`.
 
+int8 runs as served (`safepath.runtime.loading.encoder_for`: one row per model call, since dynamic quantization
+scales activations per call); fp32 runs in token-bounded batches. The fp32 files exist only after an export
+(`models/export_semantic.py`, `models/train_safety.py`) and stay in git-ignored build folders.
 Reported, never asserted: the machine is shared and noisy. `extra_info["steps_per_s"]` holds batch / mean time.
-The fp32 model exists only after `python models/export_semantic.py` (it stays in the git-ignored build/ folder).
 """
 
 from __future__ import annotations
@@ -14,8 +16,14 @@ from safepath.runtime import OnnxEncoder
 
 from .traces import _SENTENCES
 
-MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "semantic-minilm"
-MODELS = {"int8": MODEL_DIR / "model.int8.onnx", "fp32": MODEL_DIR / "build" / "model.fp32.onnx"}
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+BUILD = MODELS_DIR.parent / "build"
+MODELS = {
+    "safety-int8": MODELS_DIR / "safety-minilm" / "model.int8.onnx",
+    "safety-fp32": BUILD / "safety" / "model.fp32.onnx",
+    "semantic-int8": MODELS_DIR / "semantic-minilm" / "model.int8.onnx",
+    "semantic-fp32": MODELS_DIR / "semantic-minilm" / "build" / "model.fp32.onnx",
+}
 # Ten steps of 17-34 word pieces (mean 24), [CLS]/[SEP] included; each batch cycles through them.
 STEPS = _SENTENCES
 
@@ -24,16 +32,18 @@ STEPS = _SENTENCES
 def encoder(request) -> OnnxEncoder:
     path = MODELS[request.param]
     if not path.is_file():
-        pytest.skip(f"{path} not built: run models/export_semantic.py")
-    enc = OnnxEncoder(path, MODEL_DIR / "tokenizer.json", providers=["CPUExecutionProvider"], intra_op_threads=2)
+        pytest.skip(f"{path} not built")
+    tokenizer = MODELS_DIR / "semantic-minilm" / "tokenizer.json"  # both models share MiniLM's tokenizer
+    enc = OnnxEncoder(path, tokenizer, providers=["CPUExecutionProvider"], intra_op_threads=2,
+                      max_batch_rows=1 if request.param.endswith("int8") else None, name=request.param)
     enc.warmup()
     return enc
 
 
 @pytest.mark.parametrize("batch", [1, 8, 32])
-def test_semantic_encoder_steps_per_second(benchmark, encoder, batch):
+def test_encoder_steps_per_second(benchmark, encoder, batch):
     texts = [STEPS[i % len(STEPS)] for i in range(batch)]
-    benchmark.group = f"semantic encoder, batch {batch}"
+    benchmark.group = f"batch {batch}"
     benchmark(encoder.run, texts)
     if benchmark.stats:  # absent under --benchmark-disable
         benchmark.extra_info["steps_per_s"] = round(batch / benchmark.stats.stats.mean, 1)

@@ -12,12 +12,21 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import BaseModel, Field
 
 from safepath.errors import InvalidRequest
-from safepath.filter import SafePathFilter
-from safepath.types import CATEGORIES, Verdict
+from safepath.types import CATEGORIES, FilterResult, Verdict
+
+
+class Filter(Protocol):
+    """What evaluation needs of a filter: SafePathFilter, or a baseline standing in for one."""
+
+    @property
+    def default_profile(self) -> str: ...
+
+    def filter(self, content: str, context: dict[str, str] | None = None, *, profile: str | None = None) -> FilterResult: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +106,7 @@ def _example(row: object) -> Example:
 
 
 def evaluate(
-    safepath_filter: SafePathFilter, examples: Sequence[Example], *, profile: str | None = None, dataset: str = ""
+    safepath_filter: Filter, examples: Sequence[Example], *, profile: str | None = None, dataset: str = ""
 ) -> EvalReport:
     """Filter every example one at a time (so per-example latency is real) and score the verdicts."""
     profile_name = profile or safepath_filter.default_profile

@@ -9,6 +9,7 @@ to the flow or the decision lands once and holds in both modes.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
@@ -20,6 +21,8 @@ from safepath.errors import ContentTooLarge, EmptyContent, InvalidRequest, Stage
 from safepath.profiles import ProfileSet, SafetyProfile
 from safepath.segment import segment
 from safepath.types import Detection, FilterRequest, FilterResult, Step, Trace, Verdict
+
+logger = logging.getLogger(__name__)
 
 AsyncStage = Callable[[Sequence[Trace]], Awaitable[list[list[Detection]]]]
 SyncStage = Callable[[Sequence[Trace]], list[list[Detection]]]
@@ -115,6 +118,9 @@ class Pipeline:
         if outcome.error is None and (results is None or len(results) != len(members)):
             outcome.error = StageError(f"stage {name!r} returned {0 if results is None else len(results)} results "
                                        f"for {len(members)} traces")
+        if outcome.error is not None:
+            # The request still gets an answer (the profile's fail_mode decides which); operators need the cause.
+            logger.warning("stage %r failed for %d traces: %r", name, len(members), outcome.error)
         for position, j in enumerate(members):
             jobs[j].latency_ms[name] = outcome.elapsed_ms
             if outcome.error is not None:

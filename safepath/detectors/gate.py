@@ -16,6 +16,7 @@ import json
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -43,11 +44,13 @@ class GateOptions(BaseModel):
 
 
 @functools.cache
-def _static_model(path: Path):  # noqa: ANN202 - model2vec.StaticModel, imported lazily
+def _static_model(path: Path) -> tuple[Any, threading.Lock]:
+    """One model2vec StaticModel per folder per process, with the lock its tokenizer needs: a
+    `tokenizers.Tokenizer` refuses concurrent use, and both model stages' gates share the model."""
     from model2vec import StaticModel
 
     try:
-        return StaticModel.from_pretrained(str(path))
+        return StaticModel.from_pretrained(str(path)), threading.Lock()
     except Exception as exc:  # model2vec raises several types for a missing or broken folder
         raise ModelLoadError(path, f"cannot load the static model: {exc}") from exc
 
@@ -90,7 +93,9 @@ class StaticGate:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-length static embeddings, one row per text."""
-        vectors = np.asarray(_static_model(self.model_dir).encode(list(texts)), dtype=np.float32)
+        model, lock = _static_model(self.model_dir)
+        with lock:
+            vectors = np.asarray(model.encode(list(texts)), dtype=np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.maximum(norms, 1e-9)
 

@@ -100,6 +100,7 @@ class OnnxEncoder:
         self.enable_cpu_mem_arena = enable_cpu_mem_arena
         self.name = name or self.model_path.stem
         self._lock = threading.Lock()
+        self._tokenizer_lock = threading.Lock()
         self._loaded: _Loaded | None = None
         self._version: str | None = None
 
@@ -132,7 +133,10 @@ class OnnxEncoder:
         body = self.max_length - 2
         owners: list[int] = []
         rows: list[list[int]] = []
-        for i, encoding in enumerate(loaded.tokenizer.encode_batch(list(texts), add_special_tokens=False)):
+        # A `tokenizers.Tokenizer` refuses concurrent use ("Already borrowed"); tokenizing is ~2% of a call.
+        with self._tokenizer_lock:
+            encodings = loaded.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        for i, encoding in enumerate(encodings):
             ids = encoding.ids
             for start in window_starts(len(ids), body, self.window_stride):
                 rows.append(loaded.prefix + ids[start : start + body] + loaded.suffix)

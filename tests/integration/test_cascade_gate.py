@@ -49,3 +49,26 @@ def test_broken_head_names_the_file(tmp_path):
     (tmp_path / "gate.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match="gate.json"):
         StaticGate(tmp_path)
+
+
+def test_gates_sharing_one_static_model_work_from_many_threads():
+    # Both model stages' gates share one StaticModel; its tokenizer refuses concurrent use ("Already borrowed").
+    import threading
+
+    gates = [StaticGate(GATE_DIR), StaticGate(GATE_DIR)]
+    texts = [f"Step {i}: check the invoice totals and write the summary for the finance team." for i in range(4000)]
+    errors: list[BaseException] = []
+
+    def work(gate: StaticGate) -> None:
+        try:
+            for _ in range(3):
+                gate.needs_model(texts)
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(gates[i % 2],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
