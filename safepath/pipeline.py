@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from safepath.errors import ContentTooLarge, EmptyContent, InvalidRequest, StageError, StageTimeout
 from safepath.profiles import ProfileSet, SafetyProfile
 from safepath.segment import segment
-from safepath.types import Detection, FilterRequest, FilterResult, Step, Trace, Verdict
+from safepath.types import Detection, FilterRequest, FilterResult, Stage, Step, Trace, Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,10 @@ class Pipeline:
                     calls[name] = members
             if not calls:
                 continue
+            for job in jobs:  # later tiers learn which steps earlier ones flagged (cascade gates pass them on)
+                flagged = frozenset(d.step_index for d in job.detections)
+                if flagged != job.trace.flagged_steps:
+                    job.trace = job.trace.model_copy(update={"flagged_steps": flagged})
             outcomes = yield {name: [jobs[j].trace for j in members] for name, members in calls.items()}
             for name, members in calls.items():
                 self._absorb(name, members, outcomes[name], jobs)
@@ -210,7 +214,10 @@ def _timed_call(stage: SyncStage, traces: list[Trace]) -> StageOutcome:
 def effective_action(detection: Detection, profile: SafetyProfile) -> Verdict:
     """The action a detection takes under a profile: its score's level, capped by the detection's own
     action (a rule's `action`) and by the profile's limit for its category."""
-    candidates = (profile.thresholds.level(detection.score), detection.action, profile.category_actions[detection.category])
+    thresholds = profile.thresholds
+    if detection.stage is Stage.SAFETY_MODEL and profile.model_thresholds is not None:
+        thresholds = profile.model_thresholds
+    candidates = (thresholds.level(detection.score), detection.action, profile.category_actions[detection.category])
     return min(candidates, key=lambda v: v.rank)
 
 
@@ -229,7 +236,8 @@ def decide(
     Only detections that cause at least a flag are kept in the result, each carrying the action it took.
     A failed stage makes the result `degraded`; under `fail_mode: closed` it also blocks.
     """
-    acted = [d.model_copy(update={"action": a}) for d in detections if (a := effective_action(d, profile)) is not Verdict.ALLOW]
+    kept = _after_model_veto(detections, profile)
+    acted = [d.model_copy(update={"action": a}) for d in kept if (a := effective_action(d, profile)) is not Verdict.ALLOW]
     acted.sort(key=lambda d: (d.step_index, d.span, d.stage.value))
     verdict = max((d.action for d in acted), key=lambda v: v.rank, default=Verdict.ALLOW)
     redacted = _steps_to_redact(acted)
@@ -257,6 +265,24 @@ def decide(
         model_versions=dict(model_versions or {}),
         degraded=degraded,
     )
+
+
+def _after_model_veto(detections: Sequence[Detection], profile: SafetyProfile) -> Sequence[Detection]:
+    """Without the rule and semantic detections the safety model overrules (see `model_veto_below`)."""
+    if profile.model_veto_below is None:
+        return detections
+    model_score: dict[int, float] = {}
+    for d in detections:
+        if d.stage is Stage.SAFETY_MODEL:
+            model_score[d.step_index] = max(model_score.get(d.step_index, 0.0), d.score)
+    return [
+        d
+        for d in detections
+        if d.stage is Stage.SAFETY_MODEL
+        or d.step_index not in model_score  # the model never judged this step (gated out, or the stage failed)
+        or model_score[d.step_index] >= profile.model_veto_below
+        or d.score >= profile.model_veto_max_score
+    ]
 
 
 def _steps_to_redact(acted: Sequence[Detection]) -> dict[int, list[str]]:

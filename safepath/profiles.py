@@ -75,6 +75,24 @@ class SafetyProfile(BaseModel):
     description: str = Field(default="", description="One line for humans.")
     stages: tuple[str, ...] = Field(default=("rules",), description="Names of the stages this profile runs.")
     thresholds: Thresholds = Field(default_factory=Thresholds, description="Score thresholds per action.")
+    model_thresholds: Thresholds | None = Field(
+        default=None,
+        description="Thresholds for the safety model's probabilities, when they should differ from `thresholds` "
+        "(a classifier's probability and a rule's severity score are not on quite the same scale).",
+    )
+    model_veto_below: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Drop rule and semantic detections on a step the safety model judged and scored below this: "
+        "the model read the whole step (e.g. a refusal that repeats a request) and found it benign.",
+    )
+    model_veto_max_score: float = Field(
+        default=0.95,
+        ge=0.0,
+        le=1.0,
+        description="Detections scoring at or above this (critical rules) are never vetoed by the model.",
+    )
     category_actions: dict[Category, Verdict] = Field(
         default_factory=_all_block,
         description="Strongest action each category may take; categories left out may block.",

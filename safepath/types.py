@@ -129,3 +129,6 @@ class Trace(BaseModel):
     content: str
     steps: tuple[Step, ...]
     context: dict[str, str] = Field(default_factory=dict)
+    flagged_steps: frozenset[int] = Field(
+        default=frozenset(), description="Steps an earlier tier already flagged: a cascade gate always lets them through."
+    )

@@ -38,7 +38,10 @@ class ClassifierOptions(BaseModel):
 
     model: str = Field(description="Model folder under the model directory (SAFEPATH_MODEL_DIR), e.g. `safety-minilm`.")
     min_score: float = Field(
-        default=0.3, ge=0.0, le=1.0, description="Category probabilities below this are not reported at all."
+        default=0.3,
+        ge=0.0,
+        le=1.0,
+        description="Categories at or above this probability are reported; a step with none reports only its likeliest.",
     )
     gate: GateOptions | None = Field(default=None, description="Cascade first tier; every step reaches the model when absent.")
 
@@ -110,11 +113,14 @@ class ClassifierDetector:
         return results
 
     def _step_detections(self, row: np.ndarray, step: Step) -> list[Detection]:
+        """Every category at or above `min_score`; a step with none still gets one detection, its likeliest
+        category scored by the model's overall harm probability, so the decision knows the model judged the
+        step and how benign it found it (a profile's `model_veto_below` relies on that)."""
         n = len(CATEGORIES)
         found = [(CATEGORIES[j], float(row[j])) for j in range(n) if row[j] >= self.min_score]
-        if not found and len(row) > n and row[n] >= self.min_score:
-            # "harmful" without a confident category: report it under the likeliest one.
-            found = [(CATEGORIES[int(np.argmax(row[:n]))], float(row[n]))]
+        if not found:
+            overall = float(row[n]) if len(row) > n else float(row[:n].max())
+            found = [(CATEGORIES[int(np.argmax(row[:n]))], overall)]
         return [
             Detection(
                 category=Category(category),

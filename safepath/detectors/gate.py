@@ -124,8 +124,11 @@ class StaticGate:
 
 
 def route(traces: Sequence[Trace], gate: StaticGate | None) -> tuple[list[tuple[int, Step]], np.ndarray]:
-    """Every step of a batch as (trace index, step), and the positions of those the transformer must judge."""
+    """Every step of a batch as (trace index, step), and the positions of those the transformer must judge:
+    what the gate cannot clear, and every step an earlier tier flagged (the model may overrule the rules there)."""
     items = [(t, step) for t, trace in enumerate(traces) for step in trace.steps]
     if gate is None or not items:
         return items, np.arange(len(items))
-    return items, np.flatnonzero(gate.needs_model([step.text for _, step in items]))
+    needed = gate.needs_model([step.text for _, step in items])
+    needed |= np.array([step.index in traces[t].flagged_steps for t, step in items], dtype=bool)
+    return items, np.flatnonzero(needed)

@@ -46,6 +46,20 @@ def step_scores(word: str, category: Category, score: float) -> Callable[[Trace]
     return fn
 
 
+@pytest.fixture(autouse=True)
+def disallow_ray_init(monkeypatch):
+    """Unit tests never start Ray (as Ray's own serve/tests/unit/conftest.py): a call to `ray.init` fails the test."""
+    try:
+        import ray
+    except ImportError:  # ray is an extra; without it nothing can start Ray anyway
+        return
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("unit tests must not start Ray; put the test under tests/integration")
+
+    monkeypatch.setattr(ray, "init", refuse)
+
+
 @pytest.fixture
 def tiny_filter() -> SafePathFilter:
     with SafePathFilter(profiles=TINY_PROFILES) as f:

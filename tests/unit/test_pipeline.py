@@ -183,3 +183,44 @@ def test_stage_returning_wrong_number_of_results_counts_as_failure():
     with _filter(Short(lambda t: [])) as f:
         result = f.filter("A calm step.", profile="with_model_closed")
     assert result.degraded and result.verdict is Verdict.BLOCK
+
+
+# --- the safety model's say: its own thresholds, and its veto over rule and semantic detections ----------------
+
+
+def _rule(category: Category, score: float, step: int) -> Detection:
+    return Detection(category=category, stage=Stage.RULES, score=score, step_index=step, span=(0, 1), rule="r")
+
+
+VETO = BALANCED.model_copy(update={"model_veto_below": 0.3, "model_veto_max_score": 0.95})
+
+
+@pytest.mark.parametrize(
+    "detections,expected",
+    [
+        # the model judged the step benign: a high (not critical) rule hit is dropped
+        ([_rule(Category.DECEPTION, 0.87, 1), _detection(Category.DECEPTION, 0.1, 1)], Verdict.ALLOW),
+        # the model agrees: the rule hit stands
+        ([_rule(Category.DECEPTION, 0.87, 1), _detection(Category.DECEPTION, 0.4, 1)], Verdict.BLOCK),
+        # critical rule hits are never vetoed
+        ([_rule(Category.DECEPTION, 0.97, 1), _detection(Category.DECEPTION, 0.1, 1)], Verdict.BLOCK),
+        # the model did not judge that step (gated out or failed): the rule hit stands
+        ([_rule(Category.DECEPTION, 0.87, 1), _detection(Category.DECEPTION, 0.1, 0)], Verdict.BLOCK),
+    ],
+)
+def test_model_veto_over_rule_detections(detections, expected):
+    assert decide(_trace(), detections, VETO, request_id="r").verdict is expected
+
+
+def test_model_thresholds_apply_to_model_detections_only():
+    profile = BALANCED.model_copy(update={"model_thresholds": Thresholds(flag=0.8, redact=0.9, block=0.95)})
+    assert decide(_trace(), [_detection(Category.DECEPTION, 0.75, 0)], profile, request_id="r").verdict is Verdict.ALLOW
+    assert decide(_trace(), [_rule(Category.DECEPTION, 0.75, 0)], profile, request_id="r").verdict is Verdict.REDACT
+
+
+def test_later_tiers_learn_which_steps_earlier_tiers_flagged():
+    seen = []
+    model = FunctionDetector(lambda t: seen.append(t.flagged_steps) or [])
+    with _filter(model) as f:
+        f.filter("A calm first step here. Then we special-case the tests.", profile="no_short_circuit")
+    assert seen == [frozenset({1})]

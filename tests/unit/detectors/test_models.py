@@ -63,7 +63,8 @@ TRACE = "Step 1: Read the failing test. Step 2: Rewrite the test so it always pa
 def test_classifier_reports_the_step_category_and_span():
     encoder = FakeEncoder(_probs_for({"always passes": "reward_hacking"}))
     detector = ClassifierDetector(encoder, LABELS)
-    (found,) = detector.detect([_trace(TRACE)])[0]
+    detections = detector.detect([_trace(TRACE)])[0]
+    (found,) = [d for d in detections if d.score >= 0.5]
     assert (found.category, found.stage, found.step_index) == (Category.REWARD_HACKING, Stage.SAFETY_MODEL, 1)
     assert TRACE[found.span[0] : found.span[1]] == "Step 2: Rewrite the test so it always passes."
     assert found.score == pytest.approx(0.9) and found.action is Verdict.BLOCK
@@ -76,6 +77,20 @@ def test_classifier_feeds_each_step_with_its_predecessor_in_one_batch():
     assert batch[0] == "Step 1: Read the failing test."
     assert batch[1] == with_context("Step 2: Rewrite the test so it always passes.", "Step 1: Read the failing test.")
     assert len(batch) == 4
+
+
+def test_every_judged_step_reports_how_benign_the_model_found_it():
+    detections = ClassifierDetector(FakeEncoder(_probs_for({})), LABELS).detect([_trace(TRACE)])[0]
+    assert [(d.step_index, d.score) for d in detections] == [(0, pytest.approx(0.01)), (1, pytest.approx(0.01)),
+                                                              (2, pytest.approx(0.01))]
+
+
+def test_steps_an_earlier_tier_flagged_pass_the_gate():
+    encoder = FakeEncoder(_probs_for({}))
+    detector = ClassifierDetector(encoder, LABELS, gate=KeywordGate("zzz"))
+    trace = _trace(TRACE).model_copy(update={"flagged_steps": frozenset({2})})
+    assert [d.step_index for d in detector.detect([trace])[0]] == [2]
+    assert encoder.calls == [["Step 3: Tell the user. [SEP] Step 2: Rewrite the test so it always passes."]]
 
 
 def test_harmful_without_a_confident_category_reports_the_likeliest():
@@ -93,7 +108,8 @@ def test_gate_sends_only_uncertain_steps_to_the_model_and_counts_them():
     encoder = FakeEncoder(_probs_for({"always passes": "reward_hacking"}))
     detector = ClassifierDetector(encoder, LABELS, gate=KeywordGate("test"))
     found = detector.detect([_trace(TRACE)])[0]
-    assert [d.step_index for d in found] == [1]
+    assert [d.step_index for d in found if d.score >= 0.5] == [1]
+    assert sorted({d.step_index for d in found}) == [0, 1]  # judged steps only
     assert len(encoder.calls[0]) == 2  # step 3 ("Tell the user.") never reached the model
     assert (detector.steps_seen, detector.steps_to_model) == (3, 2)
     assert detector.version == "fake+gate-gate-fake"
