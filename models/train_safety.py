@@ -46,7 +46,7 @@ CHECKPOINT = ROOT / "build" / "safety" / "checkpoint.pt"  # git-ignored; lets ex
 SEED = 13
 MAX_LENGTH = 128
 BATCH = 32
-EPOCHS = 2
+EPOCHS = 3
 LR = 5e-5
 BENIGN_PER_HARMFUL = 2  # benign steps sampled per harmful step
 HARD_SHARE = 0.7  # of the benign sample, the share drawn from hard-negative traces
@@ -315,7 +315,9 @@ def main() -> None:
     export(out)
     summary["agreement"] = agreement_report(out)
     summary["data_sha256"] = {p.name: sha256(p) for p in sorted(DATA.glob("*.jsonl"))}
-    summary["artifacts_sha256"] = {p.name: sha256(p) for p in sorted(out.iterdir()) if p.is_file() and p.suffix != ".md"}
+    summary["artifacts_sha256"] = {
+        p.name: sha256(p) for p in sorted(out.iterdir()) if p.is_file() and p.name not in ("MODEL_CARD.md", "training.json")
+    }
     (out / "training.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     write_card(out, summary)
     if args.check:
