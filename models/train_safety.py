@@ -246,7 +246,7 @@ def agreement_report(out_dir: Path) -> dict:
 
 def write_card(out_dir: Path, summary: dict) -> None:
     """MODEL_CARD.md: what the model is, how it was trained, how well, and how to rebuild it."""
-    last = summary["history"][-1]
+    last = max(summary["history"], key=lambda h: h["macro_f1"])  # the epoch that was kept
     per_label = "\n".join(
         f"| {label} | {last[f'{label}_f1']:.3f} | {last[f'{label}_recall']:.3f} |" for label in LABELS
     )

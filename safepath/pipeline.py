@@ -112,9 +112,7 @@ class Pipeline:
             for name, members in calls.items():
                 self._absorb(name, members, outcomes[name], jobs)
             for job in jobs:
-                job.done = job.profile.short_circuit_on_block and any(
-                    effective_action(d, job.profile) is Verdict.BLOCK for d in job.detections
-                )
+                job.done = job.profile.short_circuit_on_block and any(_settles(d, job.profile) for d in job.detections)
         return [self._finish(job) for job in jobs]
 
     def _absorb(self, name: str, members: list[int], outcome: StageOutcome, jobs: list[_Job]) -> None:
@@ -197,6 +195,12 @@ class Pipeline:
         except Exception as exc:  # a failing stage must not fail the request: the profile decides
             return StageOutcome(None, _ms_since(started), exc)
         return StageOutcome(detections, _ms_since(started))
+
+
+def _settles(detection: Detection, profile: SafetyProfile) -> bool:
+    """Whether a detection blocks whatever later tiers find: it blocks, and no model veto could remove it."""
+    vetoable = profile.model_veto_below is not None and detection.score < profile.model_veto_max_score
+    return not vetoable and effective_action(detection, profile) is Verdict.BLOCK
 
 
 def _ms_since(started: float) -> float:
