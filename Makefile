@@ -6,24 +6,44 @@ STAMP  := $(VENV)/.installed-dev
 
 TRAIN_STAMP := $(VENV)/.installed-train
 
-.PHONY: install test run bench rules-check data eval-data models fp16 evaluate clean
+.PHONY: install haproxy serve bench-serve test run bench rules-check data eval-data models fp16 evaluate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[cpu,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[cpu,dev,serve]"
 	touch $@
 
 # Training needs torch; 2.13.0 is pinned because on these machines it resolves to the CPU build.
 $(TRAIN_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[cpu,dev,train]"
+	$(BIN)/python -m pip install --quiet -e ".[cpu,dev,serve,train]"
 	touch $@
 
 install: $(STAMP)
 
-## Run the unit tests (what .ci/run calls).
-test: install
+## An haproxy binary for Serve's high-throughput mode: ray[serve]'s bundled one, else one on the PATH, else
+## Debian's (as root). Never fails: without haproxy, Serve runs with its default proxy (deployments/launch.py).
+haproxy: install
+	@if $(BIN)/python -c "import sys; from deployments.launch import haproxy_binary; sys.exit(haproxy_binary() is None)"; then \
+		echo "haproxy: found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null) \
+			&& echo "haproxy: installed Debian's" || echo "haproxy: install failed; Serve will use its default proxy"; \
+	else \
+		echo "haproxy: not available; Serve will use its default proxy"; \
+	fi
+
+## Serve the app on http://127.0.0.1:8000 (Ctrl-C stops it): the high-throughput mode where haproxy runs.
+serve: haproxy
+	$(BIN)/python -m deployments.launch serve_config.yaml
+
+## The Serve graph over HTTP against the in-process filter, same traces, same run (docs/BENCHMARKS.md, "Serving").
+bench-serve: haproxy
+	$(BIN)/python benchmarks/serve_graph.py
+
+## Run the tests (what .ci/run calls); tests/integration starts one Ray Serve instance for its test_serve_* files.
+test: haproxy
 	$(BIN)/python -m pytest
 
 ## The main job for now: check the rules, filter an example trace, evaluate the fixture set.

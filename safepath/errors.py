@@ -19,6 +19,19 @@ from __future__ import annotations
 class SafePathError(Exception):
     """Base of every error safepath raises on purpose."""
 
+    def __reduce__(self) -> tuple:
+        # Subclasses take other constructor arguments than their message, which default exception pickling passes
+        # back to __init__. Rebuild without __init__ instead, so errors cross processes (Ray Serve handles,
+        # multiprocessing) with their message and fields intact.
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
+
+
+def _rebuild(cls: type[SafePathError], args: tuple, state: dict) -> SafePathError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class InvalidRequest(SafePathError, ValueError):
     """The request cannot be filtered as given."""

@@ -1,0 +1,144 @@
+"""The Ingress deployment: the versioned HTTP API and the Python handle API over one `FilterService`.
+
+Routes parse the body, call the service, map the answer to HTTP (deployments/http.py documents the statuses).
+Handle callers (`serve.get_app_handle("safepath")`) use `filter` and `filter_batch`, which return the same
+`FilterResult`s as the in-process `SafePathFilter`.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the route signatures Serve rebuilds for class-based
+# views, and string annotations there turn the JSON body into a query parameter.
+from collections.abc import Mapping, Sequence
+
+from fastapi import FastAPI
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from ray.serve.metrics import Counter
+from starlette.responses import Response
+
+from safepath import __version__
+from safepath.detectors import build_detector
+from safepath.pipeline import AsyncStage
+from safepath.profiles import load_profiles
+from safepath.settings import RuntimeSettings
+from safepath.types import FilterRequest, FilterResult
+
+from deployments import http
+from deployments.schemas import (
+    BatchFilterRequest,
+    BatchFilterResponse,
+    ErrorResponse,
+    IngressConfig,
+    ProfilesResponse,
+    ReadyResponse,
+)
+from deployments.service import FilterService, Outcome, as_request, inline_stage, remote_stage
+
+api = http.install(
+    FastAPI(
+        title="CoT SafePath",
+        version=__version__,
+        description="Judges the chain-of-thought of language models: allow, flag, redact or block.",
+    )
+)
+_ERRORS = {
+    413: {"model": ErrorResponse, "description": "Content or body too large."},
+    422: {"model": ErrorResponse, "description": "Invalid body, empty content or unknown profile."},
+    503: {"model": ErrorResponse, "description": "A stage failed under a fail-closed profile; results are blocked."},
+}
+
+
+# Helpers the methods call live in deployments.service: Serve ships this class to replicas by value (the module
+# name `Ingress` is the Deployment, not the class), and names defined only in this module may not travel with it.
+@serve.deployment(max_ongoing_requests=128, ray_actor_options={"num_cpus": 0.25})
+@serve.ingress(api)
+class Ingress:
+    """Validates, segments and runs the rule stage in-process; calls the stage deployments for the models.
+
+    Args:
+        profiles_path: Absolute path of the profiles file.
+        inline_stages: Stages built and run in this replica (the rules, unless a RuleFilter deployment hosts them).
+        deployments: Handle per stage deployment name.
+        stage_deployments: Stage name -> the deployment that hosts it.
+    """
+
+    def __init__(
+        self,
+        profiles_path: str,
+        inline_stages: Sequence[str],
+        deployments: Mapping[str, DeploymentHandle],
+        stage_deployments: Mapping[str, str],
+    ) -> None:
+        profiles = load_profiles(profiles_path)
+        settings = RuntimeSettings()
+        local = {
+            n: build_detector(n, profiles.stages[n].type, profiles.stages[n].options, profiles.base_dir, settings)
+            for n in inline_stages
+        }
+        stages: dict[str, AsyncStage] = {name: inline_stage(d) for name, d in local.items()}
+        stages.update({name: remote_stage(deployments[dep], name) for name, dep in stage_deployments.items()})
+        self.service = FilterService(
+            profiles,
+            stages,
+            probes={dep: handle.versions.remote for dep, handle in deployments.items()},
+            versions={name: d.version for name, d in local.items()},
+        )
+        self._degraded = Counter(
+            "safepath_degraded_results",
+            description="Results answered with a failed or timed-out stage, by profile and fail mode.",
+            tag_keys=("profile", "fail_mode"),
+        )
+
+    def reconfigure(self, user_config: dict) -> None:
+        """Live threshold, fail-mode and stage-timeout overrides from serve_config.yaml (`user_config`)."""
+        self.service.reconfigure(IngressConfig.model_validate(user_config or {}))
+
+    # Python handle API
+
+    async def filter(self, request: FilterRequest | dict | str) -> FilterResult:
+        """Judge one trace (a request, its dict form, or plain content under the default profile)."""
+        return (await self.filter_batch([request]))[0]
+
+    async def filter_batch(self, requests: Sequence[FilterRequest | dict | str]) -> list[FilterResult]:
+        """Judge many traces; results in order. Raises InvalidRequest or UnknownProfile like SafePathFilter."""
+        return (await self._run([as_request(r) for r in requests])).results
+
+    # HTTP API
+
+    @api.post("/v1/filter", response_model=FilterResult, responses=_ERRORS, summary="Judge one reasoning trace")
+    async def filter_route(self, body: FilterRequest) -> Response:
+        outcome = await self._run([body])
+        return self._answer(outcome, outcome.results[0])
+
+    @api.post("/v1/filter/batch", response_model=BatchFilterResponse, responses=_ERRORS, summary="Judge many traces")
+    async def filter_batch_route(self, body: BatchFilterRequest) -> Response:
+        outcome = await self._run(body.requests)
+        return self._answer(outcome, BatchFilterResponse(results=outcome.results))
+
+    @api.get("/v1/profiles", response_model=ProfilesResponse, summary="The loaded safety profiles")
+    async def profiles_route(self) -> Response:
+        return http.json_response(self.service.profile_info())
+
+    @api.get("/healthz", summary="The ingress process is up")
+    async def healthz(self) -> Response:
+        return http.json_response(b'{"status":"ok"}')
+
+    @api.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}},
+             summary="Models loaded and every stage deployment answering")
+    async def readyz(self) -> Response:
+        report = await self.service.readiness()
+        return http.json_response(report, 200 if report.ready else 503)
+
+    async def _run(self, requests: Sequence[FilterRequest]) -> Outcome:
+        outcome = await self.service.run(requests)
+        for result in outcome.results:
+            if result.degraded:
+                fail_mode = self.service.profiles.get(result.profile).fail_mode
+                self._degraded.inc(tags={"profile": result.profile, "fail_mode": fail_mode})
+        return outcome
+
+    def _answer(self, outcome: Outcome, body: object) -> Response:
+        blocked = outcome.closed_failures(self.service.profiles)
+        if blocked:
+            return http.stage_unavailable(blocked, outcome.results, outcome.failed_stages)
+        return http.json_response(body)
+

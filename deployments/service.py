@@ -1,0 +1,294 @@
+"""What the deployments do, without Ray: the ingress's service over `Pipeline.run_async`, and the batch runner
+of the stage deployments. Deployments wrap these; unit tests drive them with in-process stage callables.
+
+Nothing here filters: verdicts come from `safepath.pipeline`. This module wires stage callables, records which
+stages failed, applies live config overrides and groups batched calls by stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from safepath.detectors import Detector
+from safepath.errors import InvalidRequest, ProfileError
+from safepath.pipeline import AsyncStage, Pipeline
+from safepath.profiles import ProfileSet, SafetyProfile, StageSpec
+from safepath.settings import RuntimeSettings
+from safepath.types import Detection, FilterRequest, FilterResult, Trace
+
+from deployments.schemas import (
+    DeploymentReadiness,
+    IngressConfig,
+    ProfileInfo,
+    ProfilesResponse,
+    ReadyResponse,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROBE_TIMEOUT_S = 5.0
+REPROBE_INTERVAL_S = 10.0
+
+# deployment name -> coroutine returning {stage name: version} of the models it has loaded
+Probe = Callable[[], Awaitable[dict[str, str]]]
+
+
+def resolve_profiles_path(path: str | None) -> Path:
+    """The profiles file an app argument names, as an absolute path (replicas may run in another directory)."""
+    if path is None:
+        return RuntimeSettings().profiles_path.resolve()
+    given = Path(path)
+    for candidate in (given, Path.cwd() / given, REPO_ROOT / given):
+        if candidate.is_file():
+            return candidate.resolve()
+    raise ProfileError(f"{path}: profiles file not found (looked in {Path.cwd()} and {REPO_ROOT})")
+
+
+def apply_overrides(profiles: ProfileSet, config: IngressConfig) -> ProfileSet:
+    """A new ProfileSet with the live overrides applied; `profiles` is left untouched.
+
+    Raises:
+        ProfileError: an override names an unknown profile or stage, or makes a profile invalid.
+    """
+    unknown = sorted(set(config.profiles) - set(profiles.profiles)) + sorted(
+        set(config.stage_timeouts_ms) - set(profiles.stages)
+    )
+    if unknown:
+        raise ProfileError(f"user_config names unknown profiles or stages: {unknown}")
+    try:
+        updated = {
+            name: SafetyProfile.model_validate(
+                {**profile.model_dump(), **config.profiles[name].model_dump(exclude_none=True)}
+            )
+            if name in config.profiles
+            else profile
+            for name, profile in profiles.profiles.items()
+        }
+        stages = {
+            name: StageSpec.model_validate({**spec.model_dump(), "timeout_ms": config.stage_timeouts_ms[name]})
+            if name in config.stage_timeouts_ms
+            else spec
+            for name, spec in profiles.stages.items()
+        }
+    except ValueError as exc:
+        raise ProfileError(f"user_config makes a profile invalid: {exc}") from exc
+    # Results and any cache keyed on the hash must tell overridden profiles from the file's.
+    digest = hashlib.sha256((profiles.content_hash + config.model_dump_json()).encode()).hexdigest()
+    return profiles.model_copy(update={"profiles": updated, "stages": stages, "content_hash": digest})
+
+
+@dataclass(slots=True)
+class Outcome:
+    """Results of one call, and the stages that failed or timed out during it."""
+
+    results: list[FilterResult]
+    failed_stages: set[str] = field(default_factory=set)
+
+    def closed_failures(self, profiles: ProfileSet) -> list[FilterResult]:
+        """Results blocked because a stage failed under a fail-closed profile (HTTP answers 503 for these)."""
+        return [r for r in self.results if r.degraded and profiles.get(r.profile).fail_mode == "closed"]
+
+
+class FilterService:
+    """The ingress's logic: validated requests in, results out, through the library's Pipeline.
+
+    Args:
+        profiles: The loaded profiles file.
+        stages: An async callable per stage name: in-process detectors or calls to stage deployments.
+        probes: Per stage deployment, a coroutine that returns {stage: version} once its models are loaded.
+        versions: Versions of the stages that run in this process (the rules), by stage name.
+    """
+
+    def __init__(
+        self,
+        profiles: ProfileSet,
+        stages: Mapping[str, AsyncStage],
+        *,
+        probes: Mapping[str, Probe] | None = None,
+        versions: Mapping[str, str] | None = None,
+    ) -> None:
+        self._base_profiles = profiles
+        self.profiles = profiles
+        self._stages = dict(stages)
+        self._probes = dict(probes or {})
+        self._versions = dict(versions or {})
+        self._remote_versions: dict[str, str] | None = None
+        self._pipeline: Pipeline | None = None
+        self._pipeline_complete = False
+        self._probed_at = 0.0
+        self._background: set[asyncio.Task] = set()
+
+    def reconfigure(self, config: IngressConfig) -> None:
+        """Apply live overrides (thresholds, fail modes, stage timeouts) over the profiles file."""
+        self.profiles = apply_overrides(self._base_profiles, config)
+        self._pipeline = None
+
+    async def run(self, requests: Sequence[FilterRequest]) -> Outcome:
+        """Filter requests; never raises for a failing stage (the profile decides), only for bad requests.
+
+        Raises:
+            InvalidRequest, UnknownProfile: as `Pipeline.prepare`.
+        """
+        failed: set[str] = set()
+        stages = {name: _watched(name, stage, failed) for name, stage in self._stages.items()}
+        pipeline = await self._get_pipeline()
+        return Outcome(await pipeline.run_async(requests, stages), failed)
+
+    async def filter_batch(self, requests: Sequence[FilterRequest]) -> list[FilterResult]:
+        """Same contract as `SafePathFilter.filter_batch`: a failed stage gives degraded (or blocked) results."""
+        return (await self.run(requests)).results
+
+    def profile_info(self) -> ProfilesResponse:
+        return ProfilesResponse(
+            default_profile=self.profiles.default_profile,
+            profiles=[
+                ProfileInfo(
+                    name=p.name,
+                    description=p.description,
+                    stages=list(p.stages),
+                    thresholds=p.thresholds,
+                    fail_mode=p.fail_mode,
+                )
+                for p in self.profiles.profiles.values()
+            ],
+        )
+
+    async def readiness(self) -> ReadyResponse:
+        """Ask every stage deployment for its loaded models, each bounded by PROBE_TIMEOUT_S."""
+        names = list(self._probes)
+        answers = await asyncio.gather(
+            *(asyncio.wait_for(self._probes[n](), PROBE_TIMEOUT_S) for n in names), return_exceptions=True
+        )
+        report = {}
+        for name, answer in zip(names, answers):
+            if isinstance(answer, BaseException):
+                report[name] = DeploymentReadiness(ready=False, error=f"{type(answer).__name__}: {answer}"[:500])
+            else:
+                report[name] = DeploymentReadiness(ready=True, stages=answer)
+        self._probed_at = time.monotonic()
+        if all(r.ready for r in report.values()):
+            versions = {s: v for r in report.values() for s, v in r.stages.items()}
+            if versions != self._remote_versions:
+                self._remote_versions = versions
+                self._pipeline = None  # rebuilt with the versions on the next request
+        return ReadyResponse(ready=all(r.ready for r in report.values()), deployments=report)
+
+    async def _get_pipeline(self) -> Pipeline:
+        if self._pipeline is None:
+            if self._remote_versions is None and self._probes:
+                await self.readiness()  # first request: learn the model versions (bounded by PROBE_TIMEOUT_S)
+            self._pipeline = Pipeline(self.profiles, {**self._versions, **(self._remote_versions or {})})
+            self._pipeline_complete = self._remote_versions is not None or not self._probes
+        elif not self._pipeline_complete and time.monotonic() - self._probed_at > REPROBE_INTERVAL_S:
+            # A stage deployment was down when the pipeline was built: ask again, without holding up this request.
+            self._probed_at = time.monotonic()
+            self._background.add(task := asyncio.get_running_loop().create_task(self.readiness()))
+            task.add_done_callback(self._background.discard)
+        return self._pipeline
+
+
+def _watched(name: str, stage: AsyncStage, failed: set[str]) -> AsyncStage:
+    """The stage, recording its name in `failed` when it raises or is cancelled at its timeout."""
+
+    async def call(traces: Sequence[Trace]) -> list[list[Detection]]:
+        try:
+            return await stage(traces)
+        except BaseException:
+            failed.add(name)
+            raise
+
+    return call
+
+
+def inline_stage(detector: Detector) -> AsyncStage:
+    """An in-process stage callable for a cheap detector (`inline = True`): runs on the event loop."""
+
+    async def call(traces: Sequence[Trace]) -> list[list[Detection]]:
+        return detector.detect(traces)
+
+    return call
+
+
+StageCall = tuple[str, list[Trace]]
+StageAnswer = list[list[Detection]] | BaseException
+
+
+class StageRunner:
+    """The body of a stage deployment's batched method: one batch of calls, grouped by stage name.
+
+    Each stage's traces from all calls in the batch go to its detector in one `detect`; a detector that raises
+    fails only the calls for that stage (returned as the exception, for the caller to raise).
+
+    Args:
+        detectors: The detectors this deployment hosts, by stage name.
+        history: How many recent batch sizes to keep for `batch_sizes` (observability and tests).
+    """
+
+    def __init__(self, detectors: Mapping[str, Detector], *, history: int = 1000) -> None:
+        self.detectors = dict(detectors)
+        self.batch_sizes: deque[int] = deque(maxlen=history)
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return {name: d.version for name, d in self.detectors.items()}
+
+    async def run(self, calls: Sequence[StageCall]) -> list[StageAnswer]:
+        self.batch_sizes.append(len(calls))
+        by_stage: dict[str, list[int]] = {}
+        for i, (stage, _) in enumerate(calls):
+            by_stage.setdefault(stage, []).append(i)
+        answers: list[StageAnswer] = [[] for _ in calls]
+        for stage, members in by_stage.items():
+            traces = [t for i in members for t in calls[i][1]]
+            try:
+                detected = await self._detect(stage, traces)
+            except Exception as exc:  # noqa: BLE001 - handed to the callers of this stage, who raise it
+                for i in members:
+                    answers[i] = exc
+                continue
+            start = 0
+            for i in members:
+                count = len(calls[i][1])
+                answers[i] = detected[start : start + count]
+                start += count
+        return answers
+
+    async def _detect(self, stage: str, traces: list[Trace]) -> list[list[Detection]]:
+        try:
+            detector = self.detectors[stage]
+        except KeyError:
+            raise ProfileError(f"stage {stage!r} is not hosted here; hosted: {sorted(self.detectors)}") from None
+        if getattr(detector, "inline", False):
+            return detector.detect(traces)
+        # Model inference blocks: keep the replica's event loop free to accept the next batch's calls.
+        return await asyncio.to_thread(detector.detect, traces)
+
+
+def remote_stage(handle, stage: str) -> AsyncStage:  # noqa: ANN001 - a Ray DeploymentHandle (no Ray import here)
+    """A stage callable that runs `stage` on its deployment. The pipeline's timeout cancels the awaited call."""
+
+    async def call(traces: Sequence[Trace]) -> list[list[Detection]]:
+        return await handle.detect.remote(stage, list(traces))
+
+    return call
+
+
+def as_request(item: FilterRequest | dict | str) -> FilterRequest:
+    """A handle caller's item as a request: plain content takes the default profile.
+
+    Raises:
+        InvalidRequest: the item does not validate.
+    """
+    if isinstance(item, FilterRequest):
+        return item
+    try:
+        return FilterRequest(content=item) if isinstance(item, str) else FilterRequest.model_validate(item)
+    except ValidationError as exc:
+        raise InvalidRequest(f"invalid request: {exc}") from None

@@ -1,0 +1,78 @@
+"""The stage deployment: hosts the detectors of one kind (rules, safety classifier, semantic embedder).
+
+One class, deployed under a stable name per detector type (`RuleFilter`, `SafetyClassifier`, `SemanticEmbedder`;
+see `deployments.app`). The constructor builds the library's detectors and warms them up, one `@serve.batch`
+method runs them, `reconfigure` applies `user_config`. Stages of one type share a deployment, and so a model:
+`safety_model` and `safety_model_full` name the same ONNX file, which the runtime loads once per process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ray import serve
+
+from safepath.detectors import build_detector
+from safepath.profiles import load_profiles
+from safepath.settings import RuntimeSettings
+from safepath.types import Detection, Trace
+
+from deployments.schemas import BatchingConfig
+from deployments.service import StageAnswer, StageCall, StageRunner
+
+_DEFAULTS = BatchingConfig()
+
+
+@serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.5})
+class StageHost:
+    """Runs the named stages of a profiles file on batches of calls from the ingress.
+
+    Args:
+        profiles_path: Absolute path of the profiles file (stage definitions).
+        stages: Names of the stages this deployment hosts.
+    """
+
+    def __init__(self, profiles_path: str, stages: Sequence[str]) -> None:
+        profiles = load_profiles(profiles_path)
+        settings = RuntimeSettings()
+        detectors = {
+            name: build_detector(name, profiles.stages[name].type, profiles.stages[name].options, profiles.base_dir,
+                                 settings)
+            for name in stages
+        }
+        for detector in detectors.values():
+            if hasattr(detector, "warmup"):
+                detector.warmup()  # load the model now: the replica reports ready only once it can answer fast
+        self._runner = StageRunner(detectors)
+
+    async def detect(self, stage: str, traces: Sequence[Trace]) -> list[list[Detection]]:
+        """Detections per trace from one stage; concurrent calls are batched together."""
+        answer = await self._detect_batch((stage, list(traces)))
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    @serve.batch(max_batch_size=_DEFAULTS.max_batch_size, batch_wait_timeout_s=_DEFAULTS.batch_wait_timeout_s)
+    async def _detect_batch(self, calls: list[StageCall]) -> list[StageAnswer]:
+        return await self._runner.run(calls)
+
+    def reconfigure(self, user_config: dict) -> None:
+        """Live batching knobs from serve_config.yaml (`user_config`), applied without a restart."""
+        config = BatchingConfig.model_validate(user_config or {})
+        self._detect_batch.set_max_batch_size(config.max_batch_size)
+        self._detect_batch.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+
+    def versions(self) -> dict[str, str]:
+        """Version per hosted stage; answering at all means the models are loaded (used by /readyz)."""
+        return self._runner.versions
+
+    def batch_sizes(self) -> list[int]:
+        """Sizes of the most recent batches, oldest first."""
+        return list(self._runner.batch_sizes)
+
+    def batching(self) -> dict:
+        """The batching knobs in force."""
+        return {
+            "max_batch_size": self._detect_batch._get_max_batch_size(),
+            "batch_wait_timeout_s": self._detect_batch._get_batch_wait_timeout_s(),
+        }

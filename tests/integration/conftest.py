@@ -1,0 +1,152 @@
+"""One real Ray Serve instance for the whole test session, shared by every tests/integration/test_serve_*.py.
+
+Starting Ray and loading the models takes most of a minute on two cores, so it happens once (as Ray's own
+`python/ray/serve/tests/conftest.py` does) and only when a test asks for `serve_app`. The app is deployed from the
+shipped serve_config.yaml, the way `serve run`/`serve deploy` deploy it, with test changes only: the profiles file
+tests/fixtures/profiles/serve.yaml, small CPU reservations, and two fixed SemanticEmbedder replicas so that one
+can be killed. Serve's throughput mode is chosen here, before `ray.serve` is first imported in this process,
+exactly as `make serve` chooses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deployments.launch import apply_throughput_env
+
+SERVE_MODE = apply_throughput_env()  # must precede any `import ray.serve` in this process
+
+PROFILES = Path(__file__).resolve().parents[1] / "fixtures" / "profiles" / "serve.yaml"
+SERVE_CONFIG = Path(__file__).resolve().parents[2] / "serve_config.yaml"
+APP = "safepath"
+STARTUP_TIMEOUT_S = 300
+
+
+@dataclass(frozen=True)
+class ServeApp:
+    base_url: str
+    name: str
+    mode: str
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.5):
+    """Poll `predicate` until it returns a truthy value; fail the test naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
+
+
+_HANDLE_LOOP: asyncio.AbstractEventLoop | None = None
+
+
+def call_handle(get_handle, method: str | None, *args, timeout_s: float = 120):
+    """Call a Serve handle from this (synchronous) test process and return the result.
+
+    Serve's throughput-optimized mode routes handle calls on the caller's running event loop, so a plain
+    `handle.remote(...).result()` from outside any loop fails there. Calls run on one loop that lives in a
+    background thread for the whole session (Serve caches handles, bound to the loop that first used them).
+    Inside deployments, where handle calls are awaited, none of this is needed.
+    """
+    global _HANDLE_LOOP
+    if _HANDLE_LOOP is None:
+        _HANDLE_LOOP = asyncio.new_event_loop()
+        threading.Thread(target=_HANDLE_LOOP.run_forever, name="serve-handles", daemon=True).start()
+
+    async def main():
+        handle = get_handle()
+        target = handle if method is None else getattr(handle, method)
+        return await target.remote(*args)
+
+    return asyncio.run_coroutine_threadsafe(main(), _HANDLE_LOOP).result(timeout_s)
+
+
+def replica_actors(deployment: str) -> set[str]:
+    """Names of the live replica actors of one deployment of the test app (namespace `serve`)."""
+    import ray
+
+    names = ray.util.list_named_actors(all_namespaces=True)
+    return {a["name"] for a in names if a["namespace"] == "serve" and f"#{deployment}#" in a["name"]}
+
+
+def serve_config(user_configs: dict[str, dict] | None = None) -> dict:
+    """serve_config.yaml with the test changes, and `user_configs` replacing deployments' `user_config`."""
+    config = yaml.safe_load(SERVE_CONFIG.read_text())
+    (app,) = config["applications"]
+    app["args"]["profiles"] = str(PROFILES)
+    for deployment in app["deployments"]:
+        deployment["ray_actor_options"]["num_cpus"] = 0.1
+        if deployment["name"] == "SemanticEmbedder":
+            del deployment["autoscaling_config"]
+            deployment["num_replicas"] = 2
+            deployment["user_config"] = {"max_batch_size": 16, "batch_wait_timeout_s": 0.01}
+        deployment["user_config"] = (user_configs or {}).get(deployment["name"], deployment["user_config"])
+    return config
+
+
+def deploy(config: dict) -> None:
+    """Apply a config to the running Serve instance, as `serve deploy` does (without the dashboard's REST API)."""
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    _get_global_client().deploy_apps(ServeDeploySchema.model_validate(config))
+
+
+def http_ready(base_url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{base_url}/readyz", timeout=10).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def serve_app() -> Iterator[ServeApp]:
+    ray = pytest.importorskip("ray")
+    serve = pytest.importorskip("ray.serve")
+
+    port = _free_port()
+    config = serve_config()
+    config["http_options"].update(host="127.0.0.1", port=port)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Ray's own start-up deprecations are not ours to fail on
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        serve.start(http_options=config["http_options"], logging_config=config["logging_config"])
+        deploy(config)
+    base_url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        app = serve.status().applications.get(APP)
+        unhealthy = [f"{n}: {d.message}" for n, d in (app.deployments if app else {}).items() if d.status == "UNHEALTHY"]
+        if app is not None and (app.status == "DEPLOY_FAILED" or unhealthy):
+            pytest.fail(f"the test app failed to deploy: {app.message} {unhealthy}"[:3000])
+        return http_ready(base_url)
+
+    wait_until(ready, STARTUP_TIMEOUT_S, "the app to report ready", interval_s=1.0)
+    try:
+        yield ServeApp(base_url=base_url, name=APP, mode=SERVE_MODE)
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            serve.shutdown()
+            ray.shutdown()
