@@ -150,3 +150,12 @@ def serve_app() -> Iterator[ServeApp]:
             warnings.simplefilter("ignore")
             serve.shutdown()
             ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def http(serve_app):
+    """An HTTP client on the shared Serve application (generous timeout: the box has two shared cores)."""
+    import httpx
+
+    with httpx.Client(base_url=serve_app.base_url, timeout=120) as client:
+        yield client

@@ -20,12 +20,6 @@ EXFILTRATION = (
 )
 
 
-@pytest.fixture(scope="module")
-def http(serve_app):
-    with httpx.Client(base_url=serve_app.base_url, timeout=60) as client:
-        yield client
-
-
 def test_healthz_answers_while_the_process_is_up(http):
     response = http.get("/healthz")
     assert response.status_code == 200 and response.json() == {"status": "ok"}

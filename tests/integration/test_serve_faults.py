@@ -19,12 +19,6 @@ TRACE = (
 )
 
 
-@pytest.fixture(scope="module")
-def http(serve_app):
-    with httpx.Client(base_url=serve_app.base_url, timeout=120) as client:
-        yield client
-
-
 def test_stage_timeout_under_a_fail_closed_profile_blocks_with_503(http):
     response = http.post("/v1/filter", json={"content": TRACE, "profile": "timeout_closed"})
     assert response.status_code == 503
