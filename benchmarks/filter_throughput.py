@@ -1,6 +1,6 @@
 """Whole-filter throughput on realistic traces, with and without the cascade, and the memory it takes.
 
-    python benchmarks/filter_throughput.py [--traces 60] [--threads 2]
+    make data && python benchmarks/filter_throughput.py [--traces 60] [--threads 2]
 
 Traces are built from the corpus test split (models/data/test.jsonl): benign traces strung together
 to 200-2,000 tokens (about 4 characters a token), one in ten with a harmful trace inside, so the mix
