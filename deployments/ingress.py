@@ -17,7 +17,8 @@ from starlette.responses import Response
 
 from safepath import __version__
 from safepath.detectors import build_detector
-from safepath.pipeline import AsyncStage
+from safepath.filter import as_request
+from safepath.pipeline import AsyncStage, local_stage
 from safepath.profiles import load_profiles
 from safepath.settings import RuntimeSettings
 from safepath.types import FilterRequest, FilterResult
@@ -31,7 +32,7 @@ from deployments.schemas import (
     ProfilesResponse,
     ReadyResponse,
 )
-from deployments.service import FilterService, Outcome, as_request, inline_stage, remote_stage
+from deployments.service import FilterService, Outcome, remote_stage
 
 api = http.install(
     FastAPI(
@@ -74,7 +75,7 @@ class Ingress:
             n: build_detector(n, profiles.stages[n].type, profiles.stages[n].options, profiles.base_dir, settings)
             for n in inline_stages
         }
-        stages: dict[str, AsyncStage] = {name: inline_stage(d) for name, d in local.items()}
+        stages: dict[str, AsyncStage] = {name: local_stage(d) for name, d in local.items()}
         stages.update({name: remote_stage(deployments[dep], name) for name, dep in stage_deployments.items()})
         self.service = FilterService(
             profiles,

@@ -15,10 +15,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import ValidationError
 
 from safepath.detectors import Detector
-from safepath.errors import InvalidRequest, ProfileError
+from safepath.errors import ProfileError
 from safepath.pipeline import AsyncStage, Pipeline
 from safepath.profiles import ProfileSet, SafetyProfile, StageSpec
 from safepath.settings import RuntimeSettings
@@ -207,15 +206,6 @@ def _watched(name: str, stage: AsyncStage, failed: set[str]) -> AsyncStage:
     return call
 
 
-def inline_stage(detector: Detector) -> AsyncStage:
-    """An in-process stage callable for a cheap detector (`inline = True`): runs on the event loop."""
-
-    async def call(traces: Sequence[Trace]) -> list[list[Detection]]:
-        return detector.detect(traces)
-
-    return call
-
-
 StageCall = tuple[str, list[Trace]]
 StageAnswer = list[list[Detection]] | BaseException
 
@@ -278,17 +268,3 @@ def remote_stage(handle, stage: str) -> AsyncStage:  # noqa: ANN001 - a Ray Depl
         return await handle.detect.remote(stage, list(traces))
 
     return call
-
-
-def as_request(item: FilterRequest | dict | str) -> FilterRequest:
-    """A handle caller's item as a request: plain content takes the default profile.
-
-    Raises:
-        InvalidRequest: the item does not validate.
-    """
-    if isinstance(item, FilterRequest):
-        return item
-    try:
-        return FilterRequest(content=item) if isinstance(item, str) else FilterRequest.model_validate(item)
-    except ValidationError as exc:
-        raise InvalidRequest(f"invalid request: {exc}") from None

@@ -6,7 +6,6 @@ Exit codes: 0 success, 1 a check failed (`rules check`), 2 unusable input, 3 a b
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,10 +11,10 @@ from pydantic import ValidationError
 
 from safepath.detectors import Detector, build_detector
 from safepath.errors import InvalidRequest
-from safepath.pipeline import Pipeline
+from safepath.pipeline import Pipeline, local_stage
 from safepath.profiles import ProfileSet, load_profiles
 from safepath.settings import RuntimeSettings
-from safepath.types import Detection, FilterRequest, FilterResult, Trace
+from safepath.types import FilterRequest, FilterResult
 
 
 class SafePathFilter:
@@ -84,7 +83,7 @@ class SafePathFilter:
 
     def filter_batch(self, requests: Sequence[FilterRequest | str]) -> list[FilterResult]:
         """Judge many traces in one pass (stages see them as one batch)."""
-        prepared = _requests(requests)
+        prepared = [as_request(r) for r in requests]
         if not prepared:
             return []
         return self.pipeline.run_sync(
@@ -99,21 +98,11 @@ class SafePathFilter:
         return (await self.afilter_batch([_request(content, context, **kwargs)]))[0]
 
     async def afilter_batch(self, requests: Sequence[FilterRequest | str]) -> list[FilterResult]:
-        prepared = _requests(requests)
+        prepared = [as_request(r) for r in requests]
         if not prepared:
             return []
-        return await self.pipeline.run_async(prepared, {n: self._async_stage(n) for n in self.detectors})
-
-    def _async_stage(self, name: str):  # noqa: ANN202 - returns an AsyncStage
-        detector = self.detectors[name]
-        inline = name in self._inline
-
-        async def call(traces: Sequence[Trace]) -> list[list[Detection]]:
-            if inline:
-                return detector.detect(traces)
-            return await asyncio.get_running_loop().run_in_executor(self._pool(), detector.detect, traces)
-
-        return call
+        stages = {n: local_stage(d, None if n in self._inline else self._pool()) for n, d in self.detectors.items()}
+        return await self.pipeline.run_async(prepared, stages)
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
@@ -146,6 +135,17 @@ def _request(
         raise InvalidRequest(f"invalid request: {exc}") from None
 
 
-def _requests(requests: Sequence[FilterRequest | str]) -> list[FilterRequest]:
-    """Batch items as requests: plain strings become requests with the default profile."""
-    return [r if isinstance(r, FilterRequest) else _request(r) for r in requests]
+def as_request(item: FilterRequest | dict[str, Any] | str) -> FilterRequest:
+    """A batch item as a request: a request as is, its dict form validated, plain content under the default profile.
+
+    Raises:
+        InvalidRequest: the item does not validate.
+    """
+    if isinstance(item, FilterRequest):
+        return item
+    if isinstance(item, dict):
+        try:
+            return FilterRequest.model_validate(item)
+        except ValidationError as exc:
+            raise InvalidRequest(f"invalid request: {exc}") from None
+    return _request(item)

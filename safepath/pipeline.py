@@ -13,10 +13,11 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
+from safepath.detectors.base import Detector
 from safepath.errors import ContentTooLarge, EmptyContent, InvalidRequest, StageError, StageTimeout
 from safepath.profiles import ProfileSet, SafetyProfile
 from safepath.segment import segment
@@ -195,6 +196,18 @@ class Pipeline:
         except Exception as exc:  # a failing stage must not fail the request: the profile decides
             return StageOutcome(None, _ms_since(started), exc)
         return StageOutcome(detections, _ms_since(started))
+
+
+def local_stage(detector: Detector, executor: Executor | None = None) -> AsyncStage:
+    """An in-process stage callable for `run_async`: `detect` on the event loop when no executor is given (cheap,
+    `inline` detectors), else in the executor, so a model never blocks the loop."""
+
+    async def call(traces: Sequence[Trace]) -> list[list[Detection]]:
+        if executor is None:
+            return detector.detect(traces)
+        return await asyncio.get_running_loop().run_in_executor(executor, detector.detect, traces)
+
+    return call
 
 
 def _settles(detection: Detection, profile: SafetyProfile) -> bool:

@@ -7,9 +7,10 @@ import asyncio
 import pytest
 
 from deployments.schemas import IngressConfig, ProfileOverride
-from deployments.service import FilterService, StageRunner, apply_overrides, inline_stage, resolve_profiles_path
+from deployments.service import FilterService, StageRunner, apply_overrides, resolve_profiles_path
 from safepath import ProfileError, SafePathFilter, Verdict, load_profiles
 from safepath.detectors import build_detector
+from safepath.pipeline import local_stage
 from safepath.profiles import Thresholds
 from safepath.segment import segment
 from safepath.types import Category, FilterRequest, Trace
@@ -39,7 +40,7 @@ def _as_async(detector):
 
 def _service(model_stage=None, **kwargs) -> FilterService:
     rules = _rules()
-    stages = {"rules": inline_stage(rules), "model": model_stage or _as_async(_model())}
+    stages = {"rules": local_stage(rules), "model": model_stage or _as_async(_model())}
     return FilterService(PROFILES, stages, versions={"rules": rules.version, "model": "fake-1"}, **kwargs)
 
 
