@@ -11,6 +11,7 @@ exactly as `make serve` chooses it.
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import threading
 import time
@@ -40,9 +41,22 @@ class ServeApp:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range and above Ray's worker ports (10002-19999).
+
+    A port the kernel hands out for `bind(0)` is ephemeral: while `ray.init` starts its processes, one of them
+    can be handed the same port before HAProxy binds it (seen once in CI: "cannot bind socket (Address already
+    in use)"). Ports in 20000-32767 are handed out to nobody who does not ask for them by number.
+    """
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 32768)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32767")
 
 
 def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.5):

