@@ -11,13 +11,13 @@ TRAIN_STAMP := $(VENV)/.installed-train
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[cpu,dev,serve]"
+	$(BIN)/python -m pip install --quiet -e ".[cpu,dev,serve,postgres]"
 	touch $@
 
 # Training needs torch; 2.13.0 is pinned because on these machines it resolves to the CPU build.
 $(TRAIN_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[cpu,dev,serve,train]"
+	$(BIN)/python -m pip install --quiet -e ".[cpu,dev,serve,postgres,train]"
 	touch $@
 
 install: $(STAMP)

@@ -1,0 +1,23 @@
+"""Fixtures every test folder may use: real Redis and PostgreSQL servers (tests/services.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.services import machine_postgres, machine_redis
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis: the machine's on 6379, else a throwaway redis-server. Tests use their own key prefixes."""
+    with machine_redis() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A real PostgreSQL database: the machine's `test` database, else a throwaway cluster."""
+    with machine_postgres() as dsn:
+        yield dsn
