@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-dev
 
 TRAIN_STAMP := $(VENV)/.installed-train
 
-.PHONY: install haproxy serve bench-serve test run bench rules-check data eval-data models fp16 evaluate clean
+.PHONY: install haproxy prometheus serve bench-serve test run bench rules-check data eval-data models fp16 evaluate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,26 @@ haproxy: install
 		echo "haproxy: not available; Serve will use its default proxy"; \
 	fi
 
+## promtool, which tests/unit/test_observability_configs.py runs on configs/prometheus/: one on the PATH, else Debian's
+## prometheus package (as root), installed without starting its server: a policy-rc.d forbids service starts during
+## the install (Docker images ship one; else a temporary one), and under systemd the unit is then disabled and stopped.
+## Never fails: without promtool those tests fail and say to run this target.
+prometheus:
+	@if command -v promtool >/dev/null 2>&1; then \
+		echo "promtool: found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		rcd=; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+			rcd=1; printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; fi; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			prometheus >/dev/null) && echo "promtool: installed Debian's" || echo "promtool: install failed"; \
+		if [ -n "$$rcd" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+		if [ -d /run/systemd/system ]; then systemctl disable --now prometheus >/dev/null 2>&1 || true; \
+		elif [ -x /etc/init.d/prometheus ] && /etc/init.d/prometheus status >/dev/null 2>&1; then \
+			/etc/init.d/prometheus stop >/dev/null 2>&1 || true; fi; \
+	else \
+		echo "promtool: not available; the promtool checks in tests/unit/test_observability_configs.py will fail"; \
+	fi
+
 ## Serve the app on http://127.0.0.1:8000 (Ctrl-C stops it): the high-throughput mode where haproxy runs.
 serve: haproxy
 	$(BIN)/python -m deployments.launch serve_config.yaml
@@ -43,7 +63,7 @@ bench-serve: haproxy
 	$(BIN)/python benchmarks/serve_graph.py
 
 ## Run the tests (what .ci/run calls); tests/integration starts one Ray Serve instance for its test_serve_* files.
-test: haproxy
+test: haproxy prometheus
 	$(BIN)/python -m pytest
 
 ## The main job for now: check the rules, filter an example trace, evaluate the fixture set.
