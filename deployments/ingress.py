@@ -12,12 +12,13 @@ from collections.abc import Mapping, Sequence
 from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
-from ray.serve.metrics import Counter
 from starlette.responses import Response
 
 from safepath import __version__
+from safepath.cache import build_cache
 from safepath.detectors import build_detector
 from safepath.filter import as_request
+from safepath.metrics import use_backend
 from safepath.pipeline import AsyncStage, local_stage
 from safepath.profiles import load_profiles
 from safepath.settings import RuntimeSettings
@@ -71,22 +72,22 @@ class Ingress:
     ) -> None:
         profiles = load_profiles(profiles_path)
         settings = RuntimeSettings()
+        metrics = use_backend("ray")  # exported by Ray's metrics agent beside Serve's own
         local = {
             n: build_detector(n, profiles.stages[n].type, profiles.stages[n].options, profiles.base_dir, settings)
             for n in inline_stages
         }
-        stages: dict[str, AsyncStage] = {name: local_stage(d) for name, d in local.items()}
+        stages: dict[str, AsyncStage] = {name: local_stage(d.detect) for name, d in local.items()}
         stages.update({name: remote_stage(deployments[dep], name) for name, dep in stage_deployments.items()})
+        # The cache is built even where SAFEPATH_CACHE_ENABLED is off, so user_config can turn it on live.
         self.service = FilterService(
             profiles,
             stages,
             probes={dep: handle.versions.remote for dep, handle in deployments.items()},
             versions={name: d.version for name, d in local.items()},
-        )
-        self._degraded = Counter(
-            "safepath_degraded_results",
-            description="Results answered with a failed or timed-out stage, by profile and fail mode.",
-            tag_keys=("profile", "fail_mode"),
+            cache=build_cache(settings.model_copy(update={"cache_enabled": True}), metrics),
+            cache_enabled=settings.cache_enabled,
+            metrics=metrics,
         )
 
     def reconfigure(self, user_config: dict) -> None:
@@ -130,12 +131,7 @@ class Ingress:
         return http.json_response(report, 200 if report.ready else 503)
 
     async def _run(self, requests: Sequence[FilterRequest]) -> Outcome:
-        outcome = await self.service.run(requests)
-        for result in outcome.results:
-            if result.degraded:
-                fail_mode = self.service.profiles.get(result.profile).fail_mode
-                self._degraded.inc(tags={"profile": result.profile, "fail_mode": fail_mode})
-        return outcome
+        return await self.service.run(requests)
 
     def _answer(self, outcome: Outcome, body: object) -> Response:
         blocked = outcome.closed_failures(self.service.profiles)

@@ -64,6 +64,9 @@ class IngressConfig(BaseModel):
     stage_timeouts_ms: dict[str, float] = Field(
         default_factory=dict, description="Replacement `timeout_ms` by stage name (must be > 0)."
     )
+    cache_enabled: bool | None = Field(
+        default=None, description="Answer repeated traces from the result cache; SAFEPATH_CACHE_ENABLED when unset."
+    )
 
 
 class BatchFilterRequest(BaseModel):

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+from safepath.cache import ResultCache, TwoLevelCache
 from safepath.detectors import Detector
 from safepath.errors import ProfileError
-from safepath.pipeline import AsyncStage, Pipeline
+from safepath.metrics import Metrics, default_metrics, timed
+from safepath.pipeline import AsyncStage, DecisionSink, Pipeline
 from safepath.profiles import ProfileSet, SafetyProfile, StageSpec
 from safepath.settings import RuntimeSettings
 from safepath.types import Detection, FilterRequest, FilterResult, Trace
@@ -103,6 +105,10 @@ class FilterService:
         stages: An async callable per stage name: in-process detectors or calls to stage deployments.
         probes: Per stage deployment, a coroutine that returns {stage: version} once its models are loaded.
         versions: Versions of the stages that run in this process (the rules), by stage name.
+        cache: The result cache; a hit answers without calling any stage deployment.
+        cache_enabled: Whether to use `cache` until `reconfigure` says otherwise.
+        metrics: Where results are counted; the process's metrics when None.
+        audit: Where every decision goes (the audit writer).
     """
 
     def __init__(
@@ -112,7 +118,16 @@ class FilterService:
         *,
         probes: Mapping[str, Probe] | None = None,
         versions: Mapping[str, str] | None = None,
+        cache: TwoLevelCache | None = None,
+        cache_enabled: bool = True,
+        metrics: Metrics | None = None,
+        audit: DecisionSink | None = None,
     ) -> None:
+        self._cache = ResultCache(cache) if cache is not None else None
+        self._default_cache_enabled = cache_enabled
+        self.cache_enabled = cache_enabled
+        self.metrics = metrics or default_metrics()
+        self.audit = audit
         self._base_profiles = profiles
         self.profiles = profiles
         self._stages = dict(stages)
@@ -125,8 +140,9 @@ class FilterService:
         self._background: set[asyncio.Task] = set()
 
     def reconfigure(self, config: IngressConfig) -> None:
-        """Apply live overrides (thresholds, fail modes, stage timeouts) over the profiles file."""
-        self.profiles = apply_overrides(self._base_profiles, config)
+        """Apply live overrides (thresholds, fail modes, stage timeouts, cache on/off) over the profiles file."""
+        self.profiles = apply_overrides(self._base_profiles, config.model_copy(update={"cache_enabled": None}))
+        self.cache_enabled = self._default_cache_enabled if config.cache_enabled is None else config.cache_enabled
         self._pipeline = None
 
     async def run(self, requests: Sequence[FilterRequest]) -> Outcome:
@@ -183,7 +199,13 @@ class FilterService:
         if self._pipeline is None:
             if self._remote_versions is None and self._probes:
                 await self.readiness()  # first request: learn the model versions (bounded by PROBE_TIMEOUT_S)
-            self._pipeline = Pipeline(self.profiles, {**self._versions, **(self._remote_versions or {})})
+            self._pipeline = Pipeline(
+                self.profiles,
+                {**self._versions, **(self._remote_versions or {})},
+                cache=self._cache if self.cache_enabled else None,
+                metrics=self.metrics,
+                audit=self.audit,
+            )
             self._pipeline_complete = self._remote_versions is not None or not self._probes
         elif not self._pipeline_complete and time.monotonic() - self._probed_at > REPROBE_INTERVAL_S:
             # A stage deployment was down when the pipeline was built: ask again, without holding up this request.
@@ -219,11 +241,34 @@ class StageRunner:
     Args:
         detectors: The detectors this deployment hosts, by stage name.
         history: How many recent batch sizes to keep for `batch_sizes` (observability and tests).
+        deployment: The deployment's name, for the batch-size and queue-depth metrics.
+        metrics: Where to count; the process's metrics when None.
     """
 
-    def __init__(self, detectors: Mapping[str, Detector], *, history: int = 1000) -> None:
+    def __init__(
+        self,
+        detectors: Mapping[str, Detector],
+        *,
+        history: int = 1000,
+        deployment: str = "stage",
+        metrics: Metrics | None = None,
+    ) -> None:
         self.detectors = dict(detectors)
         self.batch_sizes: deque[int] = deque(maxlen=history)
+        self.deployment = deployment
+        self.metrics = metrics or default_metrics()
+        self._timed = {n: d.detect if getattr(d, "inline", False) else timed(self.metrics, n, d.detect)
+                       for n, d in self.detectors.items()}
+        self._pending = 0
+
+    def call_started(self) -> None:
+        """A call entered the deployment (it waits for a batch, then runs): the queue-depth gauge goes up."""
+        self._pending += 1
+        self.metrics.set("stage_queue_depth", self._pending, deployment=self.deployment)
+
+    def call_finished(self) -> None:
+        self._pending -= 1
+        self.metrics.set("stage_queue_depth", self._pending, deployment=self.deployment)
 
     @property
     def versions(self) -> dict[str, str]:
@@ -231,6 +276,7 @@ class StageRunner:
 
     async def run(self, calls: Sequence[StageCall]) -> list[StageAnswer]:
         self.batch_sizes.append(len(calls))
+        self.metrics.observe("batch_size", len(calls), deployment=self.deployment)
         by_stage: dict[str, list[int]] = {}
         for i, (stage, _) in enumerate(calls):
             by_stage.setdefault(stage, []).append(i)
@@ -252,13 +298,13 @@ class StageRunner:
 
     async def _detect(self, stage: str, traces: list[Trace]) -> list[list[Detection]]:
         try:
-            detector = self.detectors[stage]
+            detector, detect = self.detectors[stage], self._timed[stage]
         except KeyError:
             raise ProfileError(f"stage {stage!r} is not hosted here; hosted: {sorted(self.detectors)}") from None
         if getattr(detector, "inline", False):
-            return detector.detect(traces)
+            return detect(traces)
         # Model inference blocks: keep the replica's event loop free to accept the next batch's calls.
-        return await asyncio.to_thread(detector.detect, traces)
+        return await asyncio.to_thread(detect, traces)
 
 
 def remote_stage(handle, stage: str) -> AsyncStage:  # noqa: ANN001 - a Ray DeploymentHandle (no Ray import here)

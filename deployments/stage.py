@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from ray import serve
 
 from safepath.detectors import build_detector
+from safepath.metrics import use_backend
 from safepath.profiles import load_profiles
 from safepath.settings import RuntimeSettings
 from safepath.types import Detection, Trace
@@ -43,11 +44,16 @@ class StageHost:
         for detector in detectors.values():
             if hasattr(detector, "warmup"):
                 detector.warmup()  # load the model now: the replica reports ready only once it can answer fast
-        self._runner = StageRunner(detectors)
+        deployment = serve.get_replica_context().deployment
+        self._runner = StageRunner(detectors, deployment=deployment, metrics=use_backend("ray"))
 
     async def detect(self, stage: str, traces: Sequence[Trace]) -> list[list[Detection]]:
         """Detections per trace from one stage; concurrent calls are batched together."""
-        answer = await self._detect_batch((stage, list(traces)))
+        self._runner.call_started()
+        try:
+            answer = await self._detect_batch((stage, list(traces)))
+        finally:
+            self._runner.call_finished()
         if isinstance(answer, BaseException):
             raise answer
         return answer

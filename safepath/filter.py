@@ -9,9 +9,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from safepath.cache import ResultCache, build_cache
 from safepath.detectors import Detector, build_detector
 from safepath.errors import InvalidRequest
-from safepath.pipeline import Pipeline, local_stage
+from safepath.metrics import Metrics, default_metrics, serve_metrics, timed
+from safepath.pipeline import DecisionSink, Pipeline, local_stage
 from safepath.profiles import ProfileSet, load_profiles
 from safepath.settings import RuntimeSettings
 from safepath.types import FilterRequest, FilterResult
@@ -33,13 +35,17 @@ class SafePathFilter:
         profiles: ProfileSet | str | Path | None = None,
         detectors: Mapping[str, Detector] | None = None,
         settings: RuntimeSettings | None = None,
+        metrics: Metrics | None = None,
+        audit: DecisionSink | None = None,
     ) -> None:
         """
         Args:
             profile: Default profile for requests that name none; the profiles file's default when None.
             profiles: A loaded ProfileSet or a path to a profiles file; `settings.profiles_path` when None.
             detectors: Ready detectors by stage name, used instead of building those stages (tests inject fakes).
-            settings: Environment settings; read from `SAFEPATH_*` variables when None.
+            settings: Environment settings (cache, audit, metrics port too); from `SAFEPATH_*` variables when None.
+            metrics: Where to count; the process's prometheus-client metrics when None.
+            audit: Where decisions go; an audit writer opened from `settings.audit_url` when None and that is set.
 
         Raises:
             ConfigError: a profiles or rules file is invalid.
@@ -59,9 +65,28 @@ class SafePathFilter:
             for name, spec in profiles.stages.items()
             if name in used
         }
-        self.pipeline = Pipeline(profiles, {name: d.version for name, d in self.detectors.items()})
+        self.metrics = metrics or default_metrics()
+        if self.settings.metrics_port is not None:
+            serve_metrics(self.settings.metrics_port)
+        self._own_audit = audit is None and self.settings.audit_url is not None
+        if self._own_audit:
+            from safepath.audit import open_audit
+
+            audit = open_audit(self.settings.audit_settings(), metrics=self.metrics)
+        self.audit = audit
+        cache = build_cache(self.settings, self.metrics)
+        self.pipeline = Pipeline(
+            profiles,
+            {name: d.version for name, d in self.detectors.items()},
+            cache=ResultCache(cache) if cache is not None else None,
+            metrics=self.metrics,
+            audit=audit,
+        )
         # Cheap detectors (the rules) run on the caller's thread; model stages go to a small pool.
         self._inline = frozenset(n for n, d in self.detectors.items() if getattr(d, "inline", False))
+        self._detect = {
+            n: d.detect if n in self._inline else timed(self.metrics, n, d.detect) for n, d in self.detectors.items()
+        }
         self._executor: ThreadPoolExecutor | None = None
 
     @property
@@ -88,7 +113,7 @@ class SafePathFilter:
             return []
         return self.pipeline.run_sync(
             prepared,
-            {name: d.detect for name, d in self.detectors.items()},
+            self._detect,
             inline=self._inline,
             executor=self._pool() if len(self._inline) < len(self.detectors) else None,
         )
@@ -101,7 +126,7 @@ class SafePathFilter:
         prepared = [as_request(r) for r in requests]
         if not prepared:
             return []
-        stages = {n: local_stage(d, None if n in self._inline else self._pool()) for n, d in self.detectors.items()}
+        stages = {n: local_stage(self._detect[n], None if n in self._inline else self._pool()) for n in self.detectors}
         return await self.pipeline.run_async(prepared, stages)
 
     def _pool(self) -> ThreadPoolExecutor:
@@ -110,10 +135,13 @@ class SafePathFilter:
         return self._executor
 
     def close(self) -> None:
-        """Stop the worker threads (only model stages start them)."""
+        """Stop the worker threads (only model stages start them) and flush the audit writer this filter opened."""
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+        if self._own_audit and self.audit is not None:
+            self.audit.close()
+            self.audit = None
 
     def __enter__(self) -> SafePathFilter:
         return self

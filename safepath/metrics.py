@@ -12,7 +12,8 @@ profile="balanced", verdict="allow")`). A `Metrics` whose backend is "off" recor
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -79,6 +80,15 @@ class Metrics:
         self._make = {"prometheus": self._prometheus, "ray": self._ray, "off": None}[backend]
         self._metrics: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._create_lock = threading.Lock()
+        self._in_flight = 0
+
+    def add_in_flight(self, delta: int) -> None:
+        """Count filter calls entering (+n) and leaving (-n); Ray's gauges only `set`, so the sum lives here."""
+        with self._lock:
+            self._in_flight += delta
+            value = self._in_flight
+        self.set("requests_in_flight", value)
 
     def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
         if self._make is not None:
@@ -95,7 +105,7 @@ class Metrics:
     def _record(self, name: str, labels: Mapping[str, str], op: str, value: float) -> None:
         metric = self._metrics.get(name)
         if metric is None:
-            with self._lock:  # created on first use: nothing loads at import, and Ray's only inside Ray
+            with self._create_lock:  # created on first use: nothing loads at import, and Ray's only inside Ray
                 metric = self._metrics.get(name) or self._metrics.setdefault(name, self._make(SPECS[name]))
         metric(op, value, labels)
 
@@ -162,8 +172,49 @@ def use_backend(backend: Backend) -> Metrics:
         return _default
 
 
+def record_results(metrics: Metrics, results: Sequence[Any], fail_modes: Mapping[str, str]) -> None:
+    """Count finished results: verdicts, detections, latencies end to end and per stage, degraded answers.
+
+    `fail_modes` maps profile name -> fail mode, for the degraded counter's label.
+    """
+    for r in results:
+        metrics.inc("requests", profile=r.profile, verdict=r.verdict.value)
+        for d in r.detections:
+            metrics.inc("detections", category=d.category.value, stage=d.stage.value, action=d.action.value)
+        if r.cached:
+            metrics.observe("request_latency_seconds", r.latency_ms.get("total", 0.0) / 1000, profile=r.profile)
+            continue
+        for stage, ms in r.latency_ms.items():
+            if stage == "total":
+                metrics.observe("request_latency_seconds", ms / 1000, profile=r.profile)
+            else:
+                metrics.observe("stage_latency_seconds", ms / 1000, stage=stage)
+        if r.degraded:
+            metrics.inc("degraded_results", profile=r.profile, fail_mode=fail_modes.get(r.profile, "open"))
+
+
+def timed(metrics: Metrics, stage: str, detect: Callable[..., Any]) -> Callable[..., Any]:
+    """`detect`, recording its duration as the stage's model inference time."""
+
+    def call(traces: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return detect(traces)
+        finally:
+            metrics.observe("model_inference_seconds", time.perf_counter() - started, stage=stage)
+
+    return call
+
+
+_served_ports: set[int] = set()
+
+
 def serve_metrics(port: int, addr: str = "127.0.0.1") -> None:
-    """Expose the library-mode metrics at http://addr:port/metrics (prometheus-client's own server thread)."""
+    """Expose the library-mode metrics at http://addr:port/metrics (prometheus-client's own server thread).
+    Once per port and process: several filters in one process share the default registry."""
     import prometheus_client as prom
 
-    prom.start_http_server(port, addr=addr)
+    with _default_lock:
+        if port not in _served_ports:
+            prom.start_http_server(port, addr=addr)
+            _served_ports.add(port)

@@ -16,9 +16,11 @@ from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from safepath.detectors.base import Detector
-from safepath.errors import ContentTooLarge, EmptyContent, InvalidRequest, StageError, StageTimeout
+from safepath.cache import ResultCache, result_key
+from safepath.errors import ContentTooLarge, EmptyContent, InvalidRequest, StageError, StageTimeout, UnknownProfile
+from safepath.metrics import Metrics, default_metrics, record_results
 from safepath.profiles import ProfileSet, SafetyProfile
 from safepath.segment import segment
 from safepath.types import Detection, FilterRequest, FilterResult, Stage, Step, Trace, Verdict
@@ -27,6 +29,12 @@ logger = logging.getLogger(__name__)
 
 AsyncStage = Callable[[Sequence[Trace]], Awaitable[list[list[Detection]]]]
 SyncStage = Callable[[Sequence[Trace]], list[list[Detection]]]
+
+
+class DecisionSink(Protocol):
+    """Where every decision goes after it is made (the audit writer): must not block or raise."""
+
+    def submit_decision(self, result: FilterResult, content: str) -> None: ...
 
 
 @dataclass(slots=True)
@@ -58,14 +66,28 @@ Flow = Generator[TierCalls, dict[str, StageOutcome], list[FilterResult]]
 class Pipeline:
     """Runs requests through the stages their profiles name and decides each verdict."""
 
-    def __init__(self, profiles: ProfileSet, versions: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        profiles: ProfileSet,
+        versions: Mapping[str, str],
+        *,
+        cache: ResultCache | None = None,
+        metrics: Metrics | None = None,
+        audit: DecisionSink | None = None,
+    ) -> None:
         """
         Args:
             profiles: The loaded profiles and stage definitions.
             versions: Version string per stage name, reported in results' `model_versions`.
+            cache: Where results are looked up before judging and stored after; none when None.
+            metrics: Where results are counted; the process's metrics when None.
+            audit: Told about every decision (it keeps those its settings ask for).
         """
         self.profiles = profiles
         self.versions = dict(versions)
+        self.cache = cache
+        self.metrics = metrics or default_metrics()
+        self.audit = audit
         tiers = sorted({spec.tier for spec in profiles.stages.values()})
         self._tiers = [[n for n, s in profiles.stages.items() if s.tier == t] for t in tiers]
 
@@ -84,15 +106,34 @@ class Pipeline:
         trace = Trace(content=request.content, steps=segment(request.content), context=request.context or {})
         return profile, trace
 
-    def flow(self, requests: Sequence[FilterRequest]) -> Flow:
+    def cache_keys(self, requests: Sequence[FilterRequest]) -> list[str | None]:
+        """Each request's cache key; None where it must not be cached (no cache, a stage's version unknown, or a
+        profile that is not loaded, which the flow then reports)."""
+        keys: list[str | None] = []
+        for request in requests:
+            try:
+                profile = self.profiles.get(request.profile)
+            except UnknownProfile:
+                keys.append(None)
+                continue
+            versions = {name: self.versions.get(name, "unknown") for name in profile.stages}
+            known = self.cache is not None and "unknown" not in versions.values()
+            keys.append(result_key(request.content, profile.name, self.profiles.content_hash, request.context,
+                                   versions) if known else None)
+        return keys
+
+    def flow(self, requests: Sequence[FilterRequest], positions: Sequence[int] | None = None, total: int = 0) -> Flow:
+        """The generator the drivers feed. When the requests are the cache misses of a batch, `positions` are their
+        places in it and `total` its size, so an error names the caller's request."""
+        positions = positions if positions is not None else range(len(requests))
         jobs = []
         for i, request in enumerate(requests):
             started = time.perf_counter()
             try:
                 profile, trace = self.prepare(request)
             except InvalidRequest as exc:
-                if len(requests) > 1:  # say which one, keeping the type (callers map it to a status)
-                    exc.args = (f"request {i}: {exc}",)
+                if max(total, len(requests)) > 1:  # say which one, keeping the type (callers map it to a status)
+                    exc.args = (f"request {positions[i]}: {exc}",)
                 raise
             job = _Job(request.request_id or uuid.uuid4().hex, profile, trace, started)
             job.latency_ms["segment"] = (time.perf_counter() - started) * 1000
@@ -157,7 +198,25 @@ class Pipeline:
         Stages named in `inline` run on the calling thread (cheap ones: their timeout is not enforced);
         the others run on `executor`, concurrently within a tier, and are abandoned at their timeout.
         """
-        flow = self.flow(requests)
+        started = time.perf_counter()
+        requests = _with_ids(requests)
+        self.metrics.add_in_flight(len(requests))
+        try:
+            keys = self.cache_keys(requests)
+            found = self.cache.lookup(keys, [r.request_id for r in requests]) if self.cache else [None] * len(requests)
+            todo = [i for i, r in enumerate(found) if r is None]
+            if todo:
+                fresh = self._drive_sync([requests[i] for i in todo], todo, len(requests), stages, inline, executor)
+                if self.cache is not None:
+                    self.cache.remember([keys[i] for i in todo], fresh)
+                for i, result in zip(todo, fresh):
+                    found[i] = result
+            return self._finished(requests, found, started)
+        finally:
+            self.metrics.add_in_flight(-len(requests))
+
+    def _drive_sync(self, requests, positions, total, stages, inline, executor) -> list[FilterResult]:  # noqa: ANN001
+        flow = self.flow(requests, positions, total)
         try:
             calls = next(flow)
             while True:
@@ -176,7 +235,26 @@ class Pipeline:
 
     async def run_async(self, requests: Sequence[FilterRequest], stages: Mapping[str, AsyncStage]) -> list[FilterResult]:
         """Drive the flow with async stage callables, each call bounded by its stage's timeout."""
-        flow = self.flow(requests)
+        started = time.perf_counter()
+        requests = _with_ids(requests)
+        self.metrics.add_in_flight(len(requests))
+        try:
+            keys = self.cache_keys(requests)
+            ids = [r.request_id for r in requests]
+            found = await self.cache.alookup(keys, ids) if self.cache else [None] * len(requests)
+            todo = [i for i, r in enumerate(found) if r is None]
+            if todo:
+                fresh = await self._drive_async([requests[i] for i in todo], todo, len(requests), stages)
+                if self.cache is not None:
+                    self.cache.remember([keys[i] for i in todo], fresh, background=True)
+                for i, result in zip(todo, fresh):
+                    found[i] = result
+            return self._finished(requests, found, started)
+        finally:
+            self.metrics.add_in_flight(-len(requests))
+
+    async def _drive_async(self, requests, positions, total, stages) -> list[FilterResult]:  # noqa: ANN001
+        flow = self.flow(requests, positions, total)
         try:
             calls = next(flow)
             while True:
@@ -185,6 +263,18 @@ class Pipeline:
                 calls = flow.send(dict(zip(names, done)))
         except StopIteration as stop:
             return stop.value
+
+    def _finished(self, requests: Sequence[FilterRequest], results: list, started: float) -> list[FilterResult]:
+        """Stamp cache hits' latency, count every result, hand every decision to the audit trail."""
+        elapsed = _ms_since(started)
+        for i, result in enumerate(results):
+            if result.cached:
+                results[i] = result.model_copy(update={"latency_ms": {"cache": elapsed, "total": elapsed}})
+        record_results(self.metrics, results, {n: p.fail_mode for n, p in self.profiles.profiles.items()})
+        if self.audit is not None:
+            for request, result in zip(requests, results):
+                self.audit.submit_decision(result, request.content)
+        return results
 
     async def _await_stage(self, name: str, stage: AsyncStage, traces: list[Trace]) -> StageOutcome:
         timeout_s = self.profiles.stages[name].timeout_ms / 1000
@@ -198,16 +288,21 @@ class Pipeline:
         return StageOutcome(detections, _ms_since(started))
 
 
-def local_stage(detector: Detector, executor: Executor | None = None) -> AsyncStage:
-    """An in-process stage callable for `run_async`: `detect` on the event loop when no executor is given (cheap,
-    `inline` detectors), else in the executor, so a model never blocks the loop."""
+def local_stage(detect: SyncStage, executor: Executor | None = None) -> AsyncStage:
+    """An in-process stage callable for `run_async` from a detector's `detect`: on the event loop when no executor
+    is given (cheap, `inline` detectors), else in the executor, so a model never blocks the loop."""
 
     async def call(traces: Sequence[Trace]) -> list[list[Detection]]:
         if executor is None:
-            return detector.detect(traces)
-        return await asyncio.get_running_loop().run_in_executor(executor, detector.detect, traces)
+            return detect(traces)
+        return await asyncio.get_running_loop().run_in_executor(executor, detect, traces)
 
     return call
+
+
+def _with_ids(requests: Sequence[FilterRequest]) -> list[FilterRequest]:
+    """The requests, each with a request id (generated where missing), so cache hits get their caller's id."""
+    return [r if r.request_id else r.model_copy(update={"request_id": uuid.uuid4().hex}) for r in requests]
 
 
 def _settles(detection: Detection, profile: SafetyProfile) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,7 +30,7 @@ def default_config_dir() -> Path:
 class RuntimeSettings(BaseSettings):
     """Per-environment settings. Each field reads `SAFEPATH_<NAME>` from the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="SAFEPATH_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="SAFEPATH_", extra="ignore", populate_by_name=True)
 
     config_dir: Path = Field(default_factory=default_config_dir, description="Folder holding profiles.yaml and rules.")
     profiles_file: Path = Field(default=Path("profiles.yaml"), description="Profiles file, relative to config_dir.")
@@ -43,6 +43,29 @@ class RuntimeSettings(BaseSettings):
         default=None, description="ONNX Runtime execution providers; CUDA when available, else CPU, when unset."
     )
     intra_op_threads: int | None = Field(default=None, ge=1, description="Threads per model call; ONNX Runtime's choice when unset.")
+
+    # The result cache (safepath/cache.py): L1 in-process, L2 Redis when a URL is set.
+    cache_enabled: bool = Field(default=True, description="Answer repeated traces from the cache.")
+    cache_l1_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0, description="L1 bound in bytes; 0 turns L1 off.")
+    cache_l1_ttl_s: float = Field(default=300.0, gt=0, description="Seconds an L1 entry lives.")
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SAFEPATH_REDIS_URL", "REDIS_URL"),
+        description="L2 cache (redis://host:port/db); off when unset. Also read from REDIS_URL.",
+    )
+    redis_cluster: bool = Field(default=False, description="The URL names a node of a Redis Cluster.")
+    redis_ttl_s: float = Field(default=3600.0, gt=0, description="Seconds an L2 entry lives.")
+    redis_timeout_ms: float = Field(default=50.0, gt=0, description="Bound on every Redis call.")
+    redis_retry_s: float = Field(default=5.0, ge=0, description="After a Redis failure, seconds on L1 alone.")
+    redis_prefix: str = Field(default="safepath:", description="Key prefix in Redis.")
+
+    # The audit trail (safepath/audit): off unless a URL is set.
+    audit_url: str | None = Field(default=None, description="sqlite:///path.db or postgresql://...; off when unset.")
+    audit_record_all: bool = Field(default=False, description="Record plain allows too (by default only the rest).")
+    audit_store_content: bool = Field(default=False, description="Keep full content in records (sensitive).")
+    audit_token: str | None = Field(default=None, description="Bearer token of the HTTP audit endpoint; off when unset.")
+
+    metrics_port: int | None = Field(default=None, description="Library mode: serve /metrics on this port.")
 
     @property
     def profiles_path(self) -> Path:

@@ -40,7 +40,7 @@ def _as_async(detector):
 
 def _service(model_stage=None, **kwargs) -> FilterService:
     rules = _rules()
-    stages = {"rules": local_stage(rules), "model": model_stage or _as_async(_model())}
+    stages = {"rules": local_stage(rules.detect), "model": model_stage or _as_async(_model())}
     return FilterService(PROFILES, stages, versions={"rules": rules.version, "model": "fake-1"}, **kwargs)
 
 
