@@ -200,7 +200,7 @@ class RedisCache:
     def _failed(self, operation: str, exc: Exception) -> None:
         self.metrics.inc("redis_errors", operation=operation)
         if self.available:  # log once per outage window, not once per request
-            logger.warning("redis %s failed (%s: %s); serving from L1 for %.0fs", operation, type(exc).__name__, exc,
+            logger.warning("redis %s failed (%s: %s); serving from L1 for %.1fs", operation, type(exc).__name__, exc,
                            self.retry_s)
         self._down_until = time.monotonic() + self.retry_s
         if self.cluster:
