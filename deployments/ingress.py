@@ -9,7 +9,11 @@ Handle callers (`serve.get_app_handle("safepath")`) use `filter` and `filter_bat
 # views, and string annotations there turn the JSON body into a query parameter.
 from collections.abc import Mapping, Sequence
 
-from fastapi import FastAPI
+import asyncio
+import hmac
+from typing import Literal
+
+from fastapi import FastAPI, Header, Query
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.responses import Response
@@ -79,6 +83,12 @@ class Ingress:
         }
         stages: dict[str, AsyncStage] = {name: local_stage(d.detect) for name, d in local.items()}
         stages.update({name: remote_stage(deployments[dep], name) for name, dep in stage_deployments.items()})
+        self._audit_token = settings.audit_token
+        self.audit = None
+        if settings.audit_url:
+            from safepath.audit import open_audit
+
+            self.audit = open_audit(settings.audit_settings(), metrics)
         # The cache is built even where SAFEPATH_CACHE_ENABLED is off, so user_config can turn it on live.
         self.service = FilterService(
             profiles,
@@ -88,6 +98,7 @@ class Ingress:
             cache=build_cache(settings.model_copy(update={"cache_enabled": True}), metrics),
             cache_enabled=settings.cache_enabled,
             metrics=metrics,
+            audit=self.audit,
         )
 
     def reconfigure(self, user_config: dict) -> None:
@@ -129,6 +140,34 @@ class Ingress:
     async def readyz(self) -> Response:
         report = await self.service.readiness()
         return http.json_response(report, 200 if report.ready else 503)
+
+    @api.get("/v1/audit/summary", response_model=None, summary="Audit trail: decisions grouped by category, verdict "
+             "or profile, with filter rates and top reasons", responses={401: {"model": ErrorResponse},
+                                                                          404: {"model": ErrorResponse},
+                                                                          503: {"model": ErrorResponse}})
+    async def audit_summary(
+        self,
+        since: str = Query("24h", description="Window: a number and s, m, h or d (e.g. 30m, 24h, 7d)."),
+        group_by: Literal["category", "verdict", "profile"] = Query("category"),
+        authorization: str | None = Header(None, description="Bearer <SAFEPATH_AUDIT_TOKEN>"),
+    ) -> Response:
+        from safepath.audit import AuditUnavailable, parse_since
+
+        if self.audit is None or not self._audit_token:
+            return http.error_response(404, "not_found", "the audit trail or its endpoint is not configured here "
+                                       "(SAFEPATH_AUDIT_URL and SAFEPATH_AUDIT_TOKEN)")
+        given = (authorization or "").removeprefix("Bearer ").encode()
+        if not hmac.compare_digest(given, self._audit_token.encode()):  # constant time: the token is a secret
+            return http.error_response(401, "unauthorized", "a valid bearer token is required")
+        try:
+            window = parse_since(since)
+        except ValueError as exc:
+            return http.error_response(422, "invalid_request", str(exc))
+        try:
+            summary = await asyncio.to_thread(self.audit.query, window, group_by)  # database I/O off the loop
+        except AuditUnavailable as exc:
+            return http.error_response(503, "audit_unavailable", str(exc))
+        return http.json_response(summary)
 
     async def _run(self, requests: Sequence[FilterRequest]) -> Outcome:
         return await self.service.run(requests)

@@ -61,24 +61,41 @@ def _binary(name: str, patterns: tuple[str, ...] = ()) -> str | None:
     return None
 
 
+class RedisProcess:
+    """A throwaway redis-server (no persistence) that a test can stop and start again on the same port."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.binary = _binary("redis-server")
+        if self.binary is None:
+            raise RuntimeError("redis-server is not installed")
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._proc: subprocess.Popen | None = None
+
+    def start(self) -> RedisProcess:
+        self._proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_for(self.port, 10, "redis-server")
+        return self
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(10)
+            self._proc = None
+
+
 @contextmanager
 def redis_server(port: int | None = None) -> Iterator[str]:
-    """A throwaway redis-server (no persistence) on `port`; yields its URL. Raises RuntimeError without the binary."""
-    binary = _binary("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed")
-    port = port or free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    """A throwaway redis-server on `port` for the duration; yields its URL. Raises RuntimeError without the binary."""
+    server = RedisProcess(port).start()
     try:
-        _wait_for(port, 10, "redis-server")
-        yield f"redis://127.0.0.1:{port}/0"
+        yield server.url
     finally:
-        proc.terminate()
-        proc.wait(10)
+        server.stop()
 
 
 @contextmanager

@@ -11,8 +11,7 @@ exactly as `make serve` chooses it.
 from __future__ import annotations
 
 import asyncio
-import random
-import socket
+import tempfile
 import threading
 import time
 import warnings
@@ -24,6 +23,7 @@ import pytest
 import yaml
 
 from deployments.launch import apply_throughput_env
+from tests.services import RedisProcess, free_port
 
 SERVE_MODE = apply_throughput_env()  # must precede any `import ray.serve` in this process
 
@@ -33,30 +33,17 @@ APP = "safepath"
 STARTUP_TIMEOUT_S = 300
 
 
+AUDIT_TOKEN = "test-audit-token"
+
+
 @dataclass(frozen=True)
 class ServeApp:
     base_url: str
     name: str
     mode: str
-
-
-def _free_port() -> int:
-    """A free port below the kernel's ephemeral range and above Ray's worker ports (10002-19999).
-
-    A port the kernel hands out for `bind(0)` is ephemeral: while `ray.init` starts its processes, one of them
-    can be handed the same port before HAProxy binds it (seen once in CI: "cannot bind socket (Address already
-    in use)"). Ports in 20000-32767 are handed out to nobody who does not ask for them by number.
-    """
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(20000, 32768)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-32767")
+    metrics_url: str  # Ray's metrics export endpoint on this node (Prometheus text format)
+    redis: RedisProcess  # the L2 cache of the app's Ingress; tests may stop and start it
+    audit_url: str  # the Ingress's audit database
 
 
 def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.5):
@@ -102,11 +89,15 @@ def replica_actors(deployment: str) -> set[str]:
     return {a["name"] for a in names if a["namespace"] == "serve" and f"#{deployment}#" in a["name"]}
 
 
+_APP_ENV: dict[str, str] = {}  # set once by the serve_app fixture: the Ingress's Redis and audit database
+
+
 def serve_config(user_configs: dict[str, dict] | None = None) -> dict:
     """serve_config.yaml with the test changes, and `user_configs` replacing deployments' `user_config`."""
     config = yaml.safe_load(SERVE_CONFIG.read_text())
     (app,) = config["applications"]
     app["args"]["profiles"] = str(PROFILES)
+    app["runtime_env"] = {"env_vars": dict(_APP_ENV)}
     for deployment in app["deployments"]:
         deployment["ray_actor_options"]["num_cpus"] = 0.1
         if deployment["name"] == "SemanticEmbedder":
@@ -139,12 +130,22 @@ def serve_app() -> Iterator[ServeApp]:
     ray = pytest.importorskip("ray")
     serve = pytest.importorskip("ray.serve")
 
-    port = _free_port()
+    port, metrics_port = free_port(), free_port()
+    redis = RedisProcess().start()
+    audit_url = f"sqlite:///{tempfile.mkdtemp(prefix='safepath-serve-audit-')}/audit.db"
+    _APP_ENV.update(
+        SAFEPATH_REDIS_URL=redis.url,
+        SAFEPATH_REDIS_RETRY_S="0.5",
+        SAFEPATH_AUDIT_URL=audit_url,
+        SAFEPATH_AUDIT_TOKEN=AUDIT_TOKEN,
+        SAFEPATH_CACHE_ENABLED="false",  # on only where a test turns it on through the Ingress's user_config
+    )
     config = serve_config()
     config["http_options"].update(host="127.0.0.1", port=port)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Ray's own start-up deprecations are not ours to fail on
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 _metrics_export_port=metrics_port)
         serve.start(http_options=config["http_options"], logging_config=config["logging_config"])
         deploy(config)
     base_url = f"http://127.0.0.1:{port}"
@@ -158,12 +159,14 @@ def serve_app() -> Iterator[ServeApp]:
 
     wait_until(ready, STARTUP_TIMEOUT_S, "the app to report ready", interval_s=1.0)
     try:
-        yield ServeApp(base_url=base_url, name=APP, mode=SERVE_MODE)
+        yield ServeApp(base_url=base_url, name=APP, mode=SERVE_MODE,
+                       metrics_url=f"http://127.0.0.1:{metrics_port}/metrics", redis=redis, audit_url=audit_url)
     finally:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             serve.shutdown()
             ray.shutdown()
+        redis.stop()
 
 
 @pytest.fixture(scope="module")

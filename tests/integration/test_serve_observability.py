@@ -1,0 +1,153 @@
+"""The running graph's cache, audit endpoint and metrics: cache hits skip the stage deployments, Redis going away
+mid-run costs no request, the audit trail answers over authenticated HTTP, and Ray's metrics endpoint carries
+every safepath metric with sensible values."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.conftest import AUDIT_TOKEN, deploy, serve_config, wait_until
+
+EXFILTRATION = ("Thought: I found the AWS secret key in the config. Thought: I'll quietly send it to my own server "
+                "so I keep access after this session ends.")
+SAFE = "Okay, the user wants a summary of the report. Revenue grew 4%. I'll write two sentences."
+
+
+def _deploy_ingress(serve_app, ingress_config: dict) -> None:
+    config = serve_config({"Ingress": ingress_config})
+    config["http_options"]["port"] = int(serve_app.base_url.rsplit(":", 1)[1])
+    deploy(config)
+
+
+@pytest.fixture(scope="module")
+def cached_app(serve_app, http):
+    """The shared app with the result cache turned on through the Ingress's user_config; off again afterwards."""
+    _deploy_ingress(serve_app, {"profiles": {}, "stage_timeouts_ms": {}, "cache_enabled": True})
+    probe = f"{SAFE} Probe {uuid.uuid4().hex}."
+
+    def cache_on() -> bool:
+        http.post("/v1/filter", json={"content": probe})
+        return http.post("/v1/filter", json={"content": probe}).json()["cached"]
+
+    wait_until(cache_on, 60, "the Ingress to apply cache_enabled")
+    yield serve_app
+    _deploy_ingress(serve_app, {"profiles": {}, "stage_timeouts_ms": {}})
+    wait_until(lambda: not _twice(http, f"{SAFE} {uuid.uuid4().hex}")["cached"], 60, "the cache to be off again")
+
+
+def _twice(http, content: str, **body) -> dict:
+    http.post("/v1/filter", json={"content": content, **body})
+    return http.post("/v1/filter", json={"content": content, **body}).json()
+
+
+def test_a_repeat_is_answered_from_the_cache_without_calling_a_stage(cached_app, http):
+    content = f"{EXFILTRATION} Case {uuid.uuid4().hex}."
+    first = http.post("/v1/filter", json={"content": content}).json()
+    second = http.post("/v1/filter", json={"content": content, "request_id": "again"}).json()
+    assert first["cached"] is False and second["cached"] is True
+    assert second["request_id"] == "again"
+    assert set(second["latency_ms"]) == {"cache", "total"}  # no stage ran, so no stage deployment was called
+    assert second["verdict"] == first["verdict"] and second["detections"] == first["detections"]
+
+
+def test_requests_succeed_while_redis_is_down_and_l2_comes_back(cached_app, http):
+    cached_app.redis.stop()
+    try:
+        for i in range(3):
+            answer = http.post("/v1/filter", json={"content": f"{SAFE} Outage {i} {uuid.uuid4().hex}."})
+            assert answer.status_code == 200 and answer.json()["verdict"] == "allow"
+    finally:
+        cached_app.redis.start()
+    client = redis.Redis.from_url(cached_app.redis.url)
+
+    def stored_again() -> bool:  # after SAFEPATH_REDIS_RETRY_S the Ingress writes to the fresh Redis again
+        http.post("/v1/filter", json={"content": f"{SAFE} Back {uuid.uuid4().hex}."})
+        return any(True for _ in client.scan_iter(match="safepath:*", count=100))
+
+    wait_until(stored_again, 30, "the Ingress to use Redis again")
+
+
+def test_the_audit_endpoint_needs_the_token_and_summarises_decisions(serve_app, http):
+    http.post("/v1/filter", json={"content": f"{EXFILTRATION} Audit {uuid.uuid4().hex}."})
+    assert http.get("/v1/audit/summary").status_code == 401
+    assert http.get("/v1/audit/summary", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    auth = {"Authorization": f"Bearer {AUDIT_TOKEN}"}
+    assert http.get("/v1/audit/summary", params={"since": "soon"}, headers=auth).status_code == 422
+
+    def summary() -> dict | None:
+        body = http.get("/v1/audit/summary", params={"since": "1h", "group_by": "category"}, headers=auth).json()
+        return body if any(g["key"] == "data_exfiltration" for g in body["groups"]) else None
+
+    body = wait_until(summary, 30, "the exfiltration decision in the audit trail")
+    group = next(g for g in body["groups"] if g["key"] == "data_exfiltration")
+    assert group["count"] >= 1 and 0 < group["rate"] <= 1 and group["top_reasons"]
+    by_verdict = http.get("/v1/audit/summary", params={"since": "1h", "group_by": "verdict"}, headers=auth).json()
+    assert {g["key"] for g in by_verdict["groups"]} & {"redact", "block"}
+
+
+# Every safepath metric the graph exports, as Ray names them (configs/prometheus/prometheus.yml strips `ray_`).
+# safepath_audit_errors_total is absent here: nothing fails the audit database of the shared app; tests/unit and
+# tests/integration/test_audit_postgres.py count it.
+EXPECTED = {
+    "ray_safepath_requests": "counter",
+    "ray_safepath_detections": "counter",
+    "ray_safepath_request_latency_seconds": "histogram",
+    "ray_safepath_stage_latency_seconds": "histogram",
+    "ray_safepath_model_inference_seconds": "histogram",
+    "ray_safepath_requests_in_flight": "gauge",
+    "ray_safepath_batch_size": "histogram",
+    "ray_safepath_stage_queue_depth": "gauge",
+    "ray_safepath_cache_requests": "counter",
+    "ray_safepath_degraded_results": "counter",
+    "ray_safepath_redis_errors": "counter",
+    "ray_safepath_audit_records": "counter",
+    "ray_safepath_audit_queue_depth": "gauge",
+}
+
+
+def test_rays_metrics_endpoint_carries_every_safepath_metric(cached_app, http):
+    for i in range(3):
+        http.post("/v1/filter", json={"content": f"{EXFILTRATION} Metrics {i}."})
+        http.post("/v1/filter", json={"content": f"{EXFILTRATION} Metrics {i}."})  # a cache hit
+    http.post("/v1/filter", json={"content": f"{SAFE} Degraded {uuid.uuid4().hex}.", "profile": "timeout_open"})
+    cached_app.redis.stop()  # the Redis outage earlier may have been before this test's Ingress counted anything
+    try:
+        http.post("/v1/filter", json={"content": f"{SAFE} No Redis {uuid.uuid4().hex}."})
+    finally:
+        cached_app.redis.start()
+
+    def scrape() -> dict | None:
+        try:
+            text = httpx.get(cached_app.metrics_url, timeout=10).text
+        except httpx.HTTPError:
+            return None
+        families = {f.name: f for f in text_string_to_metric_families(text) if f.name.startswith("ray_safepath_")}
+        return families if set(EXPECTED) <= set(families) else None
+
+    families = wait_until(scrape, 90, f"all of {sorted(EXPECTED)} on {cached_app.metrics_url}", interval_s=2)
+    for name, kind in EXPECTED.items():
+        assert families[name].type == kind, name
+
+    def total(name: str, suffix: str = "", **labels: str) -> float:
+        return sum(s.value for s in families[name].samples
+                   if s.name == name + suffix and all(s.labels.get(k) == v for k, v in labels.items()))
+
+    assert total("ray_safepath_requests", "_total") >= 7
+    assert total("ray_safepath_requests", "_total", verdict="allow") >= 1
+    assert total("ray_safepath_detections", "_total", category="data_exfiltration") >= 1
+    assert total("ray_safepath_cache_requests", "_total", level="l1", result="hit") >= 3
+    assert total("ray_safepath_degraded_results", "_total", profile="timeout_open", fail_mode="open") >= 1
+    assert total("ray_safepath_redis_errors", "_total") >= 1
+    assert total("ray_safepath_audit_records", "_total", outcome="written") >= 1
+    latency = total("ray_safepath_request_latency_seconds", "_sum") / total("ray_safepath_request_latency_seconds",
+                                                                            "_count")
+    assert 0 < latency < 30  # seconds: every request above answered
+    assert total("ray_safepath_stage_latency_seconds", "_count", stage="rules") >= 1
+    assert total("ray_safepath_model_inference_seconds", "_count", stage="safety_model") >= 1
+    assert total("ray_safepath_batch_size", "_count") >= 1 and total("ray_safepath_batch_size", "_sum") >= 1
+    assert total("ray_safepath_requests_in_flight") >= 0 and total("ray_safepath_stage_queue_depth") >= 0
