@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-dev
 
 TRAIN_STAMP := $(VENV)/.installed-train
 
-.PHONY: install haproxy prometheus serve bench-serve test run bench rules-check data eval-data models fp16 evaluate clean
+.PHONY: install haproxy prometheus services serve bench-serve test run bench rules-check data eval-data models fp16 evaluate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,8 +62,20 @@ serve: haproxy
 bench-serve: haproxy
 	$(BIN)/python benchmarks/serve_graph.py
 
+## Redis and PostgreSQL binaries for the tests (tests/services.py uses the machine's servers where they answer,
+## else starts throwaway ones from these): Debian's packages, as root, where missing. Never fails.
+services:
+	@command -v redis-server >/dev/null 2>&1 && echo "redis-server: found" || { \
+		[ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null) \
+		&& echo "redis-server: installed Debian's" || echo "redis-server: not available"; }
+	@{ command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; } && echo "postgresql: found" || { \
+		[ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null) \
+		&& echo "postgresql: installed Debian's" || echo "postgresql: not available"; }
+
 ## Run the tests (what .ci/run calls); tests/integration starts one Ray Serve instance for its test_serve_* files.
-test: haproxy prometheus
+test: haproxy prometheus services
 	$(BIN)/python -m pytest
 
 ## The main job for now: check the rules, filter an example trace, evaluate the fixture set.
