@@ -1,13 +1,16 @@
-"""The `safepath` command line: filter a trace, evaluate a dataset, check rule files, list profiles.
+"""The `safepath` command line: filter a trace, evaluate a dataset, check rule files, list profiles, audit trail.
 
-Exit codes: 0 success, 1 a check failed (`rules check`), 2 unusable input, 3 a bad configuration.
+Exit codes: 0 success, 1 a check failed (`rules check`), 2 unusable input, 3 a bad configuration,
+4 the audit database did not answer.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from safepath.detectors.rules import load_rule_file
@@ -19,6 +22,7 @@ from safepath.profiles import load_profiles
 from safepath.settings import RuntimeSettings
 
 EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_BAD_CONFIG = 1, 2, 3
+EXIT_UNAVAILABLE = 4
 
 
 class CliError(Exception):
@@ -73,6 +77,38 @@ def _parser() -> argparse.ArgumentParser:
 
     prof = commands.add_parser("profiles", help="print the loaded profiles as JSON")
     prof.set_defaults(handler=_cmd_profiles)
+
+    audit = commands.add_parser("audit", help="audit trail tools")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    url_help = "audit database: sqlite:///path.db or postgresql://... (default: $SAFEPATH_AUDIT_URL)"
+    query = audit_commands.add_parser("query", help="decisions and filter rates over a recent window")
+    query.add_argument("--url", default=os.environ.get("SAFEPATH_AUDIT_URL"), help=url_help)
+    query.add_argument("--since", default="24h", help="window length, e.g. 30m, 24h, 7d (default: 24h)")
+    query.add_argument("--group-by", choices=("category", "verdict", "profile"), default="category")
+    query.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    query.set_defaults(handler=_cmd_audit_query)
+    retention = audit_commands.add_parser("retention", help="delete (or archive, then delete) old audit records")
+    retention.add_argument("--url", default=os.environ.get("SAFEPATH_AUDIT_URL"), help=url_help)
+    retention.add_argument("--keep-days", type=int, required=True, help="keep records from the last N days")
+    retention.add_argument("--archive-dir", type=Path, help="first write the removed records here as gzip JSONL")
+    retention.set_defaults(handler=_cmd_audit_retention)
+
+    proxy = commands.add_parser(
+        "proxy", help="serve an OpenAI-compatible proxy that filters the reasoning of an upstream server"
+    )
+    proxy.add_argument("--upstream", required=True, help="the upstream's OpenAI base URL, e.g. http://127.0.0.1:8001/v1")
+    proxy.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    proxy.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080)")
+    proxy.add_argument("--api-key-env", help="environment variable holding the upstream's API key")
+    proxy.add_argument("-p", "--profile", help="safety profile (default: the profiles file's default)")
+    proxy.add_argument("--filter", choices=["reasoning", "reasoning_and_answer"], default="reasoning",
+                       help="what is judged (default: reasoning)")
+    proxy.add_argument("--on-block", choices=["drop", "marker", "fail"], default="marker",
+                       help="what a blocking step does (default: marker)")
+    proxy.add_argument("--timeout-s", type=float, default=120.0, help="upstream connect/read timeout (default: 120)")
+    proxy.add_argument("--content-starts-in-think", action="store_true",
+                       help="content before </think> is reasoning (templates that open the think block in the prompt)")
+    proxy.set_defaults(handler=_cmd_proxy)
     return parser
 
 
@@ -120,6 +156,68 @@ def _cmd_rules_check(args: argparse.Namespace) -> int:
 def _cmd_profiles(args: argparse.Namespace) -> int:
     profiles = load_profiles(args.profiles or RuntimeSettings().profiles_path)
     print(profiles.model_dump_json(indent=2))
+    return 0
+
+
+def _audit_backend(url: str | None):  # -> AuditBackend; imported here so the other commands never load it
+    from safepath.audit import AuditSettings, open_backend
+
+    if not url:
+        raise CliError("give the audit database with --url or $SAFEPATH_AUDIT_URL", EXIT_BAD_INPUT)
+    # Short one-off use: no connections kept beyond the command's own.
+    return open_backend(AuditSettings(url=url, pool_min=1, pool_max=2))
+
+
+def _cmd_audit_query(args: argparse.Namespace) -> int:
+    from safepath.audit import AuditUnavailable, format_summary, parse_since
+
+    try:
+        since = parse_since(args.since)
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_BAD_INPUT) from None
+    backend = _audit_backend(args.url)
+    try:
+        summary = backend.query(since, args.group_by)
+    except AuditUnavailable as exc:
+        raise CliError(str(exc), EXIT_UNAVAILABLE) from None
+    finally:
+        backend.close()
+    print(summary.model_dump_json(indent=2) if args.json else format_summary(summary))
+    return 0
+
+
+def _cmd_audit_retention(args: argparse.Namespace) -> int:
+    from safepath.audit import AuditUnavailable
+
+    if args.keep_days < 0:
+        raise CliError("--keep-days must be 0 or more", EXIT_BAD_INPUT)
+    cutoff = datetime.now(UTC) - timedelta(days=args.keep_days)
+    backend = _audit_backend(args.url)
+    try:
+        removed = backend.apply_retention(cutoff, args.archive_dir)
+    except AuditUnavailable as exc:
+        raise CliError(str(exc), EXIT_UNAVAILABLE) from None
+    finally:
+        backend.close()
+    where = f", archived under {args.archive_dir}" if args.archive_dir else ""
+    print(f"removed {removed} audit records older than {cutoff:%Y-%m-%d %H:%M} UTC{where}")
+    return 0
+
+
+def _cmd_proxy(args: argparse.Namespace) -> int:
+    try:
+        from safepath.proxy.app import serve
+        from safepath.proxy.config import ProxyRoute
+    except ImportError as exc:
+        raise CliError(f"the proxy needs the `proxy` extra (pip install 'cot-safepath[proxy]'): {exc}", EXIT_BAD_CONFIG) from None
+    try:
+        route = ProxyRoute(
+            base_url=args.upstream, api_key_env=args.api_key_env, timeout_s=args.timeout_s, filter=args.filter,
+            on_block=args.on_block, profile=args.profile, content_starts_in_think=args.content_starts_in_think,
+        )
+    except ValueError as exc:
+        raise CliError(f"invalid proxy option: {exc}", EXIT_BAD_INPUT) from None
+    serve(SafePathFilter(profiles=args.profiles), route, host=args.host, port=args.port)
     return 0
 
 

@@ -1,0 +1,262 @@
+"""The PostgreSQL audit backend: a psycopg 3 connection pool, tables range-partitioned by day or month on `ts`.
+
+Partitions are created on demand for the periods a batch touches, in their own short transaction (attaching a
+partition locks the parent), and retention drops whole partitions: no bulk DELETE, no vacuum debt.
+Table names are built from a validated prefix (AuditSettings.table_prefix) and our own partition suffixes, never
+from request data, so formatting them into SQL is safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from safepath.audit.base import AuditUnavailable, DecisionCounts, minute, window, write_archive
+from safepath.audit.records import AuditFinding, AuditRecord
+from safepath.audit.summary import GROUP_BYS, AuditSummary, GroupBy, build_summary
+
+_COLUMNS = ("record_id", "request_id", "ts", "profile", "verdict", "categories", "scores", "reasons", "latency_ms",
+            "model_versions", "content_hash", "excerpt", "content", "degraded", "cached")
+
+
+class PostgresBackend:
+    """Audit records in PostgreSQL.
+
+    Args:
+        url: libpq connection URL.
+        table_prefix: Tables are <prefix>_records, <prefix>_findings (both partitioned), <prefix>_decision_counts.
+        partition: One partition per "day" or "month".
+        pool_min, pool_max: Connection pool bounds.
+        connect_timeout_s: Longest wait for a connection (pool checkout and each new connection).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        table_prefix: str = "audit",
+        partition: Literal["day", "month"] = "day",
+        pool_min: int = 5,
+        pool_max: int = 20,
+        connect_timeout_s: float = 5.0,
+    ) -> None:
+        self.records_table = f"{table_prefix}_records"
+        self.findings_table = f"{table_prefix}_findings"
+        self.counts_table = f"{table_prefix}_decision_counts"
+        self.partition = partition
+        self._prefix = table_prefix
+        self._ready: set[str] = set()  # partitions known to exist (and "schema")
+        # check: a connection the server dropped (restart, failover) is replaced at checkout, not failed on.
+        # The pool connects in the background, so an unreachable database does not fail the filter's start.
+        self._pool = ConnectionPool(
+            url, min_size=pool_min, max_size=pool_max, open=True, timeout=connect_timeout_s,
+            kwargs={"connect_timeout": max(2, round(connect_timeout_s))}, check=ConnectionPool.check_connection,
+            name=f"safepath-audit-{table_prefix}",
+        )
+
+    # --- schema and partitions -------------------------------------------------------------------------------
+
+    def _ensure(self, periods: set[datetime]) -> None:
+        missing = [p for p in sorted(periods) if self._partition_name(self.records_table, p) not in self._ready]
+        if "schema" in self._ready and not missing:
+            return
+        with self._pool.connection() as conn:
+            if "schema" not in self._ready:
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.records_table,))
+                    for statement in self._schema():
+                        conn.execute(statement)
+                self._ready.add("schema")
+            for start in missing:
+                end = _period_bounds(self._suffix(start))[1]
+                with conn.transaction():  # IF NOT EXISTS is not race-free between processes; the lock makes it so
+                    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.records_table,))
+                    for parent in (self.records_table, self.findings_table):
+                        conn.execute(f"CREATE TABLE IF NOT EXISTS {self._partition_name(parent, start)} PARTITION OF "
+                                     f"{parent} FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')")
+                self._ready.add(self._partition_name(self.records_table, start))
+
+    def _schema(self) -> list[str]:
+        r, f, c = self.records_table, self.findings_table, self.counts_table
+        return [
+            f"""CREATE TABLE IF NOT EXISTS {r} (
+                record_id text NOT NULL, request_id text NOT NULL, ts timestamptz NOT NULL, profile text NOT NULL,
+                verdict text NOT NULL, categories text[] NOT NULL, scores jsonb NOT NULL, reasons text[] NOT NULL,
+                latency_ms jsonb NOT NULL, model_versions jsonb NOT NULL, content_hash text NOT NULL,
+                excerpt text NOT NULL, content text, degraded boolean NOT NULL, cached boolean NOT NULL,
+                PRIMARY KEY (record_id, ts)) PARTITION BY RANGE (ts)""",
+            f"CREATE INDEX IF NOT EXISTS {r}_ts ON {r} (ts)",
+            f"CREATE INDEX IF NOT EXISTS {r}_verdict ON {r} (verdict, ts)",
+            f"""CREATE TABLE IF NOT EXISTS {f} (
+                record_id text NOT NULL, ts timestamptz NOT NULL, category text NOT NULL, reason text NOT NULL,
+                score double precision NOT NULL, PRIMARY KEY (record_id, ts, category, reason)) PARTITION BY RANGE (ts)""",
+            f"CREATE INDEX IF NOT EXISTS {f}_category_ts ON {f} (category, ts)",
+            f"CREATE INDEX IF NOT EXISTS {f}_ts ON {f} (ts)",
+            f"""CREATE TABLE IF NOT EXISTS {c} (
+                bucket_ts timestamptz NOT NULL, profile text NOT NULL, verdict text NOT NULL, n bigint NOT NULL,
+                PRIMARY KEY (bucket_ts, profile, verdict))""",
+        ]
+
+    def _period_start(self, ts: datetime) -> datetime:
+        ts = ts.astimezone(UTC)
+        day = ts.replace(hour=0, minute=0, second=0, microsecond=0)
+        return day if self.partition == "day" else day.replace(day=1)
+
+    def _suffix(self, start: datetime) -> str:
+        return f"{start:%Y%m%d}" if self.partition == "day" else f"{start:%Y%m}"
+
+    def _partition_name(self, parent: str, start: datetime) -> str:
+        return f"{parent}_p{self._suffix(start)}"
+
+    # --- the protocol ----------------------------------------------------------------------------------------
+
+    def write(self, records: Sequence[AuditRecord], counts: DecisionCounts | None = None) -> None:
+        r, f, c = self.records_table, self.findings_table, self.counts_table
+        try:
+            self._ensure({self._period_start(rec.ts) for rec in records})
+            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                if records:
+                    cur.executemany(f"INSERT INTO {r} ({', '.join(_COLUMNS)}) VALUES ({', '.join(['%s'] * len(_COLUMNS))}) "
+                                    f"ON CONFLICT DO NOTHING", [_row(rec) for rec in records])
+                findings = [(rec.record_id, rec.ts, x.category, x.reason, x.score) for rec in records for x in rec.findings]
+                if findings:
+                    cur.executemany(f"INSERT INTO {f} VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING", findings)
+                if counts:
+                    cur.executemany(f"INSERT INTO {c} AS t VALUES (%s, %s, %s, %s) ON CONFLICT (bucket_ts, profile, "
+                                    f"verdict) DO UPDATE SET n = t.n + EXCLUDED.n",
+                                    [(bucket, profile, verdict, n) for (bucket, profile, verdict), n in counts.items()])
+        except Exception:
+            self._ready.clear()  # a partition may have been dropped meanwhile: check again on the next write
+            raise
+
+    def query(self, since: datetime | timedelta, group_by: GroupBy) -> AuditSummary:
+        if group_by not in GROUP_BYS:  # it becomes a column name below
+            raise ValueError(f"group_by must be one of {', '.join(GROUP_BYS)}, got {group_by!r}")
+        start, end = window(since)
+        span, buckets = (start, end), (minute(start), end)
+        r, f, c = self.records_table, self.findings_table, self.counts_table
+        try:
+            self._ensure(set())
+            with self._pool.connection() as conn, conn.cursor() as cur:
+                def rows(sql: str, params: tuple) -> list[tuple[Any, ...]]:
+                    return cur.execute(sql, params, prepare=True).fetchall()
+
+                recorded = rows(f"SELECT count(*) FROM {r} WHERE ts >= %s AND ts < %s", span)[0][0]
+                counted = rows(f"SELECT coalesce(sum(n), 0) FROM {c} WHERE bucket_ts >= %s AND bucket_ts < %s",
+                               buckets)[0][0]
+                if group_by == "category":
+                    by_record = rows(f"SELECT category, count(DISTINCT record_id) FROM {f} WHERE ts >= %s AND ts < %s "
+                                     f"GROUP BY category", span)
+                    reasons = rows(f"SELECT category, reason, count(*) FROM {f} WHERE ts >= %s AND ts < %s "
+                                   f"GROUP BY category, reason", span)
+                    by_counter = []
+                else:
+                    by_record = rows(f"SELECT {group_by}, count(*) FROM {r} WHERE ts >= %s AND ts < %s "
+                                     f"GROUP BY {group_by}", span)
+                    reasons = rows(f"SELECT r.{group_by}, f.reason, count(DISTINCT f.record_id) FROM {f} f JOIN {r} r "
+                                   f"ON r.record_id = f.record_id AND r.ts = f.ts WHERE f.ts >= %s AND f.ts < %s "
+                                   f"GROUP BY 1, 2", span)
+                    by_counter = rows(f"SELECT {group_by}, sum(n) FROM {c} WHERE bucket_ts >= %s AND bucket_ts < %s "
+                                      f"GROUP BY {group_by}", buckets)
+        except (psycopg.Error, OSError) as exc:
+            raise AuditUnavailable(f"audit query failed: {exc}") from exc
+        return build_summary(start, end, group_by, recorded=int(recorded), counted=int(counted),
+                             record_counts={k: int(n) for k, n in by_record},
+                             decision_counts={k: int(n) for k, n in by_counter},
+                             reason_counts=[(k, why, int(n)) for k, why, n in reasons])
+
+    def apply_retention(self, older_than: datetime, archive_dir: Path | None = None) -> int:
+        """Drop every partition that ends at or before `older_than` (a partition straddling it stays whole),
+        archiving its records first; delete the decision counters before it. Returns the records dropped.
+
+        Each partition is detached in a short transaction, then archived and dropped in a second: writers never
+        wait on the archive, and a record for that period arriving meanwhile fails, spills, and lands in a fresh
+        partition later. A table left detached by a crash in between is found by name and finished next time.
+        """
+        cutoff = older_than.astimezone(UTC)
+        r, f = self.records_table, self.findings_table
+        removed = 0
+        try:
+            partitions = self._partitions()  # before taking a connection: a pool of one must not wait on itself
+            with self._pool.connection() as conn:
+                for suffix, tables in sorted(partitions.items()):
+                    if _period_bounds(suffix)[1] > cutoff:
+                        continue
+                    with conn.transaction():
+                        for kind, parent in (("records", r), ("findings", f)):
+                            if kind in tables and tables[kind][1]:
+                                conn.execute(f"ALTER TABLE {parent} DETACH PARTITION {tables[kind][0]}")
+                    with conn.transaction():
+                        if "records" in tables:
+                            findings = tables["findings"][0] if "findings" in tables else None
+                            removed += self._archive_or_count(conn, tables["records"][0], findings, archive_dir)
+                        for name, _ in tables.values():
+                            conn.execute(f"DROP TABLE {name}")
+                    self._ready.discard(f"{r}_p{suffix}")
+                with conn.transaction():
+                    conn.execute(f"DELETE FROM {self.counts_table} WHERE bucket_ts < %s", (cutoff,))
+        except (psycopg.Error, OSError) as exc:
+            raise AuditUnavailable(f"audit retention failed: {exc}") from exc
+        return removed
+
+    def _partitions(self) -> dict[str, dict[str, tuple[str, bool]]]:
+        """Suffix -> {"records"|"findings": (table name, attached)} for our partitions, attached or left detached."""
+        self._ensure(set())
+        found: dict[str, dict[str, tuple[str, bool]]] = {}
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT c.relname, c.relispartition FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname ~ %s",
+                (f"^({self.records_table}|{self.findings_table})_p([0-9]{{8}}|[0-9]{{6}})$",),
+            ).fetchall()
+        for name, attached in rows:
+            kind = "records" if name.startswith(self.records_table + "_p") else "findings"
+            found.setdefault(name.rsplit("_p", 1)[1], {})[kind] = (name, attached)
+        return found
+
+    def _archive_or_count(self, conn: psycopg.Connection, records: str, findings: str | None,
+                          archive_dir: Path | None) -> int:
+        if archive_dir is None:
+            return int(conn.execute(f"SELECT count(*) FROM {records}").fetchone()[0])  # type: ignore[index]
+        return write_archive(Path(archive_dir) / f"{records}.jsonl.gz", self._stream(conn, records, findings))
+
+    def _stream(self, conn: psycopg.Connection, records: str, findings: str | None) -> Iterator[AuditRecord]:
+        found = (f"(SELECT json_agg(json_build_array(f.category, f.reason, f.score)) FROM {findings} f "
+                 f"WHERE f.record_id = r.record_id AND f.ts = r.ts)") if findings else "NULL"
+        with conn.cursor(name=f"{records}_archive") as cur:  # server-side: a month of records never sits in memory
+            cur.execute(f"SELECT {', '.join('r.' + col for col in _COLUMNS)}, {found} FROM {records} r ORDER BY r.ts")
+            for row in cur:
+                values = dict(zip(_COLUMNS, row))
+                values["findings"] = [AuditFinding(category=c, reason=why, score=s) for c, why, s in row[-1] or []]
+                yield AuditRecord(**values)
+
+    def count(self) -> int:
+        """Records stored (tests and the benchmark)."""
+        self._ensure(set())
+        with self._pool.connection() as conn:
+            return int(conn.execute(f"SELECT count(*) FROM {self.records_table}").fetchone()[0])  # type: ignore[index]
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def _period_bounds(suffix: str) -> tuple[datetime, datetime]:
+    """[start, end) of the partition named by a suffix: YYYYMMDD a day, YYYYMM a month."""
+    if len(suffix) == 8:
+        start = datetime.strptime(suffix, "%Y%m%d").replace(tzinfo=UTC)
+        return start, start + timedelta(days=1)
+    start = datetime.strptime(suffix, "%Y%m").replace(tzinfo=UTC)
+    return start, (start + timedelta(days=32)).replace(day=1)
+
+
+def _row(rec: AuditRecord) -> tuple:
+    return (rec.record_id, rec.request_id, rec.ts, rec.profile, rec.verdict, rec.categories, Jsonb(rec.scores),
+            rec.reasons, Jsonb(rec.latency_ms), Jsonb(rec.model_versions), rec.content_hash, rec.excerpt, rec.content,
+            rec.degraded, rec.cached)
+
