@@ -65,6 +65,11 @@ class SafePathFilter:
             for name, spec in profiles.stages.items()
             if name in used
         }
+        for detector in self.detectors.values():
+            if hasattr(detector, "warmup"):
+                # Load models now: loading inside the first request would count against the stage's timeout,
+                # and a fail-closed profile would block that request.
+                detector.warmup()
         self.metrics = metrics or default_metrics()
         if self.settings.metrics_port is not None:
             serve_metrics(self.settings.metrics_port)

@@ -7,7 +7,7 @@ import prometheus_client
 from prometheus_client.parser import text_string_to_metric_families
 
 from safepath import SafePathFilter
-from safepath.metrics import SPECS, Metrics, serve_metrics
+from safepath.metrics import SPECS, Metrics, default_metrics, serve_metrics
 from safepath.settings import RuntimeSettings
 from safepath.types import Category
 from tests.services import free_port
@@ -69,7 +69,7 @@ def test_the_metrics_port_serves_the_default_registry():
     port = free_port()
     serve_metrics(port)
     serve_metrics(port)  # a second filter in the same process: no second server, no error
-    f = _filter(Metrics("prometheus"), metrics_port=port)  # the process's default registry, as in production
+    f = _filter(default_metrics(), metrics_port=port)  # the process's default registry, as in production
     f.filter(WORRYING, profile="with_model_open")
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     names = {family.name for family in text_string_to_metric_families(text)}
