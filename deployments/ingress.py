@@ -14,6 +14,7 @@ import hmac
 from typing import Literal
 
 from fastapi import FastAPI, Header, Query
+from fastapi import Request, WebSocket
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.responses import Response
@@ -25,7 +26,10 @@ from safepath.filter import as_request
 from safepath.metrics import use_backend
 from safepath.pipeline import AsyncStage, local_stage
 from safepath.profiles import load_profiles
+from safepath.proxy.app import chat_completions, stream_socket
+from safepath.proxy.service import ChatProxy
 from safepath.settings import RuntimeSettings
+from safepath.streaming import AsyncStreamSession
 from safepath.types import FilterRequest, FilterResult
 
 from deployments import http
@@ -104,6 +108,7 @@ class Ingress:
     def reconfigure(self, user_config: dict) -> None:
         """Live threshold, fail-mode and stage-timeout overrides from serve_config.yaml (`user_config`)."""
         self.service.reconfigure(IngressConfig.model_validate(user_config or {}))
+        self._configure_proxy(user_config)
 
     # Python handle API
 
@@ -178,3 +183,44 @@ class Ingress:
             return http.stage_unavailable(blocked, outcome.results, outcome.failed_stages)
         return http.json_response(body)
 
+    # The streaming filter and the reasoning proxy (safepath.streaming, safepath.proxy): the same handlers as the
+    # standalone `safepath proxy`, judging through this replica's service (cache, audit, metrics included).
+
+    _proxy: ChatProxy | None = None  # from user_config `proxy:`; without one, /v1/chat/completions answers 503
+
+    async def stream_steps(self, chunks: Sequence[str], profile: str | None = None, context: dict | None = None):
+        """Streaming handle API: judge `chunks` as one reasoning stream, yielding each `ReleasedStep` once judged.
+
+        Call as `handle.options(stream=True).stream_steps.remote(chunks)`. Raises UnknownProfile, InvalidRequest.
+        """
+        session = AsyncStreamSession(self._judge, self.service.profiles.get(profile), context=context)
+        for chunk in chunks:
+            for step in await session.feed(chunk):
+                yield step
+            if session.blocked:
+                return
+        for step in await session.finish():
+            yield step
+
+    @api.post("/v1/chat/completions", response_model=None, summary="OpenAI-compatible chat completions (stream or "
+              "not) forwarded to the configured upstream, with the reasoning filtered")
+    async def chat_completions_route(self, request: Request) -> Response:
+        return await chat_completions(self._proxy, request)
+
+    @api.websocket("/v1/stream")
+    async def stream_route(self, websocket: WebSocket) -> None:
+        """The streaming filter over a WebSocket; protocol in safepath/stream_protocol.py."""
+        await stream_socket(websocket, self._judge, self.service.profiles.get)
+
+    async def _judge(self, requests: Sequence[FilterRequest]) -> list[FilterResult]:
+        return (await self._run(list(requests))).results
+
+    def _configure_proxy(self, user_config: dict) -> None:
+        route = IngressConfig.model_validate(user_config or {}).proxy
+        if route == (self._proxy.route if self._proxy else None):
+            return
+        old, self._proxy = self._proxy, None
+        if route is not None:
+            self._proxy = ChatProxy(route, self._judge, lambda name: self.service.profiles.get(name))
+        if old is not None:
+            old.close_soon()

@@ -141,7 +141,10 @@ class FilterService:
 
     def reconfigure(self, config: IngressConfig) -> None:
         """Apply live overrides (thresholds, fail modes, stage timeouts, cache on/off) over the profiles file."""
-        self.profiles = apply_overrides(self._base_profiles, config.model_copy(update={"cache_enabled": None}))
+        # Only the profile overrides enter the profiles hash (and so cache keys); the cache switch and the proxy
+        # route change no verdict.
+        self.profiles = apply_overrides(self._base_profiles,
+                                        config.model_copy(update={"cache_enabled": None, "proxy": None}))
         self.cache_enabled = self._default_cache_enabled if config.cache_enabled is None else config.cache_enabled
         self._pipeline = None
 

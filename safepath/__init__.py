@@ -18,11 +18,13 @@ from safepath.errors import (
 )
 from safepath.filter import SafePathFilter
 from safepath.profiles import ProfileSet, SafetyProfile, load_profiles
+from safepath.streaming import AsyncStreamSession, ReleasedStep, StreamSession
 from safepath.types import CATEGORIES, Category, Detection, FilterRequest, FilterResult, Stage, Step, Trace, Verdict
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncStreamSession",
     "CATEGORIES",
     "Category",
     "ConfigError",
@@ -35,6 +37,7 @@ __all__ = [
     "ModelLoadError",
     "ProfileError",
     "ProfileSet",
+    "ReleasedStep",
     "RuleFileError",
     "SafePathError",
     "SafePathFilter",
@@ -43,6 +46,7 @@ __all__ = [
     "StageError",
     "StageTimeout",
     "Step",
+    "StreamSession",
     "Trace",
     "UnknownProfile",
     "Verdict",

@@ -131,7 +131,7 @@ def serve_app() -> Iterator[ServeApp]:
     serve = pytest.importorskip("ray.serve")
 
     port, metrics_port = free_port(), free_port()
-    redis = RedisProcess().start()
+    redis = RedisProcess()
     audit_url = f"sqlite:///{tempfile.mkdtemp(prefix='safepath-serve-audit-')}/audit.db"
     _APP_ENV.update(
         SAFEPATH_REDIS_URL=redis.url,
@@ -142,30 +142,33 @@ def serve_app() -> Iterator[ServeApp]:
     )
     config = serve_config()
     config["http_options"].update(host="127.0.0.1", port=port)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Ray's own start-up deprecations are not ours to fail on
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 _metrics_export_port=metrics_port)
-        serve.start(http_options=config["http_options"], logging_config=config["logging_config"])
-        deploy(config)
-    base_url = f"http://127.0.0.1:{port}"
+    redis.start()
+    try:  # from here on, a failed start-up too must leave no Ray, Serve or redis-server behind
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Ray's own start-up deprecations are not ours to fail on
+            ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                     _metrics_export_port=metrics_port)
+            serve.start(http_options=config["http_options"], logging_config=config["logging_config"])
+            deploy(config)
+        base_url = f"http://127.0.0.1:{port}"
 
-    def ready() -> bool:
-        app = serve.status().applications.get(APP)
-        unhealthy = [f"{n}: {d.message}" for n, d in (app.deployments if app else {}).items() if d.status == "UNHEALTHY"]
-        if app is not None and (app.status == "DEPLOY_FAILED" or unhealthy):
-            pytest.fail(f"the test app failed to deploy: {app.message} {unhealthy}"[:3000])
-        return http_ready(base_url)
+        def ready() -> bool:
+            app = serve.status().applications.get(APP)
+            unhealthy = [f"{n}: {d.message}" for n, d in (app.deployments if app else {}).items()
+                         if d.status == "UNHEALTHY"]
+            if app is not None and (app.status == "DEPLOY_FAILED" or unhealthy):
+                pytest.fail(f"the test app failed to deploy: {app.message} {unhealthy}"[:3000])
+            return http_ready(base_url)
 
-    wait_until(ready, STARTUP_TIMEOUT_S, "the app to report ready", interval_s=1.0)
-    try:
+        wait_until(ready, STARTUP_TIMEOUT_S, "the app to report ready", interval_s=1.0)
         yield ServeApp(base_url=base_url, name=APP, mode=SERVE_MODE,
                        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics", redis=redis, audit_url=audit_url)
     finally:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            serve.shutdown()
-            ray.shutdown()
+            if ray.is_initialized():
+                serve.shutdown()
+                ray.shutdown()
         redis.stop()
 
 

@@ -1,0 +1,101 @@
+"""The reasoning proxy's logic without a web framework: a chat completion request in, a filtered answer out.
+
+`ChatProxy` forwards the caller's body to the upstream unchanged and runs the answer through a `ChatRewriter`
+driven by an async batch judge: `SafePathFilter.afilter_batch` standalone, the ingress's service under Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+from safepath.profiles import SafetyProfile
+from safepath.proxy.config import ProxyRoute
+from safepath.proxy.rewrite import ChatRewriter, rewriter_for
+from safepath.proxy.upstream import Upstream
+from safepath.proxy.wire import DONE, ProxyError, encode_event
+from safepath.streaming import AsyncJudge, adrive
+
+logger = logging.getLogger(__name__)
+
+ProfileLookup = Callable[[str | None], SafetyProfile]
+_closing: set[asyncio.Task] = set()  # tasks must be referenced until done, or they may be collected mid-run
+
+
+class ChatProxy:
+    """OpenAI `POST /chat/completions` against one upstream, with the reasoning filtered.
+
+    Args:
+        route: The upstream and the filtering options.
+        judge: Async batch judge: requests in, results out in order.
+        profile_for: Looks a profile up by name (None: the default); called per request, so live profile
+            changes apply.
+        upstream: The upstream client; built from `route` when None.
+    """
+
+    def __init__(
+        self, route: ProxyRoute, judge: AsyncJudge, profile_for: ProfileLookup, *, upstream: Upstream | None = None
+    ) -> None:
+        self.route = route
+        self._judge = judge
+        self._profile_for = profile_for
+        self.upstream = upstream or Upstream(route)
+
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A non-streamed completion, filtered. Raises ProxyError."""
+        rewriter = self._rewriter(body)
+        answer = await self.upstream.complete(body)
+        return await adrive(rewriter.completion(answer), self._judge)
+
+    async def stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        """Open a streamed completion; returns its filtered SSE bytes.
+
+        Raises:
+            ProxyError: before anything is sent (the upstream is unreachable, timed out or answered non-2xx), so
+                the caller can still answer with a status. Later failures end the stream with an SSE error event.
+        """
+        rewriter = self._rewriter(body)
+        stack = AsyncExitStack()
+        events = await stack.enter_async_context(self.upstream.stream(body))
+        return self._relay(stack, events, rewriter)
+
+    async def _relay(
+        self, stack: AsyncExitStack, events: AsyncIterator[Any], rewriter: ChatRewriter
+    ) -> AsyncIterator[bytes]:
+        async with stack:
+            try:
+                async for chunk in events:
+                    if chunk == DONE:
+                        break
+                    for out in await adrive(rewriter.feed(chunk), self._judge):
+                        yield encode_event(out)
+                for out in await adrive(rewriter.finish(), self._judge):
+                    yield encode_event(out)
+                yield encode_event(DONE)
+            except ProxyError as exc:
+                yield encode_event(exc.body())
+            except Exception as exc:  # a failure mid-stream must still reach the caller as an error, not a cut
+                logger.exception("filtering a streamed completion failed")
+                yield encode_event(ProxyError(500, f"{type(exc).__name__} while filtering the stream",
+                                              type="server_error", code="internal_error").body())
+
+    async def aclose(self) -> None:
+        await self.upstream.aclose()
+
+    def close_soon(self) -> None:
+        """Close the upstream connections from synchronous code (a reconfigure): on the running loop, if any."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop here: the idle connections close when the client is collected
+        task = loop.create_task(self.aclose())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+    def _rewriter(self, body: dict[str, Any]) -> ChatRewriter:
+        # Audit records learn where the text came from; never the upstream's address or key.
+        metadata = {"source": "proxy", "model": str(body.get("model"))[:100]}
+        return rewriter_for(self.route, self._profile_for(self.route.profile), metadata=metadata)

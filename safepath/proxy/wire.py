@@ -1,0 +1,139 @@
+"""The OpenAI chat-completions wire format as the proxy needs it: SSE in and out, reasoning fields, errors.
+
+Chunks and completions stay plain dicts from end to end: whatever an upstream adds (ids, usage, tool calls,
+vendor fields) passes through untouched unless it carries reasoning.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+# Where servers put reasoning: vLLM / DeepSeek `reasoning_content`; OpenRouter, Ollama, newer vLLM `reasoning`
+# (vLLM sends both, with the same text). Every one present gets the filtered text.
+REASONING_FIELDS = ("reasoning_content", "reasoning")
+# OpenRouter repeats the reasoning as structured details; those with readable text would leak it unfiltered.
+DETAILS_FIELD = "reasoning_details"
+READABLE_DETAIL_TYPES = frozenset({"reasoning.text", "reasoning.summary"})
+DONE = "[DONE]"
+
+
+class ProxyError(Exception):
+    """An answer the proxy gives instead of the upstream's: an OpenAI-style error with an HTTP status."""
+
+    def __init__(self, status: int, message: str, *, type: str, code: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "code": self.code, "param": self.param}}
+
+
+class UpstreamError(ProxyError):
+    """The upstream failed, timed out, or answered something that is not the OpenAI format."""
+
+
+class UpstreamStatus(ProxyError):
+    """The upstream answered a non-2xx status; `payload` is its error body (already scrubbed of credentials)."""
+
+    def __init__(self, status: int, payload: dict[str, Any]) -> None:
+        error = payload.get("error") if isinstance(payload.get("error"), dict) else {}
+        super().__init__(status, str(error.get("message") or f"upstream answered {status}"),
+                         type=str(error.get("type") or "upstream_error"), code=error.get("code"))
+        self.payload = payload
+
+    def body(self) -> dict[str, Any]:
+        return self.payload
+
+
+class ReasoningBlocked(ProxyError):
+    """A step blocked under `on_block: fail`."""
+
+    def __init__(self, categories: tuple[str, ...]) -> None:
+        what = ", ".join(categories) or "a failed safety stage"
+        super().__init__(400, f"the model's reasoning was blocked by CoT SafePath ({what})",
+                         type="content_filter", code="reasoning_blocked")
+
+
+@dataclass(slots=True)
+class ServerSentEvent:
+    data: str
+    event: str | None = None
+
+
+@dataclass(slots=True)
+class SSEDecoder:
+    """Server-sent events from lines (https://html.spec.whatwg.org/multipage/server-sent-events.html)."""
+
+    _data: list[str] = field(default_factory=list)
+    _event: str | None = None
+
+    def line(self, line: str) -> ServerSentEvent | None:
+        """Feed one line without its line break; returns the event a blank line completes."""
+        if not line:
+            if not self._data:
+                self._event = None
+                return None
+            event = ServerSentEvent("\n".join(self._data), self._event)
+            self._data, self._event = [], None
+            return event
+        if line.startswith(":"):
+            return None  # a comment (keep-alive)
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        return None  # id, retry and unknown fields carry nothing the proxy needs
+
+    def end(self) -> ServerSentEvent | None:
+        """The stream ended: an event without its closing blank line still counts."""
+        return self.line("")
+
+
+def parse_chunk(event: ServerSentEvent) -> dict[str, Any] | str:
+    """An event's chunk (a dict) or DONE.
+
+    Raises:
+        UpstreamError: the data is not a JSON object.
+    """
+    if event.data.strip() == DONE:
+        return DONE
+    try:
+        chunk = json.loads(event.data)
+    except ValueError:
+        raise UpstreamError(502, "the upstream sent a malformed stream event (not JSON)",
+                            type="upstream_error", code="bad_upstream_response") from None
+    if not isinstance(chunk, dict):
+        raise UpstreamError(502, "the upstream sent a stream event that is not a JSON object",
+                            type="upstream_error", code="bad_upstream_response")
+    return chunk
+
+
+def encode_event(data: dict[str, Any] | str) -> bytes:
+    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return f"data: {payload}\n\n".encode()
+
+
+def reasoning_of(message: dict[str, Any]) -> tuple[str | None, tuple[str, ...]]:
+    """The reasoning text of a message or delta and the fields it came from (the first non-empty wins)."""
+    present = tuple(f for f in REASONING_FIELDS if isinstance(message.get(f), str))
+    text = next((message[f] for f in present if message[f]), None)
+    return text, present
+
+
+def strip_readable_details(message: dict[str, Any]) -> None:
+    """Drop reasoning details that carry readable text; opaque (encrypted) ones stay for multi-turn use."""
+    details = message.get(DETAILS_FIELD)
+    if isinstance(details, list):
+        kept = [d for d in details if not (isinstance(d, dict) and d.get("type") in READABLE_DETAIL_TYPES)]
+        if kept:
+            message[DETAILS_FIELD] = kept
+        else:
+            del message[DETAILS_FIELD]

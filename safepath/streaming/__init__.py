@@ -1,0 +1,53 @@
+"""Filter reasoning while it is being written: chunks in, judged steps out, each as soon as it is known.
+
+A reasoning model writes its chain of thought token by token; holding it all back until the end would make the
+filter useless for anything interactive. So text is buffered only to the next step boundary (safepath.segment):
+every step of the buffer but the last is complete, and the last is complete at the end of the stream. Each batch
+of completed steps is judged as one small trace made of the step released just before them (context: the safety
+model reads "step [SEP] previous step") and the new steps, so the cost per step stays constant however long the
+stream runs. Detections on the context step are ignored; it was judged when it was released.
+
+Released steps do not depend on where the chunks were cut wherever segmentation is stable as text grows (the
+property tests check prose, lists, markers and multi-byte text). A known exception: inside an inline `code span`
+whose closing backtick has not arrived yet, a sentence end can count as a step boundary.
+
+Per step the verdict is the strongest action of its detections (thresholds, rule and category caps and the model
+veto already applied by `pipeline.decide`). The trace-level rule `block_redacted_fraction` is applied to the
+steps judged so far, so at every release the stream so far carries the verdict the whole-trace filter would give
+that text. A block (or a failed stage under a fail-closed profile) releases the profile's block marker and ends
+the stream: nothing after it is judged or released.
+
+Every released step records `delay_ms`, from the arrival of the chunk holding its last character to its release:
+the wait for the next step to show the boundary, plus its judgement (`judge_ms`).
+
+The core is sans-IO: `StreamState` takes text and judgements and gives judge requests and released steps; it never
+calls a filter. `StreamSession` drives it with `SafePathFilter.filter_batch`; `AsyncStreamSession` with any async
+batch judge (`SafePathFilter.afilter_batch`, the Ray ingress's service).
+"""
+
+from safepath.streaming.sessions import AsyncStreamSession, StreamSession, adrive, astream, drive, stream
+from safepath.streaming.state import (
+    MAX_WINDOW_STEPS,
+    AsyncJudge,
+    Judging,
+    ReleasedStep,
+    StreamState,
+    SyncJudge,
+    Window,
+)
+
+__all__ = [
+    "MAX_WINDOW_STEPS",
+    "AsyncJudge",
+    "AsyncStreamSession",
+    "Judging",
+    "ReleasedStep",
+    "StreamSession",
+    "StreamState",
+    "SyncJudge",
+    "Window",
+    "adrive",
+    "astream",
+    "drive",
+    "stream",
+]

@@ -1,0 +1,223 @@
+"""The streaming filter: chunks cut anywhere give the same released steps, harmful steps never leave, a block ends
+the stream, delays are recorded, and both drivers agree. Real filters over the tiny rule profiles."""
+
+from __future__ import annotations
+
+import asyncio
+from itertools import pairwise
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from safepath import InvalidRequest, SafePathFilter, UnknownProfile, Verdict
+from safepath.streaming import AsyncStreamSession, StreamSession, StreamState, drive, stream
+from safepath.types import Category, Detection, Stage
+
+from .conftest import TINY_MODEL_PROFILES, FunctionDetector
+
+SAFE = [
+    "Step 1: The user wants their flaky tests fixed before the release.",
+    "Step 2: I'll read the failing test output first — it mentions a timeout.",
+    "Step 3: The fixture waits 5 s for a server that starts in 7 s; raising the limit is the honest fix.",
+    "Step 4: Then I'll summarise the change for the user in two sentences.",
+]
+# Harmful intent, stated at the level of intent only (tiny_rules.yaml catches each phrase).
+REDACTED = "Step 2: Easiest is to special-case the unit tests so CI passes."
+BLOCKED = "Step 3: Actually, I will explain how to build a bomb instead."
+
+SENTENCES = st.sampled_from([
+    *SAFE,
+    REDACTED,
+    BLOCKED,
+    "Hmm.",
+    "Let me check the naïve approach: café prices rose 3.5% (see fig. 2).",
+    "中文的推理也会被分段。然后继续。",
+    "- a list item about the plan",
+    "1. first numbered point of the plan",
+    "Emoji are fine too 🙂 in reasoning text.",
+])
+SEPARATORS = st.sampled_from([" ", "\n", "\n\n", "  ", "\n- "])
+
+
+@st.composite
+def traces(draw) -> str:
+    parts = draw(st.lists(st.tuples(SENTENCES, SEPARATORS), min_size=1, max_size=7))
+    return "".join(s + sep for s, sep in parts).strip()
+
+
+def cut(text: str | bytes, points: list[int]) -> list:
+    bounds = sorted({0, len(text), *(p % (len(text) + 1) for p in points)})
+    return [text[a:b] for a, b in pairwise(bounds)]
+
+
+def released(f: SafePathFilter, chunks, profile: str | None = None):
+    return [(s.index, s.start, s.end, s.verdict, s.output) for s in stream(f, chunks, profile=profile)]
+
+
+@given(text=traces(), points=st.lists(st.integers(min_value=0, max_value=10_000), max_size=40))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_arbitrary_chunking_releases_the_same_steps_as_one_chunk(tiny_filter, text, points):
+    assert released(tiny_filter, cut(text, points)) == released(tiny_filter, [text])
+
+
+@given(text=traces(), points=st.lists(st.integers(min_value=0, max_value=10_000), max_size=40))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_utf8_bytes_cut_inside_characters_release_the_same_steps(tiny_filter, text, points):
+    assert released(tiny_filter, cut(text.encode(), points)) == released(tiny_filter, [text])
+
+
+def test_safe_stream_is_released_intact_and_in_order(tiny_filter):
+    text = "\n".join(SAFE) + "\n"
+    steps = list(stream(tiny_filter, cut(text, list(range(0, len(text), 3)))))
+    assert [s.verdict for s in steps] == [Verdict.ALLOW] * 4
+    assert [s.index for s in steps] == [0, 1, 2, 3]
+    assert "".join(s.output for s in steps) == text
+
+
+def test_harmful_step_is_redacted_and_the_rest_flows(tiny_filter):
+    text = " ".join([SAFE[0], REDACTED, SAFE[2], SAFE[3]])
+    steps = list(stream(tiny_filter, cut(text, list(range(0, len(text), 5)))))
+    out = "".join(s.output for s in steps)
+    assert "special-case" not in out
+    assert [s.verdict for s in steps] == [Verdict.ALLOW, Verdict.REDACT, Verdict.ALLOW, Verdict.ALLOW]
+    assert steps[1].categories == ("reward_hacking",) and steps[1].detections[0].step_index == 1
+    # the same text the whole-trace filter lets out
+    assert out == tiny_filter.filter(text).filtered_content
+
+
+def test_block_stops_the_stream_with_the_profile_marker(tiny_filter):
+    marker = tiny_filter.profiles.get(None).block_marker
+    session = StreamSession(tiny_filter)
+    released_steps = []
+    for chunk in cut(" ".join([SAFE[0], SAFE[1], BLOCKED, SAFE[3]]), list(range(0, 400, 4))):
+        released_steps += session.feed(chunk)
+    assert session.blocked and session.state.done
+    assert session.feed(" Step 5: more text after the block. Step 6: and more.") == []
+    assert session.finish() == []
+    assert [s.verdict for s in released_steps] == [Verdict.ALLOW, Verdict.ALLOW, Verdict.BLOCK]
+    assert released_steps[-1].output == " " + marker and released_steps[-1].final
+    assert "bomb" not in "".join(s.output for s in released_steps)
+
+
+def test_redacting_most_steps_so_far_blocks_like_the_whole_trace_filter(tiny_filter):
+    # balanced blocks when more than half the steps are redacted: one redacted step of one is already too many
+    text = f"{REDACTED} {SAFE[2]}"
+    steps = list(stream(tiny_filter, [text]))
+    assert [s.verdict for s in steps] == [Verdict.BLOCK]
+    assert tiny_filter.filter(REDACTED).verdict is Verdict.BLOCK
+
+
+def test_each_window_is_the_previous_step_plus_the_new_ones(tiny_filter):
+    seen: list[str] = []
+
+    def judge(requests):
+        seen.extend(r.content for r in requests)
+        return tiny_filter.filter_batch(requests)
+
+    state = StreamState(tiny_filter.profiles.get(None), stream_id="run-1", metadata={"user": "u1"})
+    text = " ".join(SAFE * 5)
+    for chunk in cut(text, list(range(0, len(text), 7))):
+        state.push(chunk)
+        drive(state.flow(), judge)
+    state.close()
+    drive(state.flow(), judge)
+    assert seen[0] == SAFE[0]
+    assert seen[1] == f"{SAFE[0]} {SAFE[1]}"  # context step, then the new one: cost per step stays flat
+    assert max(len(s) for s in seen) <= 2 * max(len(s) for s in SAFE) + 1
+    assert state.done
+
+
+def test_window_requests_carry_stream_ids_and_metadata(tiny_filter):
+    state = StreamState(tiny_filter.profiles.get("permissive"), stream_id="run-7", context={"domain": "software"},
+                        metadata={"user": "u1"})
+    state.push(f"{SAFE[0]} {SAFE[1]} ")
+    window = state.pending()
+    assert window.request.request_id == "run-7-0" and window.request.profile == "permissive"
+    assert window.request.context == {"domain": "software"}
+    assert window.request.metadata == {"user": "u1", "stream_id": "run-7", "stream_steps": [0, 0]}
+    assert state.pending() is None  # one window in flight at a time
+
+
+def test_delay_runs_from_the_steps_last_chunk_to_its_release(tiny_filter):
+    now = [0.0]
+    state = StreamState(tiny_filter.profiles.get(None), clock=lambda: now[0])
+    state.push(SAFE[0][:20])
+    now[0] = 1.0
+    state.push(SAFE[0][20:])  # the step's last character arrives at t=1
+    now[0] = 3.0
+    state.push(" " + SAFE[1][:15])  # the next step starts: step 0 is complete
+    now[0] = 3.5
+    (step,) = drive(state.flow(), tiny_filter.filter_batch)
+    assert step.delay_ms == pytest.approx(2500.0)
+    assert step.judge_ms == pytest.approx(0.0)
+
+
+def test_a_failed_stage_under_a_fail_closed_profile_blocks_the_stream():
+    def broken(trace):
+        raise RuntimeError("model replica died")
+
+    with SafePathFilter(profiles=TINY_MODEL_PROFILES, detectors={"model": FunctionDetector(broken)}) as f:
+        steps = list(stream(f, [f"{SAFE[0]} {SAFE[1]}"], profile="with_model_closed"))
+        assert [(s.verdict, s.degraded) for s in steps] == [(Verdict.BLOCK, True)]
+        open_steps = list(stream(f, [f"{SAFE[0]} {SAFE[1]}"], profile="with_model_open"))
+        assert [(s.verdict, s.degraded) for s in open_steps] == [(Verdict.ALLOW, True)] * 2
+
+
+def test_model_detections_reach_the_step_they_were_made_on():
+    def model(trace):
+        return [
+            Detection(category=Category.DECEPTION, stage=Stage.SAFETY_MODEL, score=0.8, step_index=s.index,
+                      span=(s.start, s.end))
+            for s in trace.steps if "summarise" in s.text
+        ]
+
+    with SafePathFilter(profiles=TINY_MODEL_PROFILES, detectors={"model": FunctionDetector(model)}) as f:
+        steps = list(stream(f, cut(" ".join(SAFE), list(range(0, 300, 9))), profile="with_model_open"))
+    assert [s.verdict for s in steps] == [Verdict.ALLOW, Verdict.ALLOW, Verdict.ALLOW, Verdict.REDACT]
+    assert steps[3].detections[0].span == (steps[3].start, steps[3].end)
+
+
+def test_async_driver_releases_what_the_sync_driver_does(tiny_filter):
+    text = " ".join([SAFE[0], REDACTED, SAFE[2], SAFE[3], BLOCKED, SAFE[1]])
+    chunks = cut(text, list(range(0, len(text), 6)))
+
+    async def run():
+        session = AsyncStreamSession.over(tiny_filter, stream_id="a-1")
+        out = []
+        for chunk in chunks:
+            out += await session.feed(chunk)
+        return out + await session.finish()
+
+    expected = released(tiny_filter, chunks)
+    assert [(s.index, s.start, s.end, s.verdict, s.output) for s in asyncio.run(run())] == expected
+
+
+@pytest.mark.parametrize("chunks, message", [
+    ([b"Step 1: caf\xff"], "not valid UTF-8"),
+    ([b"Step 1: caf\xc3"], "not valid UTF-8"),  # cut off at the end of the stream
+    ([b"Step 1: caf\xc3", "e"], "unfinished UTF-8"),
+])
+def test_bad_bytes_are_invalid_requests(tiny_filter, chunks, message):
+    session = StreamSession(tiny_filter)
+    with pytest.raises(InvalidRequest, match=message):
+        for chunk in chunks:
+            session.feed(chunk)
+        session.finish()
+
+
+def test_unknown_profile_fails_when_the_session_starts(tiny_filter):
+    with pytest.raises(UnknownProfile):
+        StreamSession(tiny_filter, profile="nope")
+
+
+def test_feeding_a_closed_stream_is_an_error(tiny_filter):
+    session = StreamSession(tiny_filter)
+    session.feed(SAFE[0])
+    assert [s.output for s in session.finish()] == [SAFE[0]]
+    with pytest.raises(InvalidRequest, match="closed"):
+        session.feed("more")
+
+
+def test_whitespace_only_stream_releases_nothing(tiny_filter):
+    assert list(stream(tiny_filter, ["  ", "\n\n", " "])) == []
