@@ -6,18 +6,18 @@ STAMP  := $(VENV)/.installed-dev
 
 TRAIN_STAMP := $(VENV)/.installed-train
 
-.PHONY: install haproxy prometheus services serve bench-serve test run bench rules-check data eval-data models fp16 evaluate clean
+.PHONY: install haproxy prometheus services serve bench-serve test run bench benchmark soak regression-guard rules-check data eval-data models fp16 evaluate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[cpu,dev,serve,postgres]"
+	$(BIN)/python -m pip install --quiet -e ".[cpu,dev,serve,postgres,proxy,openai,langchain,load]"
 	touch $@
 
 # Training needs torch; 2.13.0 is pinned because on these machines it resolves to the CPU build.
 $(TRAIN_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[cpu,dev,serve,postgres,train]"
+	$(BIN)/python -m pip install --quiet -e ".[cpu,dev,serve,postgres,proxy,openai,langchain,load,train]"
 	touch $@
 
 install: $(STAMP)
@@ -77,6 +77,7 @@ services:
 ## Run the tests (what .ci/run calls); tests/integration starts one Ray Serve instance for its test_serve_* files.
 test: haproxy prometheus services
 	$(BIN)/python -m pytest
+	$(BIN)/python benchmarks/regression_guard.py
 
 ## The main job for now: check the rules, filter an example trace, evaluate the fixture set.
 run: install
@@ -87,6 +88,21 @@ run: install
 ## Micro-benchmarks (pytest-benchmark); figures go to docs/BENCHMARKS.md by hand.
 bench: install
 	$(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-only -q
+
+## The benchmark report (7-9 minutes on two cores): micro-benchmarks, in-process beside the graph, locust sweeps,
+## replica memory; rewrites docs/BENCHMARKS.md's generated section and docs/benchmarks/*.png.
+benchmark: haproxy
+	$(BIN)/python benchmarks/report.py
+
+## Soak test and leak check (benchmarks/soak.py): `make soak SOAK_DURATION_S=3600`; SOAK_ARGS=--short for a smoke test.
+SOAK_DURATION_S ?= 1200
+soak: haproxy
+	$(BIN)/python benchmarks/soak.py --duration-s $(SOAK_DURATION_S) $(SOAK_ARGS)
+
+## Hot paths timed against a reference workload and compared with benchmarks/baseline.json (`make test` runs it;
+## GUARD_ARGS=--update-baseline after an accepted change, then commit the file).
+regression-guard: install
+	$(BIN)/python benchmarks/regression_guard.py $(GUARD_ARGS)
 
 rules-check: install
 	$(BIN)/safepath rules check

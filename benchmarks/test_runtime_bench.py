@@ -47,3 +47,34 @@ def test_encoder_steps_per_second(benchmark, encoder, batch):
     benchmark(encoder.run, texts)
     if benchmark.stats:  # absent under --benchmark-disable
         benchmark.extra_info["steps_per_s"] = round(batch / benchmark.stats.stats.mean, 1)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(MODELS_DIR / "semantic-minilm" / "tokenizer.json"))
+
+
+@pytest.mark.parametrize("batch", [1, 8, 32])
+def test_tokenizer_steps_per_second(benchmark, tokenizer, batch):
+    """MiniLM's word-piece tokenizer alone (`encode_batch`, as OnnxEncoder calls it): its share of a model call."""
+    texts = [STEPS[i % len(STEPS)] for i in range(batch)]
+    benchmark.group = f"batch {batch}"
+    benchmark(tokenizer.encode_batch, texts, add_special_tokens=False)
+    if benchmark.stats:
+        benchmark.extra_info["steps_per_s"] = round(batch / benchmark.stats.stats.mean, 1)
+
+
+@pytest.mark.parametrize("batch", [8, 32])
+def test_cascade_gate_steps_per_second(benchmark, batch):
+    """The cascade's static gate (model2vec embeddings + logistic head) on the same steps."""
+    from safepath.detectors.gate import StaticGate
+
+    gate = StaticGate(MODELS_DIR / "static-minilm")
+    gate.warmup()
+    texts = [STEPS[i % len(STEPS)] for i in range(batch)]
+    benchmark.group = f"batch {batch}"
+    benchmark(gate.harm_probability, texts)
+    if benchmark.stats:
+        benchmark.extra_info["steps_per_s"] = round(batch / benchmark.stats.stats.mean, 1)

@@ -1,0 +1,249 @@
+"""Performance-regression guard: hot paths timed against a reference workload, compared with a committed baseline.
+
+    python benchmarks/regression_guard.py                    # what `make test` runs after pytest (about 30 s)
+    python benchmarks/regression_guard.py --update-baseline  # after an accepted change; commit benchmarks/baseline.json
+
+Absolute timings on a shared two-core box swing by ±30%, so the guard never compares them. It compares *ratios*:
+each workload's time divided by the time of a fixed reference workload measured in the same round, interleaved
+with it (a pure-Python loop for the Python-heavy paths, a single-threaded numpy matrix product for the model).
+A slower or busier machine slows both sides; a slower code path changes the ratio.
+
+Each round times reference, workload, reference, ... alternately and keeps the fastest of each (interference
+only ever adds time); the ratio of a workload is the median of its rounds. A workload fails when its ratio is more
+than `--threshold` (default 25%) above the baseline's; failing workloads are measured once more with twice the
+rounds, and only a regression seen both times fails the run (exit 1), so one noisy moment does not fail CI.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Single-threaded BLAS and ONNX Runtime: a second thread would share the core with whatever else runs here.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from datetime import date  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # appended, not prepended: PYTHONPATH may point the guard at another build
+    sys.path.append(str(ROOT))
+
+from benchmarks.traces import _SENTENCES, make_trace  # noqa: E402
+
+BASELINE = ROOT / "benchmarks" / "baseline.json"
+TARGET_SAMPLE_S = 0.01  # one timed sample: enough calls to take about 10 ms
+
+
+@dataclass
+class Workload:
+    name: str
+    reference: str  # "python" or "numpy"
+    call: Callable[[], object]
+    what: str
+
+
+def _python_reference() -> Callable[[], object]:
+    """Word counting, string methods and integer arithmetic: the interpreter work the text stages are made of."""
+    text = make_trace(2000) * 2
+
+    def run() -> int:
+        counts: dict[str, int] = {}
+        for word in text.split():
+            key = word.lower().strip(".,:;()'")
+            counts[key] = counts.get(key, 0) + 1
+        total = 0
+        for i in range(3000):
+            total += (i * i) % 7
+        return total + len(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    return run
+
+
+def _numpy_reference() -> Callable[[], object]:
+    """A float32 matrix product of a MiniLM layer's size (32 tokens x 384 by 384 x 1536), single-threaded."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((32, 384), dtype=np.float32)
+    b = rng.standard_normal((384, 1536), dtype=np.float32)
+    return lambda: a @ b
+
+
+def workloads(with_model: bool = True) -> tuple[dict[str, Callable[[], object]], list[Workload]]:
+    """The references and the guarded workloads (models load here, before any timing)."""
+    from safepath.detectors.rules import RuleDetector
+    from safepath.normalize import views
+    from safepath.segment import segment
+    from safepath.types import Trace
+
+    rules = RuleDetector.from_file(ROOT / "configs" / "rules.yaml")
+    clean, harmful = make_trace(2000), make_trace(2000, harmful_every=5)
+    clean_trace = [Trace(content=clean, steps=segment(clean))]
+    harmful_trace = [Trace(content=harmful, steps=segment(harmful))]
+    guarded = [
+        Workload("rules_2k_clean", "python", lambda: rules.detect(clean_trace), "rule stage, 2,000 chars, no match"),
+        Workload("rules_2k_matches", "python", lambda: rules.detect(harmful_trace),
+                 "rule stage, 2,000 chars, 8 matches"),
+        Workload("segment_2k", "python", lambda: segment(clean), "segmentation, 2,000 chars"),
+        Workload("normalize_2k", "python", lambda: views(clean), "normalisation + decoded views, 2,000 chars"),
+    ]
+    if with_model:
+        from safepath.runtime import OnnxEncoder
+
+        models = ROOT / "models"
+        encoder = OnnxEncoder(models / "safety-minilm" / "model.int8.onnx",
+                              models / "semantic-minilm" / "tokenizer.json", providers=["CPUExecutionProvider"],
+                              intra_op_threads=1, max_batch_rows=1, name="safety")
+        encoder.warmup()
+        steps = [_SENTENCES[i % len(_SENTENCES)] for i in range(8)]
+        guarded.append(Workload("safety_int8_batch8", "numpy", lambda: encoder.run(steps),
+                                "safety model int8, 8 steps, 1 thread"))
+    return {"python": _python_reference(), "numpy": _numpy_reference()}, guarded
+
+
+def _calls_for(fn: Callable[[], object]) -> int:
+    """How many calls make one sample of about TARGET_SAMPLE_S."""
+    fn()
+    started = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - started, 1e-7)
+    return max(1, round(TARGET_SAMPLE_S / once))
+
+
+def _sample(fn: Callable[[], object], calls: int) -> float:
+    started = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - started) / calls
+
+
+def measure(refs: dict[str, Callable[[], object]], guarded: list[Workload], rounds: int,
+            alternations: int = 5) -> dict[str, dict]:
+    """Per workload: median over rounds of (fastest workload sample / fastest reference sample), and seconds/call."""
+    calls = {name: _calls_for(fn) for name, fn in refs.items()} | {w.name: _calls_for(w.call) for w in guarded}
+    ratios: dict[str, list[float]] = {w.name: [] for w in guarded}
+    times: dict[str, list[float]] = {w.name: [] for w in guarded} | {name: [] for name in refs}
+    for _ in range(rounds):
+        for w in guarded:
+            ref, work = [], []
+            for _ in range(alternations):
+                ref.append(_sample(refs[w.reference], calls[w.reference]))
+                work.append(_sample(w.call, calls[w.name]))
+            ratios[w.name].append(min(work) / min(ref))
+            times[w.name].append(min(work))
+            times[w.reference].append(min(ref))
+    out = {}
+    for w in guarded:
+        r = ratios[w.name]
+        out[w.name] = {"ratio": statistics.median(r), "spread": (max(r) - min(r)) / statistics.median(r),
+                       "ms": statistics.median(times[w.name]) * 1000,
+                       "reference_ms": statistics.median(times[w.reference]) * 1000}
+    return out
+
+
+def machine() -> dict[str, object]:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
+        else platform.processor()
+    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version()}
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def compare(measured: dict[str, dict], baseline: dict[str, float], threshold: float) -> dict[str, str]:
+    """Status per workload: ok, SLOWER (beyond the threshold), faster (beyond it the other way) or new."""
+    status = {}
+    for name, m in measured.items():
+        base = baseline.get(name)
+        if base is None:
+            status[name] = "new"
+        elif m["ratio"] > base * (1 + threshold):
+            status[name] = "SLOWER"
+        elif m["ratio"] < base / (1 + threshold):
+            status[name] = "faster"
+        else:
+            status[name] = "ok"
+    return status
+
+
+def table(measured: dict[str, dict], baseline: dict[str, float], status: dict[str, str],
+          guarded: list[Workload]) -> str:
+    what = {w.name: (w.reference, w.what) for w in guarded}
+    lines = [f"{'workload':<20} {'ref':<6} {'ms/call':>8} {'ref ms':>7} {'ratio':>7} {'spread':>7} "
+             f"{'baseline':>8} {'change':>7}  status"]
+    for name, m in measured.items():
+        base = baseline.get(name)
+        change = f"{(m['ratio'] / base - 1) * 100:+.0f}%" if base else "-"
+        lines.append(f"{name:<20} {what[name][0]:<6} {m['ms']:>8.3f} {m['reference_ms']:>7.3f} {m['ratio']:>7.3f} "
+                     f"{m['spread'] * 100:>6.0f}% {base if base else '-':>8} {change:>7}  {status[name]}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", type=Path, default=BASELINE)
+    parser.add_argument("--update-baseline", action="store_true", help="measure and write the baseline file")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="fail above baseline x (1 + threshold); default: the baseline file's, else 0.25")
+    parser.add_argument("--rounds", type=int, default=15, help="rounds per workload (a baseline takes 3x)")
+    parser.add_argument("--no-model", action="store_true", help="leave out the ONNX model workload")
+    parser.add_argument("--json", type=Path, help="also write the measurements here")
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    refs, guarded = workloads(with_model=not args.no_model)
+    measured = measure(refs, guarded, args.rounds * (3 if args.update_baseline else 1))
+    if args.update_baseline:
+        data = {"created": date.today().isoformat(), "commit": commit(), "machine": machine(),
+                "threshold": args.threshold if args.threshold is not None else 0.25, "rounds": args.rounds * 3,
+                "ratios": {name: round(m["ratio"], 4) for name, m in measured.items()},
+                "ms": {name: round(m["ms"], 4) for name, m in measured.items()}}
+        args.baseline.write_text(json.dumps(data, indent=2) + "\n")
+        print(table(measured, data["ratios"], dict.fromkeys(measured, "written"), guarded))
+        print(f"baseline written to {args.baseline} ({time.perf_counter() - started:.0f} s)")
+        return 0
+    if not args.baseline.is_file():
+        print(f"regression guard: no baseline at {args.baseline}; run with --update-baseline", file=sys.stderr)
+        return 1
+    base = json.loads(args.baseline.read_text())
+    threshold = args.threshold if args.threshold is not None else base.get("threshold", 0.25)
+    status = compare(measured, base["ratios"], threshold)
+    print(table(measured, base["ratios"], status, guarded))
+    slower = [w for w in guarded if status[w.name] == "SLOWER"]
+    if slower:
+        print(f"re-measuring {', '.join(w.name for w in slower)} ({args.rounds * 2} rounds) to rule out noise")
+        again = measure(refs, slower, args.rounds * 2)
+        status_again = compare(again, base["ratios"], threshold)
+        print(table(again, base["ratios"], status_again, slower))
+        slower = [w for w in slower if status_again[w.name] == "SLOWER"]
+    if base.get("machine", {}).get("cpu") != machine()["cpu"]:
+        print(f"note: baseline measured on {base.get('machine', {}).get('cpu')!r}, this is {machine()['cpu']!r}")
+    if args.json:
+        args.json.write_text(json.dumps({"measured": measured, "status": status}, indent=2))
+    elapsed = time.perf_counter() - started
+    if slower:
+        print(f"regression guard: FAILED: {', '.join(w.name for w in slower)} more than {threshold:.0%} slower "
+              f"than the baseline, relative to the reference ({elapsed:.0f} s)")
+        return 1
+    print(f"regression guard: passed, threshold {threshold:.0%}, baseline {base.get('commit')} ({elapsed:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
