@@ -149,13 +149,16 @@ class AuditWriter:
                     event.set()
 
     def _collect(self) -> tuple[list[AuditRecord], list[threading.Event], bool]:
-        """Up to batch_size records: whatever is queued now, after waiting up to flush_interval_s for the first."""
+        """Up to batch_size records: those arriving within flush_interval_s of the first (waiting up to that long for
+        the first). Lingering makes one transaction of a trickle too: a transaction per record cost the Ingress a
+        sixth of its CPU under load (py-spy, docs/PROFILING.md). A flush ends the batch at once."""
         records: list[AuditRecord] = []
         waiters: list[threading.Event] = []
         try:
             item = self._queue.get(timeout=self.settings.flush_interval_s)
         except queue.Empty:
             return records, waiters, False
+        deadline = time.monotonic() + self.settings.flush_interval_s
         while True:
             if item is _STOP:
                 return records, waiters, True
@@ -163,10 +166,11 @@ class AuditWriter:
                 waiters.append(item)
                 return records, waiters, False
             records.append(item)
-            if len(records) >= self.settings.batch_size:
+            remaining = deadline - time.monotonic()
+            if len(records) >= self.settings.batch_size or remaining <= 0:
                 return records, waiters, False
             try:
-                item = self._queue.get_nowait()
+                item = self._queue.get(timeout=remaining)
             except queue.Empty:
                 return records, waiters, False
 

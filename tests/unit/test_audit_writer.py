@@ -110,13 +110,17 @@ def test_a_full_queue_spills_without_blocking_and_every_record_arrives_once(sett
             for record in records[1:]:
                 w.submit(record)
             assert time.monotonic() - started < 1.0  # never waited on the database
-            assert w.queue_depth == 5 and readout.records("spilled") == 24
+            # The writer holds what it took before the lock stopped it (up to a batch lingering flush_interval_s);
+            # the queue holds five; the rest went to the spill file.
+            spilled = readout.records("spilled")
+            assert w.queue_depth == 5 and spilled >= 1
             lock.execute("ROLLBACK")
         _wait_for(lambda: not w.spill.pending())
         assert w.flush(5)
     ids = _ids(settings.sqlite_path)
     assert sorted(ids) == sorted(r.record_id for r in records)
-    assert (readout.records("written"), readout.records("replayed")) == (6, 24)
+    assert readout.records("replayed") == spilled
+    assert readout.records("written") + readout.records("replayed") == len(records)
 
 
 def test_unreachable_database_spills_then_replays_exactly_once(writer: AuditWriter, settings: AuditSettings,
