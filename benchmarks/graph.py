@@ -15,10 +15,8 @@ controller, the proxy and haproxy with psutil, from a background thread.
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,23 +30,11 @@ from pathlib import Path
 
 import yaml
 
+from tests.services import free_port  # noqa: F401 - re-exported for the benchmark scripts
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVE_CONFIG = ROOT / "serve_config.yaml"
 APP = "safepath"
-
-
-def free_port() -> int:
-    """A free port below the kernel's ephemeral range (tests/services.py explains why)."""
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(20000, 32768)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-32767")
 
 
 def graph_config(port: int, profiles: Path, folder: Path, *, env: Mapping[str, str] | None = None,

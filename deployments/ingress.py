@@ -29,7 +29,7 @@ from safepath.profiles import load_profiles
 from safepath.proxy.app import chat_completions, stream_socket
 from safepath.proxy.service import ChatProxy
 from safepath.settings import RuntimeSettings
-from safepath.streaming import AsyncStreamSession
+from safepath.streaming import astream
 from safepath.types import FilterRequest, FilterResult
 
 from deployments import http
@@ -193,13 +193,7 @@ class Ingress:
 
         Call as `handle.options(stream=True).stream_steps.remote(chunks)`. Raises UnknownProfile, InvalidRequest.
         """
-        session = AsyncStreamSession(self._judge, self.service.profiles.get(profile), context=context)
-        for chunk in chunks:
-            for step in await session.feed(chunk):
-                yield step
-            if session.blocked:
-                return
-        for step in await session.finish():
+        async for step in astream(self._judge, self.service.profiles.get(profile), chunks, context=context):
             yield step
 
     @api.post("/v1/chat/completions", response_model=None, summary="OpenAI-compatible chat completions (stream or "

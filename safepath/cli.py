@@ -168,37 +168,36 @@ def _audit_backend(url: str | None):  # -> AuditBackend; imported here so the ot
     return open_backend(AuditSettings(url=url, pool_min=1, pool_max=2))
 
 
+def _with_audit_backend(url: str | None, action):  # noqa: ANN001, ANN202 - action(AuditBackend) -> its answer
+    """Run `action` on the backend the URL names, closing it after; an unreachable database exits 4."""
+    from safepath.audit import AuditUnavailable
+
+    backend = _audit_backend(url)
+    try:
+        return action(backend)
+    except AuditUnavailable as exc:
+        raise CliError(str(exc), EXIT_UNAVAILABLE) from None
+    finally:
+        backend.close()
+
+
 def _cmd_audit_query(args: argparse.Namespace) -> int:
-    from safepath.audit import AuditUnavailable, format_summary, parse_since
+    from safepath.audit import format_summary, parse_since
 
     try:
         since = parse_since(args.since)
     except ValueError as exc:
         raise CliError(str(exc), EXIT_BAD_INPUT) from None
-    backend = _audit_backend(args.url)
-    try:
-        summary = backend.query(since, args.group_by)
-    except AuditUnavailable as exc:
-        raise CliError(str(exc), EXIT_UNAVAILABLE) from None
-    finally:
-        backend.close()
+    summary = _with_audit_backend(args.url, lambda backend: backend.query(since, args.group_by))
     print(summary.model_dump_json(indent=2) if args.json else format_summary(summary))
     return 0
 
 
 def _cmd_audit_retention(args: argparse.Namespace) -> int:
-    from safepath.audit import AuditUnavailable
-
     if args.keep_days < 0:
         raise CliError("--keep-days must be 0 or more", EXIT_BAD_INPUT)
     cutoff = datetime.now(UTC) - timedelta(days=args.keep_days)
-    backend = _audit_backend(args.url)
-    try:
-        removed = backend.apply_retention(cutoff, args.archive_dir)
-    except AuditUnavailable as exc:
-        raise CliError(str(exc), EXIT_UNAVAILABLE) from None
-    finally:
-        backend.close()
+    removed = _with_audit_backend(args.url, lambda backend: backend.apply_retention(cutoff, args.archive_dir))
     where = f", archived under {args.archive_dir}" if args.archive_dir else ""
     print(f"removed {removed} audit records older than {cutoff:%Y-%m-%d %H:%M} UTC{where}")
     return 0

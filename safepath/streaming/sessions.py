@@ -141,17 +141,15 @@ async def astream(
 ) -> AsyncIterator[ReleasedStep]:
     """`stream` for async code: chunks from an (async) iterable, steps as an async iterator."""
     session = AsyncStreamSession(judge, profile, **kwargs)
-    if isinstance(chunks, AsyncIterable):
-        async for chunk in chunks:
-            for step in await session.feed(chunk):
-                yield step
-            if session.blocked:
-                return
-    else:
-        for chunk in chunks:
-            for step in await session.feed(chunk):
-                yield step
-            if session.blocked:
-                return
+    async for chunk in chunks if isinstance(chunks, AsyncIterable) else _aiter(chunks):
+        for step in await session.feed(chunk):
+            yield step
+        if session.blocked:
+            return
     for step in await session.finish():
         yield step
+
+
+async def _aiter(items: Iterable[T]) -> AsyncIterator[T]:
+    for item in items:
+        yield item
