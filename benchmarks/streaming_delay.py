@@ -102,10 +102,7 @@ def main() -> int:
     print(f"chunks of {args.chunk_chars} characters")
     for rate in (float(r) for r in args.rates.split(",")):
         # A fresh filter per rate: its result cache (on by default) must not answer the second pass from the first.
-        safepath_filter = SafePathFilter()
-        for detector in safepath_filter.detectors.values():
-            if hasattr(detector, "warmup"):
-                detector.warmup()  # load the models before timing anything
+        safepath_filter = SafePathFilter()  # loads its models before anything is timed
         delays, judges, waits = [], [], []
         print(f"\nprofile {args.profile or safepath_filter.default_profile}, rate: "
               f"{'back to back' if not rate else f'{rate:g} tokens/s'}")

@@ -27,6 +27,7 @@ from safepath.metrics import use_backend
 from safepath.pipeline import AsyncStage, local_stage
 from safepath.profiles import load_profiles
 from safepath.proxy.app import chat_completions, stream_socket
+from safepath.proxy.config import ProxyRoute
 from safepath.proxy.service import ChatProxy
 from safepath.settings import RuntimeSettings
 from safepath.streaming import astream
@@ -107,8 +108,9 @@ class Ingress:
 
     def reconfigure(self, user_config: dict) -> None:
         """Live threshold, fail-mode and stage-timeout overrides from serve_config.yaml (`user_config`)."""
-        self.service.reconfigure(IngressConfig.model_validate(user_config or {}))
-        self._configure_proxy(user_config)
+        config = IngressConfig.model_validate(user_config or {})
+        self.service.reconfigure(config)
+        self._configure_proxy(config.proxy)
 
     # Python handle API
 
@@ -209,8 +211,7 @@ class Ingress:
     async def _judge(self, requests: Sequence[FilterRequest]) -> list[FilterResult]:
         return (await self._run(list(requests))).results
 
-    def _configure_proxy(self, user_config: dict) -> None:
-        route = IngressConfig.model_validate(user_config or {}).proxy
+    def _configure_proxy(self, route: ProxyRoute | None) -> None:
         if route == (self._proxy.route if self._proxy else None):
             return
         old, self._proxy = self._proxy, None

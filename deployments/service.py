@@ -17,9 +17,9 @@ from pathlib import Path
 
 
 from safepath.cache import ResultCache, TwoLevelCache
-from safepath.detectors import Detector
+from safepath.detectors import Detector, is_inline
 from safepath.errors import ProfileError
-from safepath.metrics import Metrics, default_metrics, timed
+from safepath.metrics import Metrics, default_metrics, timed_detects
 from safepath.pipeline import AsyncStage, DecisionSink, Pipeline
 from safepath.profiles import ProfileSet, SafetyProfile, StageSpec
 from safepath.settings import RuntimeSettings
@@ -260,8 +260,7 @@ class StageRunner:
         self.batch_sizes: deque[int] = deque(maxlen=history)
         self.deployment = deployment
         self.metrics = metrics or default_metrics()
-        self._timed = {n: d.detect if getattr(d, "inline", False) else timed(self.metrics, n, d.detect)
-                       for n, d in self.detectors.items()}
+        self._timed = timed_detects(self.detectors, self.metrics)
         self._pending = 0
 
     def call_started(self) -> None:
@@ -304,7 +303,7 @@ class StageRunner:
             detector, detect = self.detectors[stage], self._timed[stage]
         except KeyError:
             raise ProfileError(f"stage {stage!r} is not hosted here; hosted: {sorted(self.detectors)}") from None
-        if getattr(detector, "inline", False):
+        if is_inline(detector):
             return detect(traces)
         # Model inference blocks: keep the replica's event loop free to accept the next batch's calls.
         return await asyncio.to_thread(detect, traces)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from ray import serve
 
-from safepath.detectors import build_detector
+from safepath.detectors import build_detector, warm_up
 from safepath.metrics import use_backend
 from safepath.profiles import load_profiles
 from safepath.settings import RuntimeSettings
@@ -41,9 +41,7 @@ class StageHost:
                                  settings)
             for name in stages
         }
-        for detector in detectors.values():
-            if hasattr(detector, "warmup"):
-                detector.warmup()  # load the model now: the replica reports ready only once it can answer fast
+        warm_up(detectors.values())
         deployment = serve.get_replica_context().deployment
         self._runner = StageRunner(detectors, deployment=deployment, metrics=use_backend("ray"))
 

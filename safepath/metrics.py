@@ -209,6 +209,13 @@ def timed(metrics: Metrics, stage: str, detect: Callable[..., Any]) -> Callable[
 _served_ports: set[int] = set()
 
 
+def timed_detects(detectors: Mapping[str, Any], metrics: Metrics) -> dict[str, Callable[..., Any]]:
+    """Each detector's `detect` by stage name; model stages (all but the `inline` ones) timed as inference."""
+    from safepath.detectors.base import is_inline
+
+    return {name: d.detect if is_inline(d) else timed(metrics, name, d.detect) for name, d in detectors.items()}
+
+
 def serve_metrics(port: int, addr: str = "127.0.0.1") -> None:
     """Expose the library-mode metrics at http://addr:port/metrics (prometheus-client's own server thread).
     Once per port and process: several filters in one process share the default registry."""

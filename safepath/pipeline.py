@@ -109,6 +109,8 @@ class Pipeline:
     def cache_keys(self, requests: Sequence[FilterRequest]) -> list[str | None]:
         """Each request's cache key; None where it must not be cached (no cache, a stage's version unknown, or a
         profile that is not loaded, which the flow then reports)."""
+        if self.cache is None:
+            return [None] * len(requests)
         keys: list[str | None] = []
         for request in requests:
             try:
@@ -117,7 +119,7 @@ class Pipeline:
                 keys.append(None)
                 continue
             versions = {name: self.versions.get(name, "unknown") for name in profile.stages}
-            known = self.cache is not None and "unknown" not in versions.values()
+            known = "unknown" not in versions.values()
             keys.append(result_key(request.content, profile.name, self.profiles.content_hash, request.context,
                                    versions) if known else None)
         return keys

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -23,6 +23,19 @@ class Detector(Protocol):
     def detect(self, traces: Sequence[Trace]) -> list[list[Detection]]:
         """Detections for each trace, in the order given (an empty list for a clean trace)."""
         ...
+
+
+def is_inline(detector: Detector) -> bool:
+    """Whether the detector runs on the caller's thread (see `Detector`)."""
+    return getattr(detector, "inline", False)
+
+
+def warm_up(detectors: Iterable[Detector]) -> None:
+    """Load every model now: loading inside the first request would count against the stage's timeout (and, under
+    a fail-closed profile, block that request), and a replica should report ready only once it can answer fast."""
+    for detector in detectors:
+        if hasattr(detector, "warmup"):
+            detector.warmup()
 
 
 # type -> factory(name, options, base_dir, settings). A plain dict, no registry magic.
