@@ -192,6 +192,13 @@ class RedisCache:
         for start in range(0, len(keys), step):
             client.delete(*keys[start : start + step])
 
+    def close(self) -> None:
+        """Release the connections (a later call connects again)."""
+        if self._client is not None:
+            self._client.close()
+            if self.cluster:
+                self._client = None
+
     def _get_client(self) -> Any:
         if self._client is None:
             self._client = self._connect()
@@ -250,6 +257,10 @@ class TwoLevelCache:
         for level in (self.l1, self.l2):
             if level is not None:
                 level.clear()
+
+    def close(self) -> None:
+        if self.l2 is not None:
+            self.l2.close()
 
     def _level_get(self, level: MemoryCache | RedisCache | None, keys: Sequence[str]) -> list[bytes | None]:
         if level is None or not keys:

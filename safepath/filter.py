@@ -10,9 +10,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from safepath.cache import ResultCache, build_cache
-from safepath.detectors import Detector, build_detector
+from safepath.detectors import Detector, build_detector, is_inline, warm_up
 from safepath.errors import InvalidRequest
-from safepath.metrics import Metrics, default_metrics, serve_metrics, timed
+from safepath.metrics import Metrics, default_metrics, serve_metrics, timed_detects
 from safepath.pipeline import DecisionSink, Pipeline, local_stage
 from safepath.profiles import ProfileSet, load_profiles
 from safepath.settings import RuntimeSettings
@@ -65,11 +65,7 @@ class SafePathFilter:
             for name, spec in profiles.stages.items()
             if name in used
         }
-        for detector in self.detectors.values():
-            if hasattr(detector, "warmup"):
-                # Load models now: loading inside the first request would count against the stage's timeout,
-                # and a fail-closed profile would block that request.
-                detector.warmup()
+        warm_up(self.detectors.values())
         self.metrics = metrics or default_metrics()
         if self.settings.metrics_port is not None:
             serve_metrics(self.settings.metrics_port)
@@ -79,19 +75,17 @@ class SafePathFilter:
 
             audit = open_audit(self.settings.audit_settings(), metrics=self.metrics)
         self.audit = audit
-        cache = build_cache(self.settings, self.metrics)
+        self._cache = build_cache(self.settings, self.metrics)
         self.pipeline = Pipeline(
             profiles,
             {name: d.version for name, d in self.detectors.items()},
-            cache=ResultCache(cache) if cache is not None else None,
+            cache=ResultCache(self._cache) if self._cache is not None else None,
             metrics=self.metrics,
             audit=audit,
         )
         # Cheap detectors (the rules) run on the caller's thread; model stages go to a small pool.
-        self._inline = frozenset(n for n, d in self.detectors.items() if getattr(d, "inline", False))
-        self._detect = {
-            n: d.detect if n in self._inline else timed(self.metrics, n, d.detect) for n, d in self.detectors.items()
-        }
+        self._inline = frozenset(n for n, d in self.detectors.items() if is_inline(d))
+        self._detect = timed_detects(self.detectors, self.metrics)
         self._executor: ThreadPoolExecutor | None = None
 
     @property
@@ -140,13 +134,16 @@ class SafePathFilter:
         return self._executor
 
     def close(self) -> None:
-        """Stop the worker threads (only model stages start them) and flush the audit writer this filter opened."""
+        """Stop the worker threads (only model stages start them), flush the audit writer this filter opened and
+        release the cache's Redis connections."""
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
         if self._own_audit and self.audit is not None:
             self.audit.close()
             self.audit = None
+        if self._cache is not None:
+            self._cache.close()
 
     def __enter__(self) -> SafePathFilter:
         return self

@@ -39,21 +39,38 @@ class Replica:
     def judge(self, text: str):
         return self.filter.filter(text, profile="with_model_open")
 
+    def close(self) -> None:
+        self.filter.close()
+
     def count(self, name: str, **labels: str) -> float:
         return self.registry.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+def replica():
+    """Builds Replicas and closes them (their Redis connections) after the test."""
+    made: list[Replica] = []
+
+    def make(*args, **kwargs) -> Replica:
+        made.append(Replica(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
 
 
 @pytest.fixture
 def prefix(redis_url):
     name = f"safepath-test-{uuid.uuid4().hex[:8]}:"
     yield name
-    client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter(match=name + "*"):
-        client.delete(key)
+    with redis.Redis.from_url(redis_url) as client:
+        for key in client.scan_iter(match=name + "*"):
+            client.delete(key)
 
 
-def test_a_result_judged_by_one_replica_is_a_hit_for_another(redis_url, prefix):
-    a, b = Replica(redis_url, prefix), Replica(redis_url, prefix)
+def test_a_result_judged_by_one_replica_is_a_hit_for_another(redis_url, prefix, replica):
+    a, b = replica(redis_url, prefix), replica(redis_url, prefix)
     first = a.judge(WORRYING)
     second = b.judge(WORRYING)
     assert (first.cached, second.cached) == (False, True)
@@ -63,23 +80,23 @@ def test_a_result_judged_by_one_replica_is_a_hit_for_another(redis_url, prefix):
     assert b.count("safepath_cache_requests_total", level="l2", result="hit") == 1
     b.judge(WORRYING)  # now from b's own L1
     assert b.count("safepath_cache_requests_total", level="l1", result="hit") == 1
-    assert redis.Redis.from_url(redis_url).pttl(next(iter(redis.Redis.from_url(redis_url).scan_iter(
-        match=prefix + "*")))) > 3_000_000  # the default TTL: 3,600 s
+    with redis.Redis.from_url(redis_url) as client:
+        assert client.pttl(next(client.scan_iter(match=prefix + "*"))) > 3_000_000  # the default TTL: 3,600 s
 
 
-def test_redis_entries_expire_after_their_ttl(redis_url, prefix):
-    a = Replica(redis_url, prefix, redis_ttl_s=0.3)
+def test_redis_entries_expire_after_their_ttl(redis_url, prefix, replica):
+    a = replica(redis_url, prefix, redis_ttl_s=0.3)
     a.judge(WORRYING)
     time.sleep(0.5)
-    b = Replica(redis_url, prefix)
+    b = replica(redis_url, prefix)
     assert b.judge(WORRYING).cached is False
 
 
-def test_requests_keep_succeeding_while_redis_is_down_and_l2_returns_by_itself():
+def test_requests_keep_succeeding_while_redis_is_down_and_l2_returns_by_itself(replica):
     port = free_port()
     prefix = "safepath-outage:"
     with redis_server(port) as url:
-        a = Replica(url, prefix)
+        a = replica(url, prefix)
         before = a.judge(WORRYING)
     # Redis is gone: every request still gets its verdict, from L1 or by judging; the failures are counted.
     texts = [f"{WORRYING} Note {i}." for i in range(5)]
@@ -91,11 +108,11 @@ def test_requests_keep_succeeding_while_redis_is_down_and_l2_returns_by_itself()
     with redis_server(port) as url:
         time.sleep(0.3)  # past redis_retry_s: the next call tries Redis again
         a.judge(f"{WORRYING} After the outage.")
-        b = Replica(url, prefix)
+        b = replica(url, prefix)
         assert b.judge(f"{WORRYING} After the outage.").cached is True
 
 
-def test_a_redis_cluster_serves_as_l2(tmp_path):
+def test_a_redis_cluster_serves_as_l2(tmp_path, replica):
     port = free_port()
     proc = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
@@ -105,14 +122,14 @@ def test_a_redis_cluster_serves_as_l2(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     try:
-        client = _wait_for_redis(port)
-        client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)  # a one-node cluster owning every slot
-        deadline = time.monotonic() + 10
-        while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
-            assert time.monotonic() < deadline, "the cluster did not become ready"
-            time.sleep(0.1)
+        with _wait_for_redis(port) as client:
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)  # a one-node cluster owning every slot
+            deadline = time.monotonic() + 10
+            while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+                assert time.monotonic() < deadline, "the cluster did not become ready"
+                time.sleep(0.1)
         url = f"redis://127.0.0.1:{port}/0"
-        a, b = Replica(url, "safepath:", redis_cluster=True), Replica(url, "safepath:", redis_cluster=True)
+        a, b = replica(url, "safepath:", redis_cluster=True), replica(url, "safepath:", redis_cluster=True)
         texts = [f"{WORRYING} Case {i}." for i in range(4)]  # keys in different slots
         a.filter.filter_batch([{"content": t, "profile": "with_model_open"} for t in texts])
         results = b.filter.filter_batch([{"content": t, "profile": "with_model_open"} for t in texts])
