@@ -46,15 +46,16 @@ class ServeApp:
     audit_url: str  # the Ingress's audit database
 
 
-def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.5):
-    """Poll `predicate` until it returns a truthy value; fail the test naming `what` after `timeout_s`."""
+def wait_until(predicate, timeout_s: float, what, interval_s: float = 0.5):
+    """Poll `predicate` until it returns a truthy value; fail the test naming `what` (a string, or a callable
+    that says what is still missing) after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval_s)
-    pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
+    pytest.fail(f"timed out after {timeout_s}s waiting for {what() if callable(what) else what}")
 
 
 _HANDLE_LOOP: asyncio.AbstractEventLoop | None = None

@@ -18,6 +18,13 @@ EXFILTRATION = ("Thought: I found the AWS secret key in the config. Thought: I'l
 SAFE = "Okay, the user wants a summary of the report. Revenue grew 4%. I'll write two sentences."
 
 
+def _fresh(content: str, **body) -> dict:
+    """A request body no earlier request shares: the nonce goes into `context`, which the cache key covers and no
+    model reads, so the verdict stays that of `content` (random text inside it once drew a flag from the safety
+    model under these test profiles' low thresholds)."""
+    return {"content": content, "context": {"nonce": uuid.uuid4().hex}, **body}
+
+
 def _deploy_ingress(serve_app, ingress_config: dict) -> None:
     config = serve_config({"Ingress": ingress_config})
     config["http_options"]["port"] = int(serve_app.base_url.rsplit(":", 1)[1])
@@ -28,27 +35,24 @@ def _deploy_ingress(serve_app, ingress_config: dict) -> None:
 def cached_app(serve_app, http):
     """The shared app with the result cache turned on through the Ingress's user_config; off again afterwards."""
     _deploy_ingress(serve_app, {"profiles": {}, "stage_timeouts_ms": {}, "cache_enabled": True})
-    probe = f"{SAFE} Probe {uuid.uuid4().hex}."
-
     def cache_on() -> bool:
-        http.post("/v1/filter", json={"content": probe})
-        return http.post("/v1/filter", json={"content": probe}).json()["cached"]
+        return _twice(http, _fresh(SAFE))["cached"]
 
     wait_until(cache_on, 60, "the Ingress to apply cache_enabled")
     yield serve_app
     _deploy_ingress(serve_app, {"profiles": {}, "stage_timeouts_ms": {}})
-    wait_until(lambda: not _twice(http, f"{SAFE} {uuid.uuid4().hex}")["cached"], 60, "the cache to be off again")
+    wait_until(lambda: not _twice(http, _fresh(SAFE))["cached"], 60, "the cache to be off again")
 
 
-def _twice(http, content: str, **body) -> dict:
-    http.post("/v1/filter", json={"content": content, **body})
-    return http.post("/v1/filter", json={"content": content, **body}).json()
+def _twice(http, body: dict) -> dict:
+    http.post("/v1/filter", json=body)
+    return http.post("/v1/filter", json=body).json()
 
 
 def test_a_repeat_is_answered_from_the_cache_without_calling_a_stage(cached_app, http):
-    content = f"{EXFILTRATION} Case {uuid.uuid4().hex}."
-    first = http.post("/v1/filter", json={"content": content}).json()
-    second = http.post("/v1/filter", json={"content": content, "request_id": "again"}).json()
+    body = _fresh(EXFILTRATION)
+    first = http.post("/v1/filter", json=body).json()
+    second = http.post("/v1/filter", json={**body, "request_id": "again"}).json()
     assert first["cached"] is False and second["cached"] is True
     assert second["request_id"] == "again"
     assert set(second["latency_ms"]) == {"cache", "total"}  # no stage ran, so no stage deployment was called
@@ -58,22 +62,22 @@ def test_a_repeat_is_answered_from_the_cache_without_calling_a_stage(cached_app,
 def test_requests_succeed_while_redis_is_down_and_l2_comes_back(cached_app, http):
     cached_app.redis.stop()
     try:
-        for i in range(3):
-            answer = http.post("/v1/filter", json={"content": f"{SAFE} Outage {i} {uuid.uuid4().hex}."})
+        for _ in range(3):
+            answer = http.post("/v1/filter", json=_fresh(SAFE))
             assert answer.status_code == 200 and answer.json()["verdict"] == "allow"
     finally:
         cached_app.redis.start()
     client = redis.Redis.from_url(cached_app.redis.url)
 
     def stored_again() -> bool:  # after SAFEPATH_REDIS_RETRY_S the Ingress writes to the fresh Redis again
-        http.post("/v1/filter", json={"content": f"{SAFE} Back {uuid.uuid4().hex}."})
+        http.post("/v1/filter", json=_fresh(SAFE))
         return any(True for _ in client.scan_iter(match="safepath:*", count=100))
 
     wait_until(stored_again, 30, "the Ingress to use Redis again")
 
 
 def test_the_audit_endpoint_needs_the_token_and_summarises_decisions(serve_app, http):
-    http.post("/v1/filter", json={"content": f"{EXFILTRATION} Audit {uuid.uuid4().hex}."})
+    http.post("/v1/filter", json=_fresh(EXFILTRATION))
     assert http.get("/v1/audit/summary").status_code == 401
     assert http.get("/v1/audit/summary", headers={"Authorization": "Bearer wrong"}).status_code == 401
     auth = {"Authorization": f"Bearer {AUDIT_TOKEN}"}
@@ -114,40 +118,58 @@ def test_rays_metrics_endpoint_carries_every_safepath_metric(cached_app, http):
     for i in range(3):
         http.post("/v1/filter", json={"content": f"{EXFILTRATION} Metrics {i}."})
         http.post("/v1/filter", json={"content": f"{EXFILTRATION} Metrics {i}."})  # a cache hit
-    http.post("/v1/filter", json={"content": f"{SAFE} Degraded {uuid.uuid4().hex}.", "profile": "timeout_open"})
+    http.post("/v1/filter", json=_fresh(SAFE, profile="timeout_open"))
     cached_app.redis.stop()  # the Redis outage earlier may have been before this test's Ingress counted anything
     try:
-        http.post("/v1/filter", json={"content": f"{SAFE} No Redis {uuid.uuid4().hex}."})
+        http.post("/v1/filter", json=_fresh(SAFE))
     finally:
         cached_app.redis.start()
 
-    def scrape() -> dict | None:
+    def shortfalls(families: dict) -> list[str]:
+        """What the scrape still lacks. Ray exports on an interval, and earlier tests already created most of
+        these series, so a scrape can show every name with values from before this test's requests: wait for
+        the values, not just the names."""
+        missing = sorted(set(EXPECTED) - set(families))
+        if missing:
+            return [f"missing {missing}"]
+
+        def total(name: str, suffix: str = "", **labels: str) -> float:
+            return sum(s.value for s in families[name].samples
+                       if s.name == name + suffix and all(s.labels.get(k) == v for k, v in labels.items()))
+
+        latency_count = total("ray_safepath_request_latency_seconds", "_count")
+        checks = {
+            "requests >= 7": total("ray_safepath_requests", "_total") >= 7,
+            "an allow": total("ray_safepath_requests", "_total", verdict="allow") >= 1,
+            "an exfiltration detection": total("ray_safepath_detections", "_total", category="data_exfiltration") >= 1,
+            "3 L1 hits": total("ray_safepath_cache_requests", "_total", level="l1", result="hit") >= 3,
+            "a fail-open result": total("ray_safepath_degraded_results", "_total", profile="timeout_open",
+                                        fail_mode="open") >= 1,
+            "a Redis error": total("ray_safepath_redis_errors", "_total") >= 1,
+            "a written audit record": total("ray_safepath_audit_records", "_total", outcome="written") >= 1,
+            # seconds: every request above answered
+            "mean latency in (0, 30) s": latency_count > 0 and 0 < total("ray_safepath_request_latency_seconds",
+                                                                         "_sum") / latency_count < 30,
+            "a rules stage latency": total("ray_safepath_stage_latency_seconds", "_count", stage="rules") >= 1,
+            "a safety-model inference": total("ray_safepath_model_inference_seconds", "_count",
+                                              stage="safety_model") >= 1,
+            "a batch": total("ray_safepath_batch_size", "_count") >= 1 and total("ray_safepath_batch_size", "_sum") >= 1,
+            "non-negative gauges": total("ray_safepath_requests_in_flight") >= 0
+                                   and total("ray_safepath_stage_queue_depth") >= 0,
+        }
+        return [f"kind of {name}" for name, kind in EXPECTED.items() if families[name].type != kind] + [
+            what for what, ok in checks.items() if not ok]
+
+    last: list[str] = []
+
+    def scrape() -> bool:
         try:
             text = httpx.get(cached_app.metrics_url, timeout=10).text
-        except httpx.HTTPError:
-            return None
-        families = {f.name: f for f in text_string_to_metric_families(text) if f.name.startswith("ray_safepath_")}
-        return families if set(EXPECTED) <= set(families) else None
+        except httpx.HTTPError as exc:
+            last[:] = [repr(exc)]
+            return False
+        last[:] = shortfalls({f.name: f for f in text_string_to_metric_families(text)
+                              if f.name.startswith("ray_safepath_")})
+        return not last
 
-    families = wait_until(scrape, 90, f"all of {sorted(EXPECTED)} on {cached_app.metrics_url}", interval_s=2)
-    for name, kind in EXPECTED.items():
-        assert families[name].type == kind, name
-
-    def total(name: str, suffix: str = "", **labels: str) -> float:
-        return sum(s.value for s in families[name].samples
-                   if s.name == name + suffix and all(s.labels.get(k) == v for k, v in labels.items()))
-
-    assert total("ray_safepath_requests", "_total") >= 7
-    assert total("ray_safepath_requests", "_total", verdict="allow") >= 1
-    assert total("ray_safepath_detections", "_total", category="data_exfiltration") >= 1
-    assert total("ray_safepath_cache_requests", "_total", level="l1", result="hit") >= 3
-    assert total("ray_safepath_degraded_results", "_total", profile="timeout_open", fail_mode="open") >= 1
-    assert total("ray_safepath_redis_errors", "_total") >= 1
-    assert total("ray_safepath_audit_records", "_total", outcome="written") >= 1
-    latency = total("ray_safepath_request_latency_seconds", "_sum") / total("ray_safepath_request_latency_seconds",
-                                                                            "_count")
-    assert 0 < latency < 30  # seconds: every request above answered
-    assert total("ray_safepath_stage_latency_seconds", "_count", stage="rules") >= 1
-    assert total("ray_safepath_model_inference_seconds", "_count", stage="safety_model") >= 1
-    assert total("ray_safepath_batch_size", "_count") >= 1 and total("ray_safepath_batch_size", "_sum") >= 1
-    assert total("ray_safepath_requests_in_flight") >= 0 and total("ray_safepath_stage_queue_depth") >= 0
+    wait_until(scrape, 90, lambda: f"{cached_app.metrics_url} to show {last}", interval_s=2)
