@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.graph import ReplicaMemory, running_graph  # noqa: E402
 from benchmarks.regression_guard import commit, machine  # noqa: E402
-from benchmarks.serve_graph import CELLS, closed_loop, traces, uniquely  # noqa: E402
+from benchmarks.serve_graph import CELLS, closed_loop, http_cells, traces, uniquely  # noqa: E402
 
 OUT = ROOT / "build" / "benchmark"
 PLOTS = ROOT / "docs" / "benchmarks"
@@ -112,16 +112,8 @@ def graph_closed_loop(url: str, duration_s: float) -> dict[str, dict]:
     import aiohttp
 
     async def drive(concurrency: int) -> dict:
-        out = {}
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency * 2)) as session:
-            for profile, kind in CELLS:
-                async def call(text: str, profile: str = profile) -> bool:
-                    async with session.post(f"{url}/v1/filter", json={"content": text, "profile": profile}) as r:
-                        await r.read()
-                        return r.status == 200
-
-                out[f"{profile}/{kind}"] = await closed_loop(uniquely(call), traces(kind), concurrency, duration_s)
-        return out
+            return await http_cells(session, url, CELLS, concurrency, duration_s)
 
     return {str(c): asyncio.run(drive(c)) for c in CLOSED_LOOP["concurrency"]}
 

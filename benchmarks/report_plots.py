@@ -22,6 +22,15 @@ def footer(fig, results: dict) -> None:
              f"{results['command']}  |  {results['date']}", fontsize=7.5, color="0.35", ha="left", va="bottom")
 
 
+def _save(fig, results: dict, path: Path, footer_share: float = 0.04) -> Path:
+    """Every figure ends the same way: the footer, a layout that leaves it room, the file, the figure closed."""
+    footer(fig, results)
+    fig.tight_layout(rect=(0, footer_share, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _stages(sweep: dict) -> list[dict]:
     return [s for s in sweep["stages"] if s["offered_rps"] is not None and s["measured_s"] > 0]
 
@@ -56,11 +65,7 @@ def latency_vs_load(results: dict, path: Path) -> Path:
         ax.grid(True, which="both", alpha=0.25)
         ax.legend(fontsize=7, ncol=len(profiles), loc="upper left")
     fig.suptitle("Latency percentiles against offered load (Serve graph over HTTP, locust)")
-    footer(fig, results)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, results, path)
 
 
 def throughput_vs_load(results: dict, path: Path) -> Path:
@@ -84,11 +89,7 @@ def throughput_vs_load(results: dict, path: Path) -> Path:
         ax.grid(True, alpha=0.25)
         ax.legend(fontsize=8, loc="upper left")
     fig.suptitle("Throughput against offered load (Serve graph; load generator on the same cores)")
-    footer(fig, results)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, results, path)
 
 
 def stage_latency(results: dict, path: Path) -> Path:
@@ -116,11 +117,7 @@ def stage_latency(results: dict, path: Path) -> Path:
     axes[0][0].legend(fontsize=8, loc="lower right")
     fig.suptitle(f"Latency per pipeline stage (results' latency_ms, cache misses) at {stage['offered_rps']:g} "
                  f"req/s offered, realistic mix")
-    footer(fig, results)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, results, path, footer_share=0.05)
 
 
 def memory_over_time(results: dict, path: Path) -> Path:
@@ -144,11 +141,7 @@ def memory_over_time(results: dict, path: Path) -> Path:
            title="Resident memory of each Serve replica (psutil, every 2 s)")
     ax.grid(True, alpha=0.25)
     ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    footer(fig, results)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, results, path)
 
 
 def write_plots(results: dict, folder: Path) -> list[Path]:

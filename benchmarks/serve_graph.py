@@ -134,6 +134,19 @@ def run_in_process(cells, concurrency: int, duration_s: float) -> dict:
     return out
 
 
+async def http_cells(session, url: str, cells, concurrency: int, duration_s: float) -> dict:
+    """A closed loop per (profile, traces) cell against `url`'s /v1/filter over one aiohttp session."""
+    out = {}
+    for profile, kind in cells:
+        async def call(text: str, profile: str = profile) -> bool:
+            async with session.post(f"{url}/v1/filter", json={"content": text, "profile": profile}) as r:
+                await r.read()
+                return r.status == 200
+
+        out[f"{profile}/{kind}"] = await closed_loop(uniquely(call), traces(kind), concurrency, duration_s)
+    return out
+
+
 def run_graph(cells, concurrency: int, duration_s: float, rules_in_ingress: bool, fast: bool = True,
               env: dict | None = None) -> dict:
     os.environ["SAFEPATH_SERVE_FAST"] = "1" if fast else "0"
@@ -163,7 +176,6 @@ def run_graph(cells, concurrency: int, duration_s: float, rules_in_ingress: bool
     url = f"http://127.0.0.1:{port}"
 
     async def drive() -> dict:
-        out = {}
         connector = aiohttp.TCPConnector(limit=concurrency * 2)
         async with aiohttp.ClientSession(connector=connector) as session:
             for _ in range(600):
@@ -171,14 +183,7 @@ def run_graph(cells, concurrency: int, duration_s: float, rules_in_ingress: bool
                     if r.status == 200:
                         break
                 await asyncio.sleep(0.5)
-            for profile, kind in cells:
-                async def call(text: str, profile: str = profile) -> bool:
-                    async with session.post(f"{url}/v1/filter", json={"content": text, "profile": profile}) as r:
-                        await r.read()
-                        return r.status == 200
-
-                out[f"{profile}/{kind}"] = await closed_loop(uniquely(call), traces(kind), concurrency, duration_s)
-        return out
+            return await http_cells(session, url, cells, concurrency, duration_s)
 
     try:
         out = asyncio.run(drive())
