@@ -204,11 +204,15 @@ class ReplicaMemory:
             self._stop.wait(self.interval_s)
 
     def series(self) -> dict[tuple[str, int], list[tuple[float, float]]]:
-        """(name, pid) -> [(t_s, rss_mb)], replicas first."""
-        out: dict[tuple[str, int], list[tuple[float, float]]] = {}
-        for t, name, pid, rss in self.samples:
-            out.setdefault((name, pid), []).append((t, rss))
-        return out
+        return series_by_process(self.samples)
+
+
+def series_by_process(samples) -> dict[tuple[str, int], list[tuple[float, float]]]:
+    """(t_s, name, pid, rss_mb) samples grouped as (name, pid) -> [(t_s, rss_mb)], in sampling order."""
+    out: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for t, name, pid, rss in samples:
+        out.setdefault((name, pid), []).append((t, rss))
+    return out
 
 
 def troughs(points: list[tuple[float, float]], drop_mb: float = 2.0) -> list[tuple[float, float]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.graph import slope_mb_per_h
+from benchmarks.graph import series_by_process, slope_mb_per_h
 
 START, END = "<!-- benchmark-report:start -->", "<!-- benchmark-report:end -->"
 REPLICAS = ("Ingress", "SafetyClassifier", "SemanticEmbedder", "RuleFilter")
@@ -22,15 +22,13 @@ def fmt(value: float | None, digits: int = 1) -> str:
     return f"{value:.{digits}f}" if abs(value) < 100 else f"{value:.0f}"
 
 
-def _stages(sweep: dict) -> list[dict]:
+def measured_stages(sweep: dict) -> list[dict]:
+    """The sweep's load stages that were measured (the ramp-down and empty stages left out)."""
     return [s for s in sweep["stages"] if s["offered_rps"] is not None and s["measured_s"] > 0]
 
 
 def _memory(results: dict) -> dict[tuple[str, int], list[tuple[float, float]]]:
-    series: dict[tuple[str, int], list[tuple[float, float]]] = {}
-    for t, name, pid, rss in results["memory"]["samples"]:
-        series.setdefault((name, pid), []).append((t, rss))
-    return series
+    return series_by_process(results["memory"]["samples"])
 
 
 def targets(results: dict) -> list[tuple[str, str, bool | None]]:
@@ -40,10 +38,10 @@ def targets(results: dict) -> list[tuple[str, str, bool | None]]:
     rows = []
 
     def light(name: str, profile: str, q: str) -> float | None:
-        stages = _stages(results["sweeps"].get(name, {"stages": []}))
+        stages = measured_stages(results["sweeps"].get(name, {"stages": []}))
         return stages[0]["requests"].get(f"filter [{profile}]", {}).get(q) if stages else None
 
-    mix_low = _stages(results["sweeps"]["mix"])[0]["offered_rps"] if "mix" in results["sweeps"] else None
+    mix_low = measured_stages(results["sweeps"]["mix"])[0]["offered_rps"] if "mix" in results["sweeps"] else None
     for target, profile, q, limit in (("p50 < 25 ms, rule-only", "rules_only", "p50", 25),
                                       ("p95 < 50 ms with the safety model", "safety", "p95", 50),
                                       ("p99 < 100 ms with the semantic model", "full", "p99", 100)):
@@ -52,7 +50,7 @@ def targets(results: dict) -> list[tuple[str, str, bool | None]]:
         text = (f"1 client: {fmt(short)} ms short, {fmt(long_)} ms long traces; realistic mix at {mix_low:g} req/s "
                 f"(200-4,000 chars): {fmt(mixed)} ms")
         rows.append((target, text, short < limit and long_ < limit and (mixed is None or mixed < limit)))
-    rules = _stages(results["sweeps"].get("rules_only", {"stages": []}))
+    rules = measured_stages(results["sweeps"].get("rules_only", {"stages": []}))
     best = max((s for s in rules if not s["requests"]["all"]["failures"]), key=lambda s: s["requests"]["all"]["rps"],
                default=None)
     peak = best["requests"]["all"]["rps"] if best else 0
@@ -149,7 +147,7 @@ def section(results: dict, plots: list[Path], doc: Path) -> str:
                   "batch, repeats, streams); then single traces (cache misses) per profile.", "",
                   "| offered req/s | users | achieved req/s | traces/s | failed | p50 | p95 | p99 | "
                   "rules_only p50 | safety p95 | full p99 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for s in _stages(sweep):
+        for s in measured_stages(sweep):
             a, r = s["requests"]["all"], s["requests"]
             lines.append(
                 f"| {s['offered_rps']:g} | {s['users']} | {fmt(a['rps'])} | {fmt(a['traces_per_s'])} "

@@ -9,6 +9,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from benchmarks.graph import series_by_process  # noqa: E402
+from benchmarks.report_doc import measured_stages  # noqa: E402
+
 PROFILE_COLOURS = {"rules_only": "tab:green", "safety": "tab:blue", "full": "tab:purple"}
 PERCENTILE_STYLES = {"p50": "-", "p95": "--", "p99": ":"}
 # The performance guide's targets, drawn where they apply.
@@ -31,13 +34,9 @@ def _save(fig, results: dict, path: Path, footer_share: float = 0.04) -> Path:
     return path
 
 
-def _stages(sweep: dict) -> list[dict]:
-    return [s for s in sweep["stages"] if s["offered_rps"] is not None and s["measured_s"] > 0]
-
-
 def _series(sweep: dict, name: str, key: str) -> tuple[list[float], list[float]]:
     xs, ys = [], []
-    for s in _stages(sweep):
+    for s in measured_stages(sweep):
         value = s["requests"].get(name, {}).get(key)
         if value is not None:
             xs.append(s["offered_rps"])
@@ -49,7 +48,8 @@ def latency_vs_load(results: dict, path: Path) -> Path:
     sweeps = results["sweeps"]
     fig, axes = plt.subplots(1, len(sweeps), figsize=(6.2 * len(sweeps), 4.8), squeeze=False)
     for ax, (name, sweep) in zip(axes[0], sweeps.items()):
-        profiles = sorted({n.split("[")[1].rstrip("]") for s in _stages(sweep) for n in s["requests"] if "[" in n})
+        profiles = sorted({n.split("[")[1].rstrip("]") for s in measured_stages(sweep) for n in s["requests"]
+                           if "[" in n})
         for profile in profiles:
             for q, style in PERCENTILE_STYLES.items():
                 xs, ys = _series(sweep, f"filter [{profile}]", q)
@@ -95,7 +95,7 @@ def throughput_vs_load(results: dict, path: Path) -> Path:
 def stage_latency(results: dict, path: Path) -> Path:
     """Server-side stage latencies (results' latency_ms) beside the client's view, at the mix's lightest load."""
     sweep = results["sweeps"]["mix"]
-    stage = _stages(sweep)[0]
+    stage = measured_stages(sweep)[0]
     profiles = [p for p in ("rules_only", "safety", "full") if p in stage["pipeline_ms"]]
     fig, axes = plt.subplots(1, len(profiles), figsize=(4.4 * len(profiles), 4.2), squeeze=False, sharex=True)
     for ax, profile in zip(axes[0], profiles):
@@ -121,9 +121,7 @@ def stage_latency(results: dict, path: Path) -> Path:
 
 
 def memory_over_time(results: dict, path: Path) -> Path:
-    series: dict[tuple[str, int], list[tuple[float, float]]] = {}
-    for t, name, pid, rss in results["memory"]["samples"]:
-        series.setdefault((name, pid), []).append((t, rss))
+    series = series_by_process(results["memory"]["samples"])
     fig, ax = plt.subplots(figsize=(11, 5))
     replicas = sorted((k for k in series if k[0] not in ("haproxy",)), key=lambda k: (k[0], k[1]))
     for name, pid in replicas:

@@ -36,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.graph import serve_process_name  # noqa: E402
 from benchmarks.traces import make_trace  # noqa: E402
 
 PROFILES = ROOT / "benchmarks" / "serve_profiles.yaml"
@@ -99,14 +100,9 @@ def rss_by_process() -> dict[str, float]:
     found: dict[str, float] = {}
     for proc in Path("/proc").iterdir():
         try:
-            title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace").strip()
-            if "ServeReplica:" in title:
-                name = title.split("ServeReplica:")[1].split(":")[-1].split()[0].split(".")[0]
-            elif title.startswith(("ray::ServeController", "ray::ProxyActor")):
-                name = title[5:].split()[0].split(".")[0]
-            elif Path(title.split()[0] if title else "").name == "haproxy":
-                name = "haproxy"
-            else:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            name = serve_process_name(cmdline)
+            if name is None:
                 continue
             rss = next(int(line.split()[1]) / 1024 for line in (proc / "status").read_text().splitlines()
                        if line.startswith("VmRSS:"))
