@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.graph import ReplicaMemory, running_graph  # noqa: E402
 from benchmarks.regression_guard import commit, machine  # noqa: E402
-from benchmarks.serve_graph import CELLS, closed_loop, http_cells, traces, uniquely  # noqa: E402
+from benchmarks.serve_graph import CELLS, http_cells, run_in_process  # noqa: E402
 
 OUT = ROOT / "build" / "benchmark"
 PLOTS = ROOT / "docs" / "benchmarks"
@@ -77,23 +77,6 @@ def micro_benchmarks(quick: bool) -> list[dict]:
                      "min_ms": b["stats"]["min"] * 1000, "rounds": b["stats"]["rounds"],
                      "steps_per_s": b.get("extra_info", {}).get("steps_per_s")})
     return rows
-
-
-def in_process_child(concurrency: int, duration_s: float) -> dict:
-    """The cells against `SafePathFilter.afilter` in this process (run as a child: `--in-process-child`)."""
-    from safepath import SafePathFilter
-
-    out = {}
-    with SafePathFilter(profiles=PROFILES) as f:
-        for profile, kind in CELLS:
-            f.filter(traces(kind)[0], profile=profile)  # load this profile's models before timing
-
-            async def call(text: str, profile: str = profile) -> bool:
-                await f.afilter(text, profile=profile)
-                return True
-
-            out[f"{profile}/{kind}"] = asyncio.run(closed_loop(uniquely(call), traces(kind), concurrency, duration_s))
-    return out
 
 
 def in_process(duration_s: float) -> dict[str, dict]:
@@ -156,7 +139,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.in_process_child:
         concurrency, duration_s = args.in_process_child
-        print("RESULT " + json.dumps(in_process_child(int(concurrency), float(duration_s))), flush=True)
+        result = run_in_process(CELLS, int(concurrency), float(duration_s))
+        print("RESULT " + json.dumps(result), flush=True)
         return
     OUT.mkdir(parents=True, exist_ok=True)
     if args.render_only:
