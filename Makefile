@@ -5,19 +5,21 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
 TRAIN_STAMP := $(VENV)/.installed-train
+# Every extra but gpu (onnxruntime-gpu replaces cpu's onnxruntime) and train (torch: the model targets only).
+EXTRAS := cpu,dev,serve,postgres,proxy,openai,langchain,load
 
 .PHONY: install haproxy prometheus services serve bench-serve test run bench benchmark soak regression-guard rules-check data eval-data models fp16 evaluate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[cpu,dev,serve,postgres,proxy,openai,langchain,load]"
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $@
 
 # Training needs torch; 2.13.0 is pinned because on these machines it resolves to the CPU build.
 $(TRAIN_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[cpu,dev,serve,postgres,proxy,openai,langchain,load,train]"
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS),train]"
 	touch $@
 
 install: $(STAMP)
