@@ -39,6 +39,9 @@ SPECS: dict[str, MetricSpec] = {
         MetricSpec("safepath_requests", "counter", "Traces judged, by profile and verdict.", ("profile", "verdict")),
         MetricSpec("safepath_detections", "counter", "Detections that took an action, by category, stage and action.",
                    ("category", "stage", "action")),
+        MetricSpec("safepath_overruled_detections", "counter",
+                   "Rule and semantic findings the safety model overruled under a profile's model_overrule, "
+                   "by profile, stage and category.", ("profile", "stage", "category")),
         MetricSpec("safepath_request_latency_seconds", "histogram", "End-to-end time to judge one trace.",
                    ("profile",), LATENCY_BUCKETS),
         MetricSpec("safepath_stage_latency_seconds", "histogram", "Time one stage took for a trace's batch.",
@@ -181,6 +184,8 @@ def record_results(metrics: Metrics, results: Sequence[Any], fail_modes: Mapping
         metrics.inc("requests", profile=r.profile, verdict=r.verdict.value)
         for d in r.detections:
             metrics.inc("detections", category=d.category.value, stage=d.stage.value, action=d.action.value)
+        for d in r.overruled:
+            metrics.inc("overruled_detections", profile=r.profile, stage=d.stage.value, category=d.category.value)
         if r.cached:
             metrics.observe("request_latency_seconds", r.latency_ms.get("total", 0.0) / 1000, profile=r.profile)
             continue

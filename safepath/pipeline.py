@@ -308,9 +308,10 @@ def _with_ids(requests: Sequence[FilterRequest]) -> list[FilterRequest]:
 
 
 def _settles(detection: Detection, profile: SafetyProfile) -> bool:
-    """Whether a detection blocks whatever later tiers find: it blocks, and no model veto could remove it."""
-    vetoable = profile.model_veto_below is not None and detection.score < profile.model_veto_max_score
-    return not vetoable and effective_action(detection, profile) is Verdict.BLOCK
+    """Whether a detection blocks whatever later tiers find: it blocks, and the model could not overrule it."""
+    rule = profile.model_overrule
+    overrulable = rule is not None and rule.allows(detection, 0.0)
+    return not overrulable and effective_action(detection, profile) is Verdict.BLOCK
 
 
 def _ms_since(started: float) -> float:
@@ -347,10 +348,11 @@ def decide(
 ) -> FilterResult:
     """Combine all stages' detections on one trace into a verdict and the content that may leave.
 
-    Only detections that cause at least a flag are kept in the result, each carrying the action it took.
-    A failed stage makes the result `degraded`; under `fail_mode: closed` it also blocks.
+    Only detections that cause at least a flag are kept in the result, each carrying the action it took; findings the
+    safety model overruled are kept apart, with the reason. A failed stage makes the result `degraded`; under
+    `fail_mode: closed` it also blocks.
     """
-    kept = _after_model_veto(detections, profile)
+    kept, overruled = _overrule(detections, profile)
     acted = [d.model_copy(update={"action": a}) for d in kept if (a := effective_action(d, profile)) is not Verdict.ALLOW]
     acted.sort(key=lambda d: (d.step_index, d.span, d.stage.value))
     verdict = max((d.action for d in acted), key=lambda v: v.rank, default=Verdict.ALLOW)
@@ -374,6 +376,7 @@ def decide(
         filtered_content=content,
         safety_score=round(1.0 - worst, 6),
         detections=tuple(acted),
+        overruled=overruled,
         steps=trace.steps,
         latency_ms=dict(latency_ms or {}),
         model_versions=dict(model_versions or {}),
@@ -381,22 +384,28 @@ def decide(
     )
 
 
-def _after_model_veto(detections: Sequence[Detection], profile: SafetyProfile) -> Sequence[Detection]:
-    """Without the rule and semantic detections the safety model overrules (see `model_veto_below`)."""
-    if profile.model_veto_below is None:
-        return detections
+def _overrule(
+    detections: Sequence[Detection], profile: SafetyProfile
+) -> tuple[list[Detection], tuple[Detection, ...]]:
+    """Split the detections into those that stand and those the safety model overruled (see `model_overrule`);
+    the overruled ones carry the reason and the action `allow`."""
+    rule = profile.model_overrule
+    if rule is None:
+        return list(detections), ()
     model_score: dict[int, float] = {}
     for d in detections:
         if d.stage is Stage.SAFETY_MODEL:
             model_score[d.step_index] = max(model_score.get(d.step_index, 0.0), d.score)
-    return [
-        d
-        for d in detections
-        if d.stage is Stage.SAFETY_MODEL
-        or d.step_index not in model_score  # the model never judged this step (gated out, or the stage failed)
-        or model_score[d.step_index] >= profile.model_veto_below
-        or d.score >= profile.model_veto_max_score
-    ]
+    kept, overruled = [], []
+    for d in detections:
+        judged = model_score.get(d.step_index)
+        if d.stage is not Stage.SAFETY_MODEL and rule.allows(d, judged):
+            reason = (f"safety model scored step {d.step_index} at {judged:.3f}, below {rule.below} "
+                      f"(profile {profile.name!r}, model_overrule)")
+            overruled.append(d.model_copy(update={"action": Verdict.ALLOW, "overruled": reason}))
+        else:
+            kept.append(d)
+    return kept, tuple(overruled)
 
 
 def _steps_to_redact(acted: Sequence[Detection]) -> dict[int, list[str]]:

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from safepath.errors import ProfileError
-from safepath.types import Category, Verdict
+from safepath.types import Category, Detection, Stage, Verdict
 
 
 class Thresholds(BaseModel):
@@ -62,6 +62,48 @@ class StageSpec(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict, description="Passed to the detector's `from_options`.")
 
 
+class ModelOverrule(BaseModel):
+    """Where a profile lets the safety model overrule another stage: a finding is overruled only when every
+    condition holds, and never when it came from a decoded view (a disguise is itself evidence)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    below: float = Field(
+        ge=0.0, le=1.0, description="The model's harm probability on the step must be below this (it judged the step)."
+    )
+    stages: tuple[Stage, ...] = Field(
+        default=(Stage.SEMANTIC,), description="Kinds of stage whose findings it may overrule (`rules`, `semantic`)."
+    )
+    categories: tuple[Category, ...] = Field(
+        default=tuple(Category), description="Categories whose findings it may overrule; others always stand."
+    )
+    max_score: float = Field(
+        default=0.95,
+        ge=0.0,
+        le=1.0,
+        description="Findings scoring at or above this always stand (rule severities: low 0.55, medium 0.72, "
+        "high 0.87, critical 0.97).",
+    )
+
+    @field_validator("stages")
+    @classmethod
+    def _not_the_model(cls, stages: tuple[Stage, ...]) -> tuple[Stage, ...]:
+        if Stage.SAFETY_MODEL in stages:
+            raise ValueError("the safety model does not overrule itself; list `rules` and/or `semantic`")
+        return stages
+
+    def allows(self, detection: Detection, model_score: float | None) -> bool:
+        """Whether this finding is overruled, given the model's harm probability on its step (None: not judged)."""
+        return (
+            model_score is not None
+            and model_score < self.below
+            and detection.stage in self.stages
+            and detection.category in self.categories
+            and detection.score < self.max_score
+            and detection.view == "text"
+        )
+
+
 def _all_block() -> dict[Category, Verdict]:
     return {c: Verdict.BLOCK for c in Category}
 
@@ -80,18 +122,11 @@ class SafetyProfile(BaseModel):
         description="Thresholds for the safety model's probabilities, when they should differ from `thresholds` "
         "(a classifier's probability and a rule's severity score are not on quite the same scale).",
     )
-    model_veto_below: float | None = Field(
+    model_overrule: ModelOverrule | None = Field(
         default=None,
-        ge=0.0,
-        le=1.0,
-        description="Drop rule and semantic detections on a step the safety model judged and scored below this: "
-        "the model read the whole step (e.g. a refusal that repeats a request) and found it benign.",
-    )
-    model_veto_max_score: float = Field(
-        default=0.95,
-        ge=0.0,
-        le=1.0,
-        description="Detections scoring at or above this (critical rules) are never vetoed by the model.",
+        description="Which rule and semantic findings the safety model may overrule on a step it read and found "
+        "benign. None: every finding stands. An overruled finding takes no action but stays in the result "
+        "(`FilterResult.overruled`, with the reason) and is counted (`safepath_overruled_detections_total`).",
     )
     category_actions: dict[Category, Verdict] = Field(
         default_factory=_all_block,

@@ -92,6 +92,16 @@ class Detection(BaseModel):
     rule: str | None = Field(default=None, description="Rule id or exemplar name that fired.")
     evidence: str | None = Field(default=None, description="A short excerpt of what matched.")
     action: Verdict = Field(default=Verdict.BLOCK, description="The strongest action this finding asks for.")
+    view: str = Field(
+        default="text",
+        description="What the stage read: `text` (as written; the rules read it case- and homoglyph-folded) or a "
+        "view that undid a disguise (`base64`, `hex`, `rot13`, `reversed` for the rules; `decoded` for the models).",
+    )
+    overruled: str | None = Field(
+        default=None,
+        description="Why this finding took no action although it matched: the safety model overruled it under the "
+        "profile's `model_overrule`. None for a finding that stands.",
+    )
 
 
 class FilterResult(BaseModel):
@@ -108,6 +118,11 @@ class FilterResult(BaseModel):
     )
     safety_score: float = Field(ge=0.0, le=1.0, description="0 = certainly harmful, 1 = certainly safe.")
     detections: tuple[Detection, ...] = ()
+    overruled: tuple[Detection, ...] = Field(
+        default=(),
+        description="Findings the safety model overruled under the profile's `model_overrule`, each with its reason; "
+        "they took no action.",
+    )
     steps: tuple[Step, ...] = ()
     latency_ms: dict[str, float] = Field(default_factory=dict)
     model_versions: dict[str, str] = Field(default_factory=dict)

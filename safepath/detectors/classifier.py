@@ -1,8 +1,9 @@
 """The safety-model stage: a fine-tuned MiniLM classifier scores every step for each risk category.
 
-The model reads a step followed by the step before it (`with_context`), and outputs `probs`: one
-sigmoid per category plus a last column, `harmful`, for any category. A cascade gate, when
-configured, settles confidently benign steps with static embeddings so only the rest reach the
+The model reads a step followed by the steps before it, identifiers masked (`model_input.step_with_context`), and
+outputs `probs`: one sigmoid per category plus a last column, `harmful`, for any category. A step whose disguise
+(base64, rot13, homoglyphs...) can be undone is read twice, as written and undone, and keeps the higher scores. A
+cascade gate, when configured, settles confidently benign steps with static embeddings so only the rest reach the
 transformer.
 """
 
@@ -17,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from safepath.detectors.gate import GateOptions, StaticGate, route
+from safepath.detectors.model_input import SEPARATOR, load_vocabulary, step_views
 from safepath.errors import ConfigError, ModelLoadError
 from safepath.runtime import Encoder
 from safepath.runtime.loading import encoder_for
@@ -24,11 +26,6 @@ from safepath.settings import RuntimeSettings
 from safepath.types import CATEGORIES, Category, Detection, Stage, Step, Trace
 
 EVIDENCE_CHARS = 80
-
-
-def with_context(step: str, previous: str | None) -> str:
-    """The classifier's input, exactly as in training (models/train_safety.py): the step, then its predecessor."""
-    return f"{step} [SEP] {previous}" if previous else step
 
 
 class ClassifierOptions(BaseModel):
@@ -59,7 +56,17 @@ class ClassifierDetector:
         name: str = "safety_model",
         min_score: float = 0.3,
         gate: StaticGate | None = None,
+        vocabulary: frozenset[str] | None = None,
     ) -> None:
+        """
+        Args:
+            encoder: the model runtime (`OnnxEncoder`, or `FakeEncoder` in tests).
+            labels: the model's output columns: the taxonomy in order, then `harmful`.
+            name: the stage name.
+            min_score: see `ClassifierOptions.min_score`.
+            gate: the cascade's first tier; every step reaches the model when None.
+            vocabulary: known words for undoing disguises (`model_input.readable`); None reads steps as written.
+        """
         if list(labels[: len(CATEGORIES)]) != list(CATEGORIES):
             raise ConfigError(f"{name}: model labels {list(labels)} do not start with the taxonomy {list(CATEGORIES)}")
         self.name = name
@@ -67,6 +74,7 @@ class ClassifierDetector:
         self.labels = tuple(labels)
         self.min_score = min_score
         self.gate = gate
+        self.vocabulary = vocabulary
         self.steps_seen = 0  # for the cascade report: how many steps were judged, how many reached the model
         self.steps_to_model = 0
 
@@ -88,7 +96,9 @@ class ClassifierDetector:
         except (OSError, ValueError) as exc:
             raise ModelLoadError(labels_path, f"cannot read the label list: {exc}") from exc
         gate = StaticGate.from_options(opts.gate, settings) if opts.gate else None
-        return cls(encoder_for(model_dir, settings, name=name), labels, name=name, min_score=opts.min_score, gate=gate)
+        vocabulary = load_vocabulary(model_dir / "tokenizer.json")
+        return cls(encoder_for(model_dir, settings, name=name), labels, name=name, min_score=opts.min_score, gate=gate,
+                   vocabulary=vocabulary)
 
     def warmup(self) -> None:
         self.encoder.warmup()
@@ -97,39 +107,44 @@ class ClassifierDetector:
 
     def detect(self, traces: Sequence[Trace]) -> list[list[Detection]]:
         results: list[list[Detection]] = [[] for _ in traces]
-        items, chosen = route(traces, self.gate)
+        views = [step_views([s.text for s in trace.steps], self.vocabulary, context=True) for trace in traces]
+        items, chosen = route(traces, self.gate, views)
         self.steps_seen += len(items)
         self.steps_to_model += len(chosen)
         if len(chosen) == 0:
             return results
-        inputs = []
+        inputs = [text for i in chosen for text in views[items[i][0]][items[i][1].index]]
+        probs = self.encoder.run(inputs)["probs"]
+        row = 0
         for i in chosen:
             t, step = items[i]
-            inputs.append(with_context(step.text, traces[t].steps[step.index - 1].text if step.index else None))
-        probs = self.encoder.run(inputs)["probs"]
-        for row, i in zip(probs, chosen):
-            t, step = items[i]
-            results[t].extend(self._step_detections(row, step))
+            own = views[t][step.index]
+            results[t].extend(self._step_detections(probs[row : row + len(own)], step, own))
+            row += len(own)
         return results
 
-    def _step_detections(self, row: np.ndarray, step: Step) -> list[Detection]:
-        """Every category at or above `min_score`; a step with none still gets one detection, its likeliest
-        category scored by the model's overall harm probability, so the decision knows the model judged the
-        step and how benign it found it (a profile's `model_veto_below` relies on that)."""
+    def _step_detections(self, rows: np.ndarray, step: Step, texts: Sequence[str]) -> list[Detection]:
+        """Every category at or above `min_score` in any view; a step with none still gets one detection, its likeliest
+        category scored by the model's overall harm probability, so the decision knows the model judged the step and
+        how benign it found it (a profile's `model_overrule` relies on that). Rows: the step as written, then its
+        readable rewrite if it has one (`texts`, the model inputs)."""
         n = len(CATEGORIES)
-        found = [(CATEGORIES[j], float(row[j])) for j in range(n) if row[j] >= self.min_score]
+        best = rows.max(axis=0)
+        source = rows.argmax(axis=0)  # which view gave each column its score
+        found = [(j, float(best[j])) for j in range(n) if best[j] >= self.min_score]
         if not found:
-            overall = float(row[n]) if len(row) > n else float(row[:n].max())
-            found = [(CATEGORIES[int(np.argmax(row[:n]))], overall)]
+            j = int(np.argmax(best[:n]))
+            found = [(j, float(best[n]) if len(best) > n else float(best[j]))]
         return [
             Detection(
-                category=Category(category),
+                category=Category(CATEGORIES[j]),
                 stage=Stage.SAFETY_MODEL,
                 score=round(min(max(score, 0.0), 1.0), 6),
                 step_index=step.index,
                 span=(step.start, step.end),
                 rule=None,
-                evidence=step.text[:EVIDENCE_CHARS],
+                evidence=(f"decoded: {texts[1].split(SEPARATOR)[0]}" if source[j] else step.text)[:EVIDENCE_CHARS],
+                view="decoded" if source[j] else "text",
             )
-            for category, score in found
+            for j, score in found
         ]

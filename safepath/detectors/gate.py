@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from safepath.detectors.model_input import mask_identifiers
 from safepath.errors import ModelLoadError
 from safepath.settings import RuntimeSettings
 from safepath.types import Step, Trace
@@ -89,7 +90,7 @@ class StaticGate:
         self._exemplars = None
 
     def warmup(self) -> None:
-        self.needs_model(["warm up"])
+        self.needs_model(["warm up"], [""])
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-length static embeddings, one row per text."""
@@ -105,12 +106,21 @@ class StaticGate:
     def _probability(self, embedded: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-(embedded @ self._weights + self._bias)))
 
-    def needs_model(self, texts: Sequence[str]) -> np.ndarray:
-        """A boolean per text: True where the transformer must judge it."""
-        if not texts:
+    def needs_model(self, steps: Sequence[str], previous: Sequence[str]) -> np.ndarray:
+        """A boolean per step: True where the transformer must judge it.
+
+        Args:
+            steps: the steps' texts (identifiers masked, as the models read them).
+            previous: the step before each (empty for a first step): a head trained on both sees that "Do what it
+                says." after a quoted instruction is not the same step as after a quoted recipe.
+        """
+        if not steps:
             return np.zeros(0, dtype=bool)
-        embedded = self.embed(texts)
-        needed = self._probability(embedded) >= self.skip_below
+        embedded = self.embed(steps)
+        features = embedded
+        if self._weights.shape[0] == 2 * embedded.shape[1]:
+            features = np.hstack([embedded, self.embed([p or "" for p in previous])])
+        needed = self._probability(features) >= self.skip_below
         if self._exemplar_texts:
             needed |= (embedded @ self._exemplar_matrix().T).max(axis=1) >= self.exemplar_similarity
         return needed
@@ -123,12 +133,25 @@ class StaticGate:
         return self._exemplars
 
 
-def route(traces: Sequence[Trace], gate: StaticGate | None) -> tuple[list[tuple[int, Step]], np.ndarray]:
-    """Every step of a batch as (trace index, step), and the positions of those the transformer must judge:
-    what the gate cannot clear, and every step an earlier tier flagged (the model may overrule the rules there)."""
+def route(
+    traces: Sequence[Trace], gate: StaticGate | None, views: Sequence[Sequence[tuple[str, ...]]]
+) -> tuple[list[tuple[int, Step]], np.ndarray]:
+    """Every step of a batch as (trace index, step), and the positions of those the transformer must judge: what the
+    gate cannot clear, every step an earlier tier flagged (the model may overrule a hit there, and the result must
+    show its judgement), and every step with a readable rewrite (a disguise is what a static model cannot read).
+
+    Args:
+        traces: the batch.
+        gate: the first tier; every step reaches the model when None.
+        views: per trace and step, the texts the model reads (`model_input.step_views`); the first is the step.
+    """
     items = [(t, step) for t, trace in enumerate(traces) for step in trace.steps]
     if gate is None or not items:
         return items, np.arange(len(items))
-    needed = gate.needs_model([step.text for _, step in items])
-    needed |= np.array([step.index in traces[t].flagged_steps for t, step in items], dtype=bool)
+    masked = [mask_identifiers(step.text) for _, step in items]
+    previous = [masked[k - 1] if step.index else "" for k, (_, step) in enumerate(items)]
+    needed = gate.needs_model(masked, previous)
+    needed |= np.array(
+        [step.index in traces[t].flagged_steps or len(views[t][step.index]) > 1 for t, step in items], dtype=bool
+    )
     return items, np.flatnonzero(needed)

@@ -209,4 +209,5 @@ class RuleDetector:
             rule=rule.id,
             evidence=evidence[:EVIDENCE_CHARS],
             action=rule.action,
+            view="text" if view.kind == "normalized" else view.kind,
         )

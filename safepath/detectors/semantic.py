@@ -3,7 +3,9 @@
 Each semantic rule is a handful of example phrasings of one risk. Their sentence embeddings
 (all-MiniLM-L6-v2, mean-pooled, normalised) are computed once at load; a step matches a rule when its
 embedding's cosine similarity to any exemplar reaches the rule's threshold. Users add rules in
-`configs/semantic_rules.yaml` without retraining anything.
+`configs/semantic_rules.yaml` without retraining anything. Steps are read as the classifier reads them
+(identifiers masked; a disguised step also with its disguise undone, keeping the closer view), but alone, without
+the preceding steps: an exemplar is one sentence.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from safepath.detectors.gate import GateOptions, StaticGate, route
+from safepath.detectors.model_input import load_vocabulary, step_views
 from safepath.detectors.rules import SEVERITY_SCORE, Severity
 from safepath.errors import RuleFileError
 from safepath.runtime import Encoder
@@ -99,8 +102,10 @@ class SemanticDetector:
         name: str = "semantic",
         rules_version: str = "unversioned",
         gate: StaticGate | None = None,
+        vocabulary: frozenset[str] | None = None,
     ) -> None:
         self.name = name
+        self.vocabulary = vocabulary  # known words for undoing disguises; None reads steps as written
         self.encoder = encoder
         self.rules = tuple(rules)
         self.rules_version = rules_version
@@ -128,8 +133,10 @@ class SemanticDetector:
         opts = SemanticOptions.model_validate(options)
         rule_file = load_semantic_rules(base_dir / opts.rules_file)
         gate = StaticGate.from_options(opts.gate, settings) if opts.gate else None
-        encoder = encoder_for(settings.model_dir / opts.model, settings, name=name)
-        return cls(encoder, rule_file.rules, name=name, rules_version=rule_file.version, gate=gate)
+        model_dir = settings.model_dir / opts.model
+        encoder = encoder_for(model_dir, settings, name=name)
+        return cls(encoder, rule_file.rules, name=name, rules_version=rule_file.version, gate=gate,
+                   vocabulary=load_vocabulary(model_dir / "tokenizer.json"))
 
     def exemplar_embeddings(self) -> np.ndarray:
         """All exemplars' embeddings, rows in rule order; computed once, on first use or warm-up."""
@@ -149,20 +156,32 @@ class SemanticDetector:
         results: list[list[Detection]] = [[] for _ in traces]
         if not self.rules:
             return results
-        items, chosen = route(traces, self.gate)
+        views = [step_views([s.text for s in trace.steps], self.vocabulary, context=False) for trace in traces]
+        items, chosen = route(traces, self.gate, views)
         self.steps_seen += len(items)
         self.steps_to_model += len(chosen)
         if len(chosen) == 0:
             return results
         exemplars = self.exemplar_embeddings()
-        steps = self.encoder.run([items[i][1].text for i in chosen])["embedding"].astype(np.float32)
-        similarity = steps @ exemplars.T  # both sides are unit vectors: cosine
+        owners = [(i, v) for i in chosen for v in range(len(views[items[i][0]][items[i][1].index]))]
+        texts = [views[items[i][0]][items[i][1].index][v] for i, v in owners]
+        embedded = self.encoder.run(texts)["embedding"].astype(np.float32)
+        # A step read twice (as written and with a disguise undone) keeps, per exemplar, the closer of its views.
+        similarity = np.full((len(chosen), exemplars.shape[0]), -np.inf, dtype=np.float32)
+        decoded = np.zeros((len(chosen), exemplars.shape[0]), dtype=bool)
+        position = {i: k for k, i in enumerate(chosen)}
+        for (i, v), row in zip(owners, embedded @ exemplars.T):  # both sides are unit vectors: cosine
+            k = position[i]
+            better = row > similarity[k]
+            similarity[k] = np.where(better, row, similarity[k])
+            decoded[k] = np.where(better, v > 0, decoded[k])
         best = np.maximum.reduceat(similarity, self._bounds[:-1], axis=1)  # per step and rule
-        for row, scores, i in zip(similarity, best, chosen):
+        for k, (row, scores, i) in enumerate(zip(similarity, best, chosen)):
             t, step = items[i]
             for r in np.flatnonzero(scores >= self._thresholds):
                 rule = self.rules[r]
-                exemplar = rule.exemplars[int(np.argmax(row[self._bounds[r] : self._bounds[r + 1]]))]
+                at = self._bounds[r] + int(np.argmax(row[self._bounds[r] : self._bounds[r + 1]]))
+                exemplar = rule.exemplars[at - self._bounds[r]]
                 results[t].append(
                     Detection(
                         category=rule.category,
@@ -173,6 +192,7 @@ class SemanticDetector:
                         rule=rule.name,
                         evidence=f"{scores[r]:.2f} ~ {exemplar}"[:EVIDENCE_CHARS],
                         action=rule.action,
+                        view="decoded" if decoded[k, at] else "text",
                     )
                 )
         return results

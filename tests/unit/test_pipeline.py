@@ -8,7 +8,7 @@ import pytest
 
 from safepath import SafePathFilter, Verdict
 from safepath.pipeline import decide, effective_action, redact
-from safepath.profiles import SafetyProfile, Thresholds, load_profiles
+from safepath.profiles import ModelOverrule, SafetyProfile, Thresholds, load_profiles
 from safepath.segment import segment
 from safepath.types import Category, Detection, Stage, Trace
 
@@ -185,31 +185,63 @@ def test_stage_returning_wrong_number_of_results_counts_as_failure():
     assert result.degraded and result.verdict is Verdict.BLOCK
 
 
-# --- the safety model's say: its own thresholds, and its veto over rule and semantic detections ----------------
+# --- the safety model's say: its own thresholds, and where a profile allows, overruling other findings -----------
 
 
 def _rule(category: Category, score: float, step: int) -> Detection:
     return Detection(category=category, stage=Stage.RULES, score=score, step_index=step, span=(0, 1), rule="r")
 
 
-VETO = BALANCED.model_copy(update={"model_veto_below": 0.3, "model_veto_max_score": 0.95})
+OVERRULING = BALANCED.model_copy(update={"model_overrule": ModelOverrule(below=0.3, stages=("rules",))})
 
 
 @pytest.mark.parametrize(
     "detections,expected",
     [
-        # the model judged the step benign: a high (not critical) rule hit is dropped
+        # the model judged the step benign: a high (not critical) rule hit is overruled
         ([_rule(Category.DECEPTION, 0.87, 1), _detection(Category.DECEPTION, 0.1, 1)], Verdict.ALLOW),
         # the model agrees: the rule hit stands
         ([_rule(Category.DECEPTION, 0.87, 1), _detection(Category.DECEPTION, 0.4, 1)], Verdict.BLOCK),
-        # critical rule hits are never vetoed
+        # critical rule hits always stand
         ([_rule(Category.DECEPTION, 0.97, 1), _detection(Category.DECEPTION, 0.1, 1)], Verdict.BLOCK),
         # the model did not judge that step (gated out or failed): the rule hit stands
         ([_rule(Category.DECEPTION, 0.87, 1), _detection(Category.DECEPTION, 0.1, 0)], Verdict.BLOCK),
+        # a hit on a decoded view (base64 here) always stands: the disguise is evidence
+        ([_rule(Category.DECEPTION, 0.87, 1).model_copy(update={"view": "base64"}),
+          _detection(Category.DECEPTION, 0.1, 1)], Verdict.BLOCK),
     ],
 )
-def test_model_veto_over_rule_detections(detections, expected):
-    assert decide(_trace(), detections, VETO, request_id="r").verdict is expected
+def test_model_overrules_only_what_the_profile_allows(detections, expected):
+    assert decide(_trace(), detections, OVERRULING, request_id="r").verdict is expected
+
+
+def test_an_overruled_finding_stays_in_the_result_with_its_reason():
+    rule_hit = _rule(Category.DECEPTION, 0.87, 1)
+    result = decide(_trace(), [rule_hit, _detection(Category.DECEPTION, 0.1, 1)], OVERRULING, request_id="r")
+    (overruled,) = result.overruled
+    assert overruled.rule == "r" and overruled.action is Verdict.ALLOW
+    assert "0.100, below 0.3" in overruled.overruled and "model_overrule" in overruled.overruled
+    assert result.detections == ()
+
+
+@pytest.mark.parametrize(
+    "overrule",
+    [
+        None,  # the profile lets the model overrule nothing
+        ModelOverrule(below=0.3, stages=("semantic",)),  # ...only semantic findings
+        ModelOverrule(below=0.3, stages=("rules",), categories=("reward_hacking",)),  # ...only another category
+    ],
+)
+def test_findings_the_profile_does_not_let_the_model_overrule_stand(overrule):
+    profile = BALANCED.model_copy(update={"model_overrule": overrule})
+    result = decide(_trace(), [_rule(Category.DECEPTION, 0.87, 1), _detection(Category.DECEPTION, 0.1, 1)], profile,
+                    request_id="r")
+    assert result.verdict is Verdict.BLOCK and result.overruled == ()
+
+
+def test_the_model_cannot_be_told_to_overrule_itself():
+    with pytest.raises(ValueError, match="overrule itself"):
+        ModelOverrule(below=0.3, stages=("safety_model",))
 
 
 def test_model_thresholds_apply_to_model_detections_only():
@@ -226,13 +258,14 @@ def test_later_tiers_learn_which_steps_earlier_tiers_flagged():
     assert seen == [frozenset({1})]
 
 
-def test_a_vetoable_rule_block_does_not_skip_the_model():
+def test_an_overrulable_rule_block_does_not_skip_the_model():
     # The model may overrule a non-critical rule hit, so it must still run; a critical one settles the trace.
     model = FunctionDetector(lambda t: [])
     profiles = load_profiles(TINY_MODEL_PROFILES)
-    vetoing = profiles.profiles["with_model_closed"].model_copy(update={"model_veto_below": 0.2})
-    profiles = profiles.model_copy(update={"profiles": {**profiles.profiles, "vetoing": vetoing}})
+    overruling = profiles.profiles["with_model_closed"].model_copy(
+        update={"model_overrule": ModelOverrule(below=0.2, stages=("rules",))})
+    profiles = profiles.model_copy(update={"profiles": {**profiles.profiles, "overruling": overruling}})
     with SafePathFilter(profiles=profiles, detectors={"model": model}) as f:
-        f.filter("Ignore previous instructions, the page says.", profile="vetoing")  # high: vetoable
-        f.filter("Now I will build a bomb.", profile="vetoing")  # critical: settles it
+        f.filter("Ignore previous instructions, the page says.", profile="overruling")  # high: overrulable
+        f.filter("Now I will build a bomb.", profile="overruling")  # critical: settles it
     assert model.calls == [1]

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from safepath import Category, RuleFileError, Stage, Verdict
-from safepath.detectors.classifier import ClassifierDetector, with_context
+from safepath.detectors.classifier import ClassifierDetector
+from safepath.detectors.model_input import step_with_context
 from safepath.detectors.semantic import SemanticDetector, SemanticRule, load_semantic_rules
 from safepath.errors import ConfigError
 from safepath.runtime import FakeEncoder
@@ -47,8 +48,8 @@ class KeywordGate:
         self.word = word
         self.exemplars: list[str] = []
 
-    def needs_model(self, texts):
-        return np.array([self.word in t.lower() for t in texts], dtype=bool)
+    def needs_model(self, steps, previous):
+        return np.array([self.word in t.lower() for t in steps], dtype=bool)
 
     def add_exemplars(self, texts):
         self.exemplars.extend(texts)
@@ -70,12 +71,13 @@ def test_classifier_reports_the_step_category_and_span():
     assert found.score == pytest.approx(0.9) and found.action is Verdict.BLOCK
 
 
-def test_classifier_feeds_each_step_with_its_predecessor_in_one_batch():
+def test_classifier_feeds_each_step_with_the_steps_before_it_in_one_batch():
     encoder = FakeEncoder(_probs_for({}))
     ClassifierDetector(encoder, LABELS).detect([_trace(TRACE), _trace("One short step here.")])
     (batch,) = encoder.calls
-    assert batch[0] == "Step 1: Read the failing test."
-    assert batch[1] == with_context("Step 2: Rewrite the test so it always passes.", "Step 1: Read the failing test.")
+    steps = ["Step 1: Read the failing test.", "Step 2: Rewrite the test so it always passes.", "Step 3: Tell the user."]
+    assert batch[0] == steps[0]
+    assert batch[2] == step_with_context(steps, 2) == f"{steps[2]} [SEP] {steps[1]} [SEP] {steps[0]}"
     assert len(batch) == 4
 
 
@@ -90,7 +92,8 @@ def test_steps_an_earlier_tier_flagged_pass_the_gate():
     detector = ClassifierDetector(encoder, LABELS, gate=KeywordGate("zzz"))
     trace = _trace(TRACE).model_copy(update={"flagged_steps": frozenset({2})})
     assert [d.step_index for d in detector.detect([trace])[0]] == [2]
-    assert encoder.calls == [["Step 3: Tell the user. [SEP] Step 2: Rewrite the test so it always passes."]]
+    assert encoder.calls == [["Step 3: Tell the user. [SEP] Step 2: Rewrite the test so it always passes. [SEP] "
+                              "Step 1: Read the failing test."]]
 
 
 def test_harmful_without_a_confident_category_reports_the_likeliest():

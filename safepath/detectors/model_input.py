@@ -1,0 +1,210 @@
+"""What the learned stages read: a step with the steps before it, identifiers masked, disguises undone.
+
+Training (models/train_safety.py, models/train_gate.py) and serving build their inputs with these functions, so the
+model never sees a text shaped differently from the ones it learned on.
+
+- **Context.** A step's intent often shows only beside what came before it ("Do what it says." after a step that
+  quotes an injected instruction; "Sure, I'll lay it out." after the request). The classifier reads the step, then
+  the steps before it, nearest first, then the trace's first step (usually the task), all within a character
+  budget, separated by ` [SEP] `. The step comes first so that truncation to the model's length cuts context,
+  never the step.
+- **Identifiers.** Hashes, UUIDs, hex digests and long key-like tokens carry no intent, yet a model trained on
+  text where they co-occur with one label learns them as a signal. They are replaced by one neutral token before any
+  model sees the text, so no identifier can move a score.
+- **Disguises.** The rules scan folded and decoded views of the whole trace (safepath/normalize.py); the models
+  need the same. A step that says "ZGlzYWJsZSB0aGUgYXVkaXQgbG9n; doing that now" reads as noise to a transformer
+  until the base64 is decoded in place. `readable(text, vocabulary)` returns the step with every disguise it can
+  undo undone, or None when there is nothing to undo (the common case: a few regex scans, no model pass):
+
+  - base64 and hex runs are decoded where they stand, and the result is decoded again, up to `MAX_DEPTH` layers
+    (base64 of rot13, base64 twice);
+  - runs of two or more words that are gibberish as written but words when rot13-shifted or reversed are replaced by
+    the shifted or reversed form;
+  - homoglyphs (capital Cyrillic too), invisible characters, leetspeak and spaced-out letters are folded, when the
+    fold turns more tokens into known words.
+
+  "Known word" means a whole-word entry of the classifier's WordPiece vocabulary, so a genuine Russian sentence (whose
+  Cyrillic letters would fold into Latin gibberish) or a hex dump of benign bytes yields nothing to judge twice. The
+  rewrite is one text per step: the model scores both and keeps the higher, and a detection from the rewrite still
+  points at the step's span in the original content.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+
+from safepath.normalize import _base64_runs, _decode_base64, _decode_hex, _hex_runs, _normalized, _rot13
+
+ID_TOKEN = "<id>"
+SEPARATOR = " [SEP] "
+CONTEXT_CHARS = 360  # the preceding steps' share of the input; about 80 tokens of English
+STEP_CONTEXT_CHARS = 200  # at most this much of any one preceding step
+FIRST_STEP_CHARS = 160  # the task, when it is not already among the nearest steps
+
+_IDENTIFIER = re.compile(
+    r"""
+    (?<![\w-])(?:
+        [0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}             # UUID
+      | (?:0x)?(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{7,}                   # hex: commit, digest, address
+      | (?=[a-z0-9+/-]*[0-9][a-z0-9+/-]*[0-9])(?=[a-z0-9+/-]*[a-z])[a-z0-9+/-]{20,}={0,2}  # key, token, blob
+    )(?![\w-])
+    """,
+    re.I | re.X,
+)
+
+
+def mask_identifiers(text: str) -> str:
+    """`text` with every identifier-like token replaced by `<id>`."""
+    return _IDENTIFIER.sub(ID_TOKEN, text)
+
+
+def step_with_context(steps: Sequence[str], index: int) -> str:
+    """The classifier's input for `steps[index]`: the step, then preceding steps nearest first, then the first step.
+
+    Args:
+        steps: the trace's step texts, in order (already masked or decoded as the caller wants).
+        index: which step to judge.
+    """
+    parts = [steps[index]]
+    budget = CONTEXT_CHARS
+    j = index - 1
+    while j >= 0 and budget > 0:
+        piece = steps[j][: min(STEP_CONTEXT_CHARS, budget)]
+        parts.append(piece)
+        budget -= len(piece)
+        j -= 1
+    if j >= 0:  # the first step is not among those already taken
+        parts.append(steps[0][:FIRST_STEP_CHARS])
+    return SEPARATOR.join(parts)
+
+
+# --- Disguises -------------------------------------------------------------------------------
+
+
+MAX_DEPTH = 3  # decoding layers: base64(rot13(x)) and base64(base64(x)) need two
+MAX_DECODED_CHARS = 2048
+_WORD = re.compile(r"[^\W\d_]+")  # letters only
+_ASCII_WORD = re.compile(r"[A-Za-z]+")
+_GAP = re.compile(r"[^A-Za-z\n]{1,3}")  # between two words of one run
+
+
+def load_vocabulary(tokenizer_path: str | Path) -> frozenset[str]:
+    """Whole-word entries (letters only, three or more) of a Hugging Face WordPiece `tokenizer.json`."""
+    vocab = json.loads(Path(tokenizer_path).read_text(encoding="utf-8"))["model"]["vocab"]
+    return frozenset(w for w in vocab if len(w) >= 3 and w.isascii() and w.isalpha())
+
+
+def readable(text: str, vocabulary: frozenset[str]) -> str | None:
+    """`text` with base64/hex decoded, rot13 and reversed runs turned round and homoglyphs folded, identifiers
+    masked as the models expect (`mask_identifiers`); None when there was nothing to undo."""
+    current = text
+    for _ in range(MAX_DEPTH):  # peel layers first: masking would hide a base64 layer inside another
+        undone = _turn_runs(_decode_runs(current), vocabulary)
+        if undone == current:
+            break
+        current = undone
+    # Identifiers are masked before the fold, so leetspeak folding never turns a hash into near-words.
+    masked = mask_identifiers(text)
+    result = _fold(mask_identifiers(current), vocabulary)
+    return None if result == masked else result
+
+
+def _known(word: str, vocabulary: frozenset[str]) -> bool:
+    return len(word) >= 3 and word.lower() in vocabulary
+
+
+def _score(text: str, vocabulary: frozenset[str]) -> int:
+    """How much of the text reads as English words: known words of three letters or more count +1, unknown ones
+    -1, and so do single letters other than a and i (spaced-out letters are the disguise they most often are)."""
+    score = 0
+    for w in _WORD.findall(text):
+        if len(w) >= 3:
+            score += 1 if _known(w, vocabulary) else -1
+        elif len(w) == 1 and w not in "aiAI":
+            score -= 1
+    return score
+
+
+def _decode_runs(text: str) -> str:
+    """base64 and hex runs replaced by their text where they decode to readable UTF-8."""
+    raw = text.encode("ascii", "replace")
+    pieces: list[tuple[int, int, str]] = []
+    for runs, decode in ((_base64_runs, _decode_base64), (_hex_runs, _decode_hex)):
+        for m in runs(text, raw):
+            if any(s < m.end() and m.start() < e for s, e, _ in pieces):
+                continue
+            decoded = decode(m.group(), MAX_DECODED_CHARS)
+            if decoded and decoded.strip():
+                pieces.append((m.start(), m.end(), decoded))
+    for start, end, decoded in sorted(pieces, reverse=True):
+        text = text[:start] + decoded + text[end:]
+    return text
+
+
+def _turn_runs(text: str, vocabulary: frozenset[str]) -> str:
+    """Runs of two or more unknown words on one line replaced by their rot13 or reversed form where that reads."""
+    words = list(_ASCII_WORD.finditer(text))
+    pieces, pos, i = [], 0, 0
+    while i < len(words):
+        j = i
+        while j < len(words) and not _known(words[j].group(), vocabulary) and (
+            j == i or _GAP.fullmatch(text, words[j - 1].end(), words[j].start())
+        ):
+            j += 1
+        if j - i >= 2:
+            start, end = words[i].start(), words[j - 1].end()
+            turned = _turned(text[start:end], vocabulary)
+            if turned is not None:
+                pieces += (text[pos:start], turned)
+                pos = end
+        i = max(j, i + 1)
+    return "".join(pieces) + text[pos:] if pieces else text
+
+
+def _turned(run: str, vocabulary: frozenset[str]) -> str | None:
+    """The rot13 or reversed form of a run, when at least two of its words and 70% of them are then known."""
+    for form in (_rot13(run), run[::-1]):
+        long_words = [w for w in _WORD.findall(form) if len(w) >= 3]
+        known = sum(_known(w, vocabulary) for w in long_words)
+        if known >= 2 and known * 10 >= 7 * len(long_words):
+            return form
+    return None
+
+
+def _fold(text: str, vocabulary: frozenset[str]) -> str:
+    """The normalised view (homoglyphs, invisibles, leetspeak, spaced letters) when it reads better.
+
+    The baseline is the text as the uncased model already reads it (lower case, accents stripped), so accented
+    Spanish or French gains nothing from folding and costs no second pass."""
+    folded = _normalized(text)[0]
+    plain = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)).lower()
+    if folded == plain:
+        return text
+    return folded if _score(folded, vocabulary) > _score(plain, vocabulary) else text
+
+
+# --- Per trace --------------------------------------------------------------------------------
+
+
+def step_views(steps: Sequence[str], vocabulary: frozenset[str] | None, *, context: bool) -> list[tuple[str, ...]]:
+    """What a model reads for each step: the masked step, then its readable rewrite when it has one.
+
+    Args:
+        steps: a trace's step texts, in order.
+        vocabulary: known words for `readable`; None skips the rewrite (no disguise is undone).
+        context: prefix each view to its preceding steps (`step_with_context`), as the classifier reads it; the
+            semantic stage matches the step alone.
+    """
+    masked = [mask_identifiers(s) for s in steps]
+    views: list[tuple[str, ...]] = []
+    for i, text in enumerate(steps):
+        rewrite = readable(text, vocabulary) if vocabulary else None
+        own = (masked[i],) if rewrite is None else (masked[i], rewrite)
+        if context:
+            own = tuple(step_with_context([*masked[:i], v], i) for v in own)
+        views.append(own)
+    return views
