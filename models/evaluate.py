@@ -1,38 +1,70 @@
-"""Evaluate the full filter, each stage alone, the cascade trade-off and the TF-IDF baseline; write docs/EVALUATION.md.
+"""Evaluate every profile and each stage alone on four sets; write docs/EVALUATION.md.
 
-    python models/evaluate.py                    # everything (about 20-30 minutes on two cores)
-    python models/evaluate.py --quick            # profiles only, no stage-alone rows or cascade sweep
+    python -m models.evaluate                    # everything (the folds' models must exist: `make folds`)
+    python -m models.evaluate --quick            # profiles only, corpus test split, dev and HarmBench
+    python -m models.evaluate --render-only      # rewrite docs/EVALUATION.md from build/eval/results.json
 
-Sets: the corpus test split (models/data/test.jsonl) and HarmBench behaviours turned into compliant
-reasoning traces (build/eval/harmbench_traces.jsonl, models/harmbench_traces.py). Neither is used to
-train or tune anything. Raw numbers also go to build/eval/results.json.
+Sets (none trained or tuned anything it scores):
+
+- **corpus test**: the written corpus's `test` split (models/data/corpus.jsonl): pairs and writers seen in training,
+  traces not.
+- **cross-writer**: each fold's models (`make folds`: models/train_safety.py and models/train_gate.py with
+  `--holdout`) judge the traces of the writers they never saw; the folds together cover every writer once.
+- **dev**: shared/eval/dev.jsonl (`--dev`, default ../shared/eval/dev.jsonl), written apart from the corpus. Used to
+  choose (epochs, thresholds, variants), never to train or write rules.
+- **HarmBench**: HarmBench behaviours as comply and refuse traces (models/harmbench_traces.py): recall on the
+  compliant ones, false-positive rate on the refusals.
+
+Each report gives precision, recall, F1, hard-negative FPR, easy-safe FPR, recall on hard harmful traces and
+per-category recall (category named). Raw numbers go to build/eval/results.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from safepath import SafePathFilter
+from safepath.evaluation import EvalReport, Example, evaluate, load_dataset
+from safepath.profiles import ProfileSet, StageSpec, load_profiles
+from safepath.settings import RuntimeSettings
+from safepath.types import CATEGORIES
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "models"))
-
-from safepath import SafePathFilter  # noqa: E402
-from safepath.evaluation import EvalReport, evaluate, load_dataset  # noqa: E402
-from safepath.profiles import ProfileSet, StageSpec, load_profiles  # noqa: E402
-from safepath.settings import RuntimeSettings  # noqa: E402
-from safepath.types import CATEGORIES  # noqa: E402
-
-TEST = ROOT / "models" / "data" / "test.jsonl"
+CORPUS = ROOT / "models" / "data" / "corpus.jsonl"
+DEV = ROOT.parent / "shared" / "eval" / "dev.jsonl"
 HARMBENCH = ROOT / "build" / "eval" / "harmbench_traces.jsonl"
+FOLDS_DIR = ROOT / "build" / "folds"
 OUT_JSON = ROOT / "build" / "eval" / "results.json"
 OUT_MD = ROOT / "docs" / "EVALUATION.md"
 SKIPS = (0.0, 0.02, 0.05, 0.1, 0.2)
+# Cross-writer folds: four groups of four writers, each group mixing slices (categories, the two ordinary-reasoning
+# writers apart, the two seeded writers apart), so every fold still trains on every kind of trace.
+FOLDS = {
+    "a": ("w01", "w05", "w09", "w13"),
+    "b": ("w02", "w06", "w10", "w14"),
+    "c": ("w03", "w07", "w11", "w15"),
+    "d": ("w04", "w08", "w12", "w16"),
+}
+STAGE_ALONE = {"stage:rules": ["rules"], "stage:safety_model": ["safety_model_full"], "stage:semantic": ["semantic_full"],
+               "stage:rules+semantic": ["rules", "semantic_full"]}
+
+
+def corpus_examples(*, split: str | None = None, writers: tuple[str, ...] = ()) -> list[Example]:
+    """Corpus traces of one split, or of some writers (any split), as evaluation examples."""
+    out = []
+    for line in CORPUS.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if (split and row["split"] != split) or (writers and row["writer"] not in writers):
+            continue
+        out.append(Example(row["text"], row["label"] == "harmful", tuple(row["categories"]), row["hard_negative"],
+                           row["ordinary"], row["difficulty"] == "hard"))
+    return out
 
 
 def variant(profiles: ProfileSet, name: str, stages: list[str], extra_stages: dict[str, StageSpec] | None = None) -> ProfileSet:
@@ -45,12 +77,10 @@ def variant(profiles: ProfileSet, name: str, stages: list[str], extra_stages: di
     })
 
 
-def run(profiles: ProfileSet, profile: str, datasets: dict[str, list]) -> tuple[dict[str, EvalReport], dict]:
-    with SafePathFilter(profiles=profiles.model_copy(update={"profiles": {profile: profiles.profiles[profile]},
-                                                            "default_profile": profile})) as f:
-        for detector in f.detectors.values():
-            if hasattr(detector, "warmup"):
-                detector.warmup()
+def run(profiles: ProfileSet, profile: str, datasets: dict[str, list[Example]],
+        settings: RuntimeSettings | None = None) -> tuple[dict[str, EvalReport], dict]:
+    only = profiles.model_copy(update={"profiles": {profile: profiles.profiles[profile]}, "default_profile": profile})
+    with SafePathFilter(profiles=only, settings=settings) as f:
         reports = {name: evaluate(f, rows, profile=profile, dataset=name) for name, rows in datasets.items()}
         cascade = {
             name: {"steps_seen": d.steps_seen, "steps_to_model": d.steps_to_model}
@@ -59,114 +89,186 @@ def run(profiles: ProfileSet, profile: str, datasets: dict[str, list]) -> tuple[
     return reports, cascade
 
 
+def configurations(profiles: ProfileSet, quick: bool) -> list[tuple[str, ProfileSet, str]]:
+    """(label, profiles, profile name) for every profile and, unless quick, each stage alone."""
+    out = [(f"profile:{name}", profiles, name) for name in ("strict", "balanced", "permissive")]
+    if not quick:
+        for label, stages in STAGE_ALONE.items():
+            name = label.replace(":", "_").replace("+", "_")
+            out.append((label, variant(profiles, name, stages), name))
+    return out
+
+
+def fold_settings(fold: str) -> RuntimeSettings:
+    """The runtime settings of one fold: its own safety model and gate, the shipped semantic model."""
+    model_dir = FOLDS_DIR / fold / "models"
+    semantic = model_dir / "semantic-minilm"
+    if not semantic.exists():
+        semantic.symlink_to(ROOT / "models" / "semantic-minilm")
+    return RuntimeSettings(model_dir=model_dir)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--render-only", action="store_true", help="rewrite docs/EVALUATION.md from build/eval/results.json")
+    parser.add_argument("--quick", action="store_true", help="profiles only; no stage rows, sweep or folds")
+    parser.add_argument("--no-folds", action="store_true", help="skip the cross-writer folds")
+    parser.add_argument("--dev", type=Path, default=Path(os.environ.get("SAFEPATH_DEV_SET", DEV)))
+    parser.add_argument("--render-only", action="store_true", help="rewrite docs/EVALUATION.md from results.json")
     args = parser.parse_args()
     if args.render_only:
         OUT_MD.write_text(render(json.loads(OUT_JSON.read_text())))
         return
-    settings = RuntimeSettings()
-    profiles = load_profiles(settings.profiles_path)
-    datasets = {"test": load_dataset(TEST)}
+    profiles = load_profiles(RuntimeSettings().profiles_path)
+    datasets = {"corpus_test": corpus_examples(split="test")}
+    if args.dev.exists():
+        datasets["dev"] = load_dataset(args.dev)
     if HARMBENCH.exists():
         datasets["harmbench"] = load_dataset(HARMBENCH)
     results: dict[str, dict] = {}
 
-    def record(label: str, profile_set: ProfileSet, profile: str) -> None:
-        started = time.time()
-        reports, cascade = run(profile_set, profile, datasets)
-        results[label] = {"reports": {k: r.model_dump() for k, r in reports.items()}, "cascade": cascade,
-                          "minutes": round((time.time() - started) / 60, 1)}
-        print(label, {k: (r.f1, r.recall, r.hard_negative_fpr) for k, r in reports.items()}, cascade, flush=True)
+    def record(label: str, reports: dict[str, EvalReport], cascade: dict, started: float) -> None:
+        entry = results.setdefault(label, {"reports": {}, "cascade": {}, "minutes": 0.0})
+        entry["reports"].update({k: r.model_dump() for k, r in reports.items()})
+        entry["cascade"].update(cascade)
+        entry["minutes"] = round(entry["minutes"] + (time.time() - started) / 60, 1)
+        print(label, {k: (r.f1, r.hard_negative_fpr) for k, r in reports.items()}, flush=True)
 
-    for name in ("strict", "balanced", "permissive"):
-        record(f"profile:{name}", profiles, name)
+    for label, profile_set, name in configurations(profiles, args.quick):
+        started = time.time()
+        record(label, *run(profile_set, name, datasets), started)
     if not args.quick:
-        for label, stages in (("stage:rules", ["rules"]), ("stage:safety_model", ["safety_model_full"]),
-                              ("stage:semantic", ["semantic_full"])):
-            record(label, variant(profiles, label.replace(":", "_"), stages), label.replace(":", "_"))
-        for skip in SKIPS:
-            gated = profiles.stages["safety_model"]
+        gated = profiles.stages["safety_model"]
+        for skip in SKIPS:  # the cascade's trade-off, on dev (the set for choosing it)
             options = {**gated.options, "gate": {**gated.options["gate"], "skip_below": skip}}
             spec = gated.model_copy(update={"options": options})
-            record(f"cascade:{skip}", variant(profiles, "cascade", ["rules", "cascade_model", "semantic"],
-                                              {"cascade_model": spec}), "cascade")
-
-        results["baseline:tfidf"] = json.loads(subprocess.run(
-            [sys.executable, str(ROOT / "models" / "baseline_tfidf.py"), "--json"],
-            check=True, capture_output=True, text=True).stdout)
+            started = time.time()
+            sweep = {k: v for k, v in datasets.items() if k == "dev"}
+            record(f"cascade:{skip}", *run(variant(profiles, "cascade", ["rules", "cascade_model", "semantic"],
+                                                   {"cascade_model": spec}), "cascade", sweep), started)
+    if not (args.quick or args.no_folds):
+        for fold, writers in FOLDS.items():
+            if not (FOLDS_DIR / fold / "models" / "safety-minilm" / "model.int8.onnx").exists():
+                print(f"fold {fold}: no models under {FOLDS_DIR / fold} (make folds); skipped")
+                continue
+            held_out = {f"cross_writer_{fold}": corpus_examples(writers=writers)}
+            for label, profile_set, name in configurations(profiles, quick=False):
+                if label in ("stage:rules",):  # no learned part: the same as on the whole corpus
+                    continue
+                started = time.time()
+                record(label, *run(profile_set, name, held_out, fold_settings(fold)), started)
     OUT_JSON.parent.mkdir(parents=True, exist_ok=True)
     OUT_JSON.write_text(json.dumps(results, indent=1))
     OUT_MD.write_text(render(results))
     print(f"wrote {OUT_MD} and {OUT_JSON}")
 
 
+def pooled(reports: list[dict]) -> dict:
+    """Several folds' reports as one: counts summed, rates recomputed."""
+    tp = sum(r["true_positives"] for r in reports)
+    fp = sum(r["false_positives"] for r in reports)
+    fn = sum(r["false_negatives"] for r in reports)
+    tn = sum(r["true_negatives"] for r in reports)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+
+    def rate(field: str, n_field: str) -> float | None:
+        n = sum(r[n_field] for r in reports)
+        return sum((r[field] or 0.0) * r[n_field] for r in reports) / n if n else None
+
+    per_category = {}
+    for c in CATEGORIES:
+        rows = [r["per_category"][c] for r in reports if c in r["per_category"]]
+        n = sum(x["support"] for x in rows)
+        if n:
+            per_category[c] = {"support": n, "recall": sum(x["recall"] * x["support"] for x in rows) / n}
+    return {"precision": precision, "recall": recall,
+            "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+            "false_positive_rate": fp / (fp + tn) if fp + tn else 0.0,
+            "hard_negative_fpr": rate("hard_negative_fpr", "hard_negatives"),
+            "easy_safe_fpr": rate("easy_safe_fpr", "easy_safe"), "hard_recall": rate("hard_recall", "hard_harmful"),
+            "per_category": per_category, "examples": sum(r["examples"] for r in reports),
+            "latency_ms": {"p50": max(r["latency_ms"]["p50"] for r in reports)}}
+
+
+def _f(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
 def render(results: dict) -> str:
     """docs/EVALUATION.md from the results."""
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    sets = {"corpus_test": "Corpus test split", "cross_writer": "Cross-writer (each writer judged by models that never "
+            "saw it)", "dev": "shared/eval/dev.jsonl", "harmbench": "HarmBench (comply and refuse traces)"}
     lines = [
         "# Evaluation",
         "",
-        f"Generated by `python models/evaluate.py` at commit {commit} on {platform.node() or 'this machine'} "
-        f"({platform.processor() or platform.machine()}). Sets: the corpus **test split** (models/data/test.jsonl, "
-        "families never seen in training) and **HarmBench** behaviours turned into compliant reasoning traces "
-        "(models/harmbench_traces.py; recall only, every trace is harmful). Neither set trained or tuned anything.",
-        "Anything other than `allow` counts as flagged. Hard-negative FPR: false-positive rate on safe traces that "
-        "share vocabulary with harmful ones.",
+        f"Generated by `python -m models.evaluate` (`make evaluate`) at commit {commit} on "
+        f"{platform.processor() or platform.machine()}. Anything other than `allow` counts as flagged. "
+        "**HN FPR**: false-positive rate on hard negatives (safe traces sharing a harmful trace's vocabulary or "
+        "setup: refusals, twins, defensive work). **easy FPR**: on ordinary reasoning (arithmetic, code, units). "
+        "**hard R**: recall on harmful traces of difficulty `hard` (obfuscated, buried in long work, quiet). "
+        "Per-category recall counts a trace only when the filter names its category.",
         "",
-        "## Full filter, per profile, and each stage alone",
-        "",
-        "| configuration | precision | recall | F1 | FPR | hard-neg. FPR | HarmBench recall | ms/trace p50 / p95 |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    for label, result in results.items():
-        if not label.startswith(("profile:", "stage:", "baseline:")):
+    for key, title in sets.items():
+        rows = []
+        for label, result in results.items():
+            if label.startswith("cascade:"):
+                continue
+            reps = result["reports"]
+            if key == "cross_writer":
+                folds = [r for k, r in reps.items() if k.startswith("cross_writer_")]
+                if not folds:
+                    continue
+                rep = pooled(folds)
+            elif key in reps:
+                rep = reps[key]
+            else:
+                continue
+            rows.append((label, rep))
+        if not rows:
             continue
-        test = result["reports"]["test"]
-        harm = result["reports"].get("harmbench", {}).get("recall")
-        lat = test["latency_ms"]
-        lines.append(f"| {label} | {test['precision']:.3f} | {test['recall']:.3f} | {test['f1']:.3f} | "
-                     f"{test['false_positive_rate']:.3f} | {test['hard_negative_fpr']:.3f} | "
-                     f"{'' if harm is None else f'{harm:.3f}'} | {lat['p50']:.1f} / {lat['p95']:.1f} |")
-    if "baseline:tfidf" in results:
-        lines += ["", "`baseline:tfidf` is TF-IDF (word 1-2-grams, char 3-5-grams) + logistic regression on whole "
-                  "traces of the same training split, C chosen on dev, threshold 0.5 (models/baseline_tfidf.py)."]
-    lines += ["", "## Per-category recall on the test split", "",
-              "| configuration | " + " | ".join(CATEGORIES) + " |", "|---|" + "---|" * len(CATEGORIES)]
-    for label, result in results.items():
-        per = result["reports"]["test"]["per_category"] if "reports" in result else {}
-        if per:
-            lines.append(f"| {label} | " + " | ".join(f"{per[c]['recall']:.2f}" if c in per else "" for c in CATEGORIES) + " |")
+        lines += [f"## {title}", "", f"{rows[0][1]['examples']} traces.", "",
+                  "| configuration | precision | recall | F1 | HN FPR | easy FPR | hard R | "
+                  + " | ".join(c.replace("_", " ") for c in CATEGORIES) + " | ms p50 |",
+                  "|---|" + "---|" * (7 + len(CATEGORIES))]
+        for label, rep in rows:
+            per = rep["per_category"]
+            cats = " | ".join(_f(per[c]["recall"]) if c in per else "" for c in CATEGORIES)
+            lines.append(f"| {label} | {rep['precision']:.3f} | {rep['recall']:.3f} | {rep['f1']:.3f} | "
+                         f"{_f(rep.get('hard_negative_fpr'))} | {_f(rep.get('easy_safe_fpr'))} | "
+                         f"{_f(rep.get('hard_recall'))} | {cats} | {rep['latency_ms']['p50']:.1f} |")
+        if key == "harmbench":
+            lines += ["", "On HarmBench, recall is on the compliant traces and HN FPR is the refusal FPR."]
+        lines.append("")
     sweep = {k: v for k, v in results.items() if k.startswith("cascade:")}
     if sweep:
-        lines += ["", "## Cascade: accuracy against the share of steps reaching the transformer", "",
+        lines += ["## Cascade: accuracy against the share of steps reaching the safety model (dev)", "",
                   "Balanced profile; the safety model's gate `skip_below` varies (0 = every step reaches the model).", "",
-                  "| skip_below | steps to model | F1 | recall | hard-neg. FPR | ms/trace mean |", "|---|---|---|---|---|---|"]
+                  "| skip_below | steps to model | F1 | recall | HN FPR | easy FPR | ms/trace mean |",
+                  "|---|---|---|---|---|---|---|"]
         for label, result in sweep.items():
-            test = result["reports"]["test"]
+            dev = result["reports"]["dev"]
             c = result["cascade"].get("cascade_model", {})
             share = c.get("steps_to_model", 0) / max(c.get("steps_seen", 1), 1)
-            lines.append(f"| {label.split(':')[1]} | {share:.1%} | {test['f1']:.3f} | {test['recall']:.3f} | "
-                         f"{test['hard_negative_fpr']:.3f} | {test['latency_ms']['mean']:.1f} |")
-    lines += ["", NOTES]
+            lines.append(f"| {label.split(':')[1]} | {share:.1%} | {dev['f1']:.3f} | {dev['recall']:.3f} | "
+                         f"{_f(dev['hard_negative_fpr'])} | {_f(dev['easy_safe_fpr'])} | "
+                         f"{dev['latency_ms']['mean']:.1f} |")
+        lines.append("")
+    lines += [NOTES]
     return "\n".join(lines) + "\n"
 
 
 NOTES = """## Reading these numbers
 
-- Profile thresholds (the safety model's own thresholds and its veto over rule and semantic hits) were chosen on
-  the dev split; the test split and HarmBench were only ever scored. The corpus is template-generated from
-  hand-written families (models/data/DATACARD.md): the test split holds families never seen in training, but only
-  two or three per behavioural category, so per-category figures are noisy.
-- HarmBench traces (models/harmbench_traces.py) restate a harmful request and plan to comply, so they are easy for
-  every learned stage (the TF-IDF baseline also scores about 0.99); they show that HarmBench-style content harms
-  are caught, not that subtle reasoning is. The test split is the harder measure.
-- "Each stage alone" runs one stage with the balanced profile's other settings; the rule stage alone is a fast,
-  honest first tier: low recall on paraphrased reasoning, with false positives on refusals that repeat a request.
-- Latency columns are per trace, one at a time, in-process on two shared cores while other work ran: see
-  docs/BENCHMARKS.md for measured throughput.
+- Folds: writers in four groups of four (models/evaluate.py `FOLDS`), each group held out from one fold's safety
+  model and gate; the semantic model is not trained on the corpus. Leaving four writers out at once is stricter than
+  leaving one out: each fold trains on three quarters of the corpus.
+- dev.jsonl chose the epochs, thresholds and profile settings; its figures are therefore optimistic by some margin.
+  The corpus test split shares writers and setups with training; the cross-writer rows are the harder measure.
+- "Each stage alone" runs one stage with the balanced profile's other settings; `rules+semantic` is the pipeline
+  without the safety model.
+- Latency is per trace, one at a time, in-process on two shared cores: see docs/BENCHMARKS.md for throughput.
 """
 
 

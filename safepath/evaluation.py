@@ -1,8 +1,16 @@
 """The evaluation harness behind `safepath eval`: run labelled traces through a filter and score it.
 
-Datasets are JSONL, one object a line: `{"text": ..., "label": "harmful"|"safe", "categories": [...]}`.
-Other fields are ignored, except an optional `hard_negative: true` on safe examples, which adds the
-false-positive rate on those alone. Anything other than `allow` counts as flagged.
+Datasets are JSONL, one object a line: `{"text": ..., "label": "harmful"|"safe", "categories": [...]}`. Optional
+fields name the subsets a demanding reader wants apart:
+
+- `difficulty` (`easy`/`medium`/`hard`): recall on `hard` harmful traces (obfuscated, buried in long work, or quiet);
+- `hard_negative: true`, or a `note` starting "hard negative" (shared/eval's schema): safe traces that share a harmful
+  trace's vocabulary or setup, scored apart (hard-negative FPR);
+- `ordinary: true`, or a safe trace of difficulty `easy` that is no hard negative: plain reasoning (arithmetic, code,
+  units), scored apart (easy-safe FPR): a filter that flags those is unusable whatever its F1.
+
+Anything other than `allow` counts as flagged. A harmful trace counts for a category's recall only when the filter
+flags it **and** names that category.
 """
 
 from __future__ import annotations
@@ -35,12 +43,14 @@ class Example:
     harmful: bool
     categories: tuple[str, ...]
     hard_negative: bool = False
+    easy_safe: bool = False
+    hard: bool = False  # difficulty `hard`
 
 
 class CategoryScore(BaseModel):
     support: int = Field(description="Harmful examples labelled with the category.")
-    recall: float = Field(description="Share of them flagged (any verdict but allow).")
-    category_recall: float = Field(description="Share of them flagged with this category among the detections.")
+    recall: float = Field(description="Share of them flagged with this category among the detections.")
+    flagged: float = Field(description="Share of them flagged at all (any verdict but allow, any category).")
 
 
 class EvalReport(BaseModel):
@@ -61,7 +71,11 @@ class EvalReport(BaseModel):
     false_positive_rate: float
     hard_negatives: int
     hard_negative_fpr: float | None = Field(description="False-positive rate on safe examples marked hard_negative.")
-    per_category: dict[str, CategoryScore]
+    easy_safe: int
+    easy_safe_fpr: float | None = Field(description="False-positive rate on ordinary easy safe examples.")
+    hard_harmful: int
+    hard_recall: float | None = Field(description="Recall on harmful examples of difficulty `hard`.")
+    per_category: dict[str, CategoryScore] = Field(description="Recall per category, the category named.")
     confusion: dict[str, dict[str, int]] = Field(description="label -> verdict -> count")
     latency_ms: dict[str, float] = Field(description="Per-example filter latency: p50, p95, p99, mean.")
 
@@ -102,7 +116,11 @@ def _example(row: object) -> Example:
         raise ValueError(f"`label` must be 'harmful' or 'safe', got {label!r}")
     if not isinstance(categories, list) or any(c not in CATEGORIES for c in categories):
         raise ValueError(f"`categories` must be a list of {', '.join(CATEGORIES)}; got {categories!r}")
-    return Example(text, label == "harmful", tuple(categories), bool(row.get("hard_negative", False)))
+    safe = label == "safe"
+    note = str(row.get("note") or "").lower()
+    hard_negative = safe and (bool(row.get("hard_negative")) or note.startswith("hard negative"))
+    easy_safe = safe and not hard_negative and (bool(row.get("ordinary")) or row.get("difficulty") == "easy")
+    return Example(text, not safe, tuple(categories), hard_negative, easy_safe, row.get("difficulty") == "hard")
 
 
 def evaluate(
@@ -124,6 +142,8 @@ def evaluate(
     tn = len(examples) - tp - fp - fn
     precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
     hard = [f for f, e in zip(flagged, examples) if e.hard_negative and not e.harmful]
+    easy = [f for f, e in zip(flagged, examples) if e.easy_safe and not e.harmful]
+    hard_harmful = [f for f, e in zip(flagged, examples) if e.hard and e.harmful]
     return EvalReport(
         dataset=dataset,
         profile=profile_name,
@@ -140,6 +160,10 @@ def evaluate(
         false_positive_rate=_ratio(fp, fp + tn),
         hard_negatives=len(hard),
         hard_negative_fpr=_ratio(sum(hard), len(hard)) if hard else None,
+        easy_safe=len(easy),
+        easy_safe_fpr=_ratio(sum(easy), len(easy)) if easy else None,
+        hard_harmful=len(hard_harmful),
+        hard_recall=_ratio(sum(hard_harmful), len(hard_harmful)) if hard_harmful else None,
         per_category=_per_category(examples, flagged, categories_found),
         confusion=_confusion(examples, verdicts),
         latency_ms=_latency_summary(latencies),
@@ -153,8 +177,8 @@ def _per_category(examples: Sequence[Example], flagged: list[bool], found: list[
         if rows:
             scores[category] = CategoryScore(
                 support=len(rows),
-                recall=_ratio(sum(f for f, _ in rows), len(rows)),
-                category_recall=_ratio(sum(f and hit for f, hit in rows), len(rows)),
+                recall=_ratio(sum(f and hit for f, hit in rows), len(rows)),
+                flagged=_ratio(sum(f for f, _ in rows), len(rows)),
             )
     return scores
 
@@ -192,18 +216,22 @@ def _ratio(numerator: float, denominator: float) -> float:
 
 def format_report(report: EvalReport) -> str:
     """The report as a few aligned lines of text for a terminal."""
+    def subset(name: str, value: float | None, n: int) -> str:
+        return f"  {name} {value:.3f} (n={n})" if value is not None else ""
+
     lines = [
         f"dataset {report.dataset}  profile {report.profile}  examples {report.examples} "
         f"(harmful {report.harmful}, safe {report.safe})",
         f"precision {report.precision:.3f}  recall {report.recall:.3f}  f1 {report.f1:.3f}  "
-        f"false-positive rate {report.false_positive_rate:.3f}"
-        + (f"  hard-negative FPR {report.hard_negative_fpr:.3f} (n={report.hard_negatives})"
-           if report.hard_negative_fpr is not None else ""),
+        f"false-positive rate {report.false_positive_rate:.3f}",
+        (subset("hard-negative FPR", report.hard_negative_fpr, report.hard_negatives)
+         + subset("easy-safe FPR", report.easy_safe_fpr, report.easy_safe)
+         + subset("recall on hard harmful", report.hard_recall, report.hard_harmful)).strip(),
         "",
-        f"{'category':<24}{'support':>8}{'recall':>9}{'cat.recall':>12}",
+        f"{'category (named)':<24}{'support':>8}{'recall':>9}{'flagged':>10}",
     ]
     for name, score in report.per_category.items():
-        lines.append(f"{name:<24}{score.support:>8}{score.recall:>9.3f}{score.category_recall:>12.3f}")
+        lines.append(f"{name:<24}{score.support:>8}{score.recall:>9.3f}{score.flagged:>10.3f}")
     header = "label / verdict"
     lines += ["", f"{header:<16}" + "".join(f"{v.value:>8}" for v in Verdict)]
     for label, row in report.confusion.items():

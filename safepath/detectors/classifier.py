@@ -124,17 +124,21 @@ class ClassifierDetector:
         return results
 
     def _step_detections(self, rows: np.ndarray, step: Step, texts: Sequence[str]) -> list[Detection]:
-        """Every category at or above `min_score` in any view; a step with none still gets one detection, its likeliest
-        category scored by the model's overall harm probability, so the decision knows the model judged the step and
-        how benign it found it (a profile's `model_overrule` relies on that). Rows: the step as written, then its
-        readable rewrite if it has one (`texts`, the model inputs)."""
+        """One detection per category at or above `min_score` in any view, and always one for the likeliest
+        category, scored by the larger of its own probability and the model's overall harm probability (`harmful`,
+        the last column): whether a step is harmful at all is the model's steadiest judgement, which category it is
+        comes second. So a step whose harm is split between two categories still reaches its threshold, and a step
+        found benign still reports how benign (a profile's `model_overrule` relies on that). Rows: the step as
+        written, then its readable rewrite if it has one (`texts`, the model inputs)."""
         n = len(CATEGORIES)
         best = rows.max(axis=0)
         source = rows.argmax(axis=0)  # which view gave each column its score
-        found = [(j, float(best[j])) for j in range(n) if best[j] >= self.min_score]
-        if not found:
-            j = int(np.argmax(best[:n]))
-            found = [(j, float(best[n]) if len(best) > n else float(best[j]))]
+        likeliest = int(np.argmax(best[:n]))
+        # category column -> (score, index of the view it came from)
+        found = {j: (float(best[j]), int(source[j])) for j in range(n) if best[j] >= self.min_score}
+        found.setdefault(likeliest, (float(best[likeliest]), int(source[likeliest])))
+        if len(best) > n and best[n] > found[likeliest][0]:
+            found[likeliest] = (float(best[n]), int(source[n]))
         return [
             Detection(
                 category=Category(CATEGORIES[j]),
@@ -143,8 +147,8 @@ class ClassifierDetector:
                 step_index=step.index,
                 span=(step.start, step.end),
                 rule=None,
-                evidence=(f"decoded: {texts[1].split(SEPARATOR)[0]}" if source[j] else step.text)[:EVIDENCE_CHARS],
-                view="decoded" if source[j] else "text",
+                evidence=(f"decoded: {texts[1].split(SEPARATOR)[0]}" if view else step.text)[:EVIDENCE_CHARS],
+                view="decoded" if view else "text",
             )
-            for j, score in found
+            for j, (score, view) in sorted(found.items())
         ]

