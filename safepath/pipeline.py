@@ -330,8 +330,8 @@ def effective_action(detection: Detection, profile: SafetyProfile) -> Verdict:
     """The action a detection takes under a profile: its score's level, capped by the detection's own
     action (a rule's `action`) and by the profile's limit for its category."""
     thresholds = profile.thresholds
-    if detection.stage is Stage.SAFETY_MODEL and profile.model_thresholds is not None:
-        thresholds = profile.model_thresholds
+    if detection.stage is Stage.SAFETY_MODEL:
+        thresholds = profile.model_category_thresholds.get(detection.category) or profile.model_thresholds or thresholds
     candidates = (thresholds.level(detection.score), detection.action, profile.category_actions[detection.category])
     return min(candidates, key=lambda v: v.rank)
 

@@ -122,6 +122,12 @@ class SafetyProfile(BaseModel):
         description="Thresholds for the safety model's probabilities, when they should differ from `thresholds` "
         "(a classifier's probability and a rule's severity score are not on quite the same scale).",
     )
+    model_category_thresholds: dict[Category, Thresholds] = Field(
+        default_factory=dict,
+        description="Per-category thresholds for the safety model's probabilities; categories left out use "
+        "`model_thresholds`. A calibrated probability means the same in every category, but the cost of a miss does "
+        "not, nor how often honest reasoning resembles each risk.",
+    )
     model_overrule: ModelOverrule | None = Field(
         default=None,
         description="Which rule and semantic findings the safety model may overrule on a step it read and found "

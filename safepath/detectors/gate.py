@@ -100,8 +100,17 @@ class StaticGate:
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.maximum(norms, 1e-9)
 
-    def harm_probability(self, texts: Sequence[str]) -> np.ndarray:
-        return self._probability(self.embed(texts))
+    def harm_probability(self, steps: Sequence[str], previous: Sequence[str] | None = None) -> np.ndarray:
+        """The head's harm probability per step (`previous`: the step before each; none for first steps)."""
+        return self._probability(self.features(self.embed(steps), previous))
+
+    def features(self, embedded: np.ndarray, previous: Sequence[str] | None) -> np.ndarray:
+        """What the head reads: the steps' embeddings, beside their predecessors' where the head was trained on both
+        (models/train_gate.py writes a head of twice the embedding's width)."""
+        if self._weights.shape[0] != 2 * embedded.shape[1]:
+            return embedded
+        before = [p or "" for p in previous] if previous is not None else [""] * len(embedded)
+        return np.hstack([embedded, self.embed(before)])
 
     def _probability(self, embedded: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-(embedded @ self._weights + self._bias)))
@@ -117,10 +126,7 @@ class StaticGate:
         if not steps:
             return np.zeros(0, dtype=bool)
         embedded = self.embed(steps)
-        features = embedded
-        if self._weights.shape[0] == 2 * embedded.shape[1]:
-            features = np.hstack([embedded, self.embed([p or "" for p in previous])])
-        needed = self._probability(features) >= self.skip_below
+        needed = self._probability(self.features(embedded, previous)) >= self.skip_below
         if self._exemplar_texts:
             needed |= (embedded @ self._exemplar_matrix().T).max(axis=1) >= self.exemplar_similarity
         return needed

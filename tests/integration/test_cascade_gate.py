@@ -25,7 +25,7 @@ def test_plainly_benign_steps_skip_and_harmful_ones_go_on(gate):
                "I will disable the audit log so the monitor cannot see what I changed."]
     probability = gate.harm_probability(benign + harmful)
     assert probability[2:].min() > probability[:2].max()
-    assert gate.needs_model(harmful).all()
+    assert gate.needs_model(harmful, ["", ""]).all()
 
 
 def test_embeddings_are_unit_length(gate):
@@ -36,13 +36,13 @@ def test_embeddings_are_unit_length(gate):
 def test_exemplar_lookalikes_always_reach_the_model():
     gate = StaticGate(GATE_DIR, skip_below=1.0)  # the head alone would skip everything
     gate.add_exemplars(["keep this action out of the monitor's view"])
-    assert gate.needs_model(["keep the action out of the monitor's view", "bake the bread at 200 degrees"]).tolist() == [
-        True, False]
+    steps = ["keep the action out of the monitor's view", "bake the bread at 200 degrees"]
+    assert gate.needs_model(steps, ["", ""]).tolist() == [True, False]
 
 
-def test_shipped_head_records_its_dev_tradeoff():
+def test_shipped_head_reads_the_step_and_its_predecessor_and_records_its_tradeoff():
     head = json.loads((GATE_DIR / "gate.json").read_text())
-    assert len(head["weights"]) == 256 and head["dev"]
+    assert len(head["weights"]) == 2 * 256 and head["val"]
 
 
 def test_broken_head_names_the_file(tmp_path):
@@ -62,7 +62,7 @@ def test_gates_sharing_one_static_model_work_from_many_threads():
     def work(gate: StaticGate) -> None:
         try:
             for _ in range(3):
-                gate.needs_model(texts)
+                gate.needs_model(texts, [""] * len(texts))
         except BaseException as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)
 

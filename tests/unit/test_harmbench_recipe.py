@@ -5,7 +5,6 @@ Only made-up behaviour strings are used here: HarmBench text stays out of the re
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -19,64 +18,54 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def recipe():
-    spec = importlib.util.spec_from_file_location("harmbench_traces", ROOT / "models" / "harmbench_traces.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from models import harmbench_traces
+
+    return harmbench_traces
 
 
 BEHAVIOR = "Explain how to sneak an extra cookie from the office jar without the manager noticing"
-OTHERS = [f"Write a limerick about teapot number {i} that insults the kettle" for i in range(40)]
+OTHERS = [f"Write a limerick about teapot number {i} that insults the kettle" for i in range(60)]
 
 
-def test_recipe_is_deterministic_and_includes_the_behaviour(recipe):
-    trace = recipe.compliant_trace(BEHAVIOR)
-    assert trace == recipe.compliant_trace(BEHAVIOR)
-    assert recipe.compliant_trace("  " + BEHAVIOR + "\n") == trace  # trimmed before hashing and filling
-    assert BEHAVIOR[1:].lower() in trace.lower()
+@pytest.mark.parametrize("kind", ["comply", "refuse"])
+def test_recipe_is_deterministic_and_includes_the_behaviour(recipe, kind):
+    _, text = recipe.trace(BEHAVIOR, kind)
+    assert (_, text) == recipe.trace(BEHAVIOR, kind)
+    assert recipe.trace("  " + BEHAVIOR + "\n", kind)[1] == text  # trimmed before hashing and filling
+    assert BEHAVIOR[1:].lower() in text.lower()
 
 
 def test_recipe_is_stable_across_interpreters(recipe):
     # Template choice must not depend on PYTHONHASHSEED.
-    code = (
-        "import importlib.util, sys; "
-        f"spec = importlib.util.spec_from_file_location('h', {str(ROOT / 'models' / 'harmbench_traces.py')!r}); "
-        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
-        f"sys.stdout.write(m.compliant_trace({BEHAVIOR!r}))"
-    )
+    code = f"import sys; from models import harmbench_traces as m; sys.stdout.write(m.trace({BEHAVIOR!r}, 'comply')[1])"
     for seed in ("1", "2"):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                              env={"PYTHONHASHSEED": seed, "PATH": ""}, cwd=ROOT)
-        assert out.stdout == recipe.compliant_trace(BEHAVIOR)
+        assert out.stdout == recipe.trace(BEHAVIOR, "comply")[1]
 
 
-@pytest.mark.parametrize("behavior", [BEHAVIOR, *OTHERS[:12]])
-def test_every_template_segments_into_several_steps(recipe, behavior):
-    assert len(segment(recipe.compliant_trace(behavior))) >= 2
-
-
-def test_all_templates_segment_into_several_steps(recipe):
+@pytest.mark.parametrize("kind,templates", [("comply", "COMPLY"), ("refuse", "REFUSE")])
+def test_every_template_is_reached_and_segments_into_several_steps(recipe, kind, templates):
     seen = {}
     for behavior in [BEHAVIOR, *OTHERS]:
-        seen.setdefault(recipe.template_for(behavior), behavior)
-    assert set(seen) == set(recipe.TEMPLATE_NAMES)  # 41 texts reach all six templates
+        seen.setdefault(recipe.template_for(behavior, kind)[0], behavior)
+    assert set(seen) == {name for name, _ in getattr(recipe, templates)}
     for name, behavior in seen.items():
-        assert len(segment(recipe.compliant_trace(behavior))) >= 2, name
+        assert len(segment(recipe.trace(behavior, kind)[1])) >= 2, name
 
 
 def test_different_texts_pick_different_templates(recipe):
-    chosen = {recipe.template_for(b) for b in OTHERS}
-    assert len(chosen) >= 3
-    traces = {recipe.compliant_trace(b) for b in OTHERS}
-    assert len(traces) == len(OTHERS)
+    assert len({recipe.template_for(b, "comply")[0] for b in OTHERS}) >= 4
+    assert len({recipe.trace(b, "comply")[1] for b in OTHERS}) == len(OTHERS)
 
 
-def test_record_format(recipe):
-    row = recipe.record(BEHAVIOR, 7)
-    assert row["label"] == "harmful" and row["source"] == "harmbench"
-    assert row["categories"] == ["harmful_instructions"]
-    assert row["behavior_id"] == "harmbench_prompts.txt:7"
-    assert row["id"] == recipe.record(BEHAVIOR, 99)["id"]  # the id follows the text, not the line
+def test_each_behaviour_gives_a_compliant_and_a_refusing_trace(recipe):
+    comply, refuse = recipe.records(BEHAVIOR, 7)
+    assert (comply["label"], refuse["label"]) == ("harmful", "safe")
+    assert comply["categories"] == ["harmful_instructions"] and refuse["categories"] == []
+    assert (comply["hard_negative"], refuse["hard_negative"]) == (False, True)
+    assert comply["behavior_id"] == refuse["behavior_id"] == "harmbench_prompts.txt:7"
+    assert comply["id"] == recipe.records(BEHAVIOR, 99)[0]["id"]  # the id follows the text, not the line
     assert recipe.categories_for("Draft a note to phish the staff passwords of a made-up bakery") == [
         "data_exfiltration"
     ]

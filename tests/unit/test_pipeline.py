@@ -250,6 +250,15 @@ def test_model_thresholds_apply_to_model_detections_only():
     assert decide(_trace(), [_rule(Category.DECEPTION, 0.75, 0)], profile, request_id="r").verdict is Verdict.REDACT
 
 
+def test_per_category_model_thresholds_override_the_model_thresholds():
+    profile = BALANCED.model_copy(update={
+        "model_thresholds": Thresholds(flag=0.8, redact=0.9, block=0.95),
+        "model_category_thresholds": {Category.DECEPTION: Thresholds(flag=0.6, redact=0.7, block=0.99)},
+    })
+    assert decide(_trace(), [_detection(Category.DECEPTION, 0.75, 0)], profile, request_id="r").verdict is Verdict.REDACT
+    assert decide(_trace(), [_detection(Category.MANIPULATION, 0.75, 0)], profile, request_id="r").verdict is Verdict.ALLOW
+
+
 def test_later_tiers_learn_which_steps_earlier_tiers_flagged():
     seen = []
     model = FunctionDetector(lambda t: seen.append(t.flagged_steps) or [])

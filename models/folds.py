@@ -1,0 +1,62 @@
+"""Train the cross-writer folds: for each group of writers, a safety model and gate that never saw them.
+
+    python -m models.folds            # every fold whose models are missing or older than the corpus
+    python -m models.folds --only b   # one fold
+
+Writers fall in four groups of four, each mixing slices (categories, the two ordinary-reasoning writers apart, the
+two seeded writers apart), so every fold still trains on every kind of trace. Leaving four writers out is stricter
+than leaving one out: each fold trains on three quarters of the corpus, and four trainings cover every writer once
+(sixteen would not fit two cores). models/evaluate.py scores each fold on its held-out writers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "models" / "data" / "corpus.jsonl"
+FOLDS_DIR = ROOT / "build" / "folds"
+FOLDS = {
+    "a": ("w01", "w05", "w09", "w13"),
+    "b": ("w02", "w06", "w10", "w14"),
+    "c": ("w03", "w07", "w11", "w15"),
+    "d": ("w04", "w08", "w12", "w16"),
+}
+
+
+def model_dir(fold: str) -> Path:
+    """The fold's model folder (safety-minilm, static-minilm; models/evaluate.py links the semantic model in)."""
+    return FOLDS_DIR / fold / "models"
+
+
+def up_to_date(fold: str) -> bool:
+    model = model_dir(fold) / "safety-minilm" / "model.int8.onnx"
+    return model.exists() and model.stat().st_mtime > CORPUS.stat().st_mtime
+
+
+def train(fold: str) -> None:
+    holdout = ",".join(FOLDS[fold])
+    out = model_dir(fold)
+    for module, folder, extra in (("models.train_gate", "static-minilm", []),
+                                  ("models.train_safety", "safety-minilm", ["--int8-only"])):
+        cmd = [sys.executable, "-m", module, "--holdout", holdout, "--out", str(out / folder), *extra]
+        print("+", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=sorted(FOLDS))
+    args = parser.parse_args()
+    for fold in [args.only] if args.only else sorted(FOLDS):
+        if up_to_date(fold):
+            print(f"fold {fold}: up to date")
+            continue
+        train(fold)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Choose the profiles' model thresholds on shared/eval/dev.jsonl: every stage runs once, decisions are replayed.
+
+    python -m models.tune_profiles                     # the balanced profile's candidates on dev
+    python -m models.tune_profiles --profile strict
+    python -m models.tune_profiles --set val           # the same table on the corpus's val split
+
+dev.jsonl is the set for choosing (thresholds, variants), never for training or for writing rules. Each trace's
+raw detections (every stage, before any decision) are computed once; then `safepath.pipeline.decide` replays the
+profile with each candidate setting, so the table costs one pass of the models. The chosen values are written into
+configs/profiles.yaml by hand, with the table's row in the commit message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from safepath import SafePathFilter
+from safepath.evaluation import Example, load_dataset
+from safepath.pipeline import decide
+from safepath.profiles import ModelOverrule, SafetyProfile, Thresholds
+from safepath.segment import segment
+from safepath.types import CATEGORIES, Detection, Trace, Verdict
+
+ROOT = Path(__file__).resolve().parent.parent
+DEV = Path(os.environ.get("SAFEPATH_DEV_SET", ROOT.parent / "shared" / "eval" / "dev.jsonl"))
+
+
+def raw_detections(f: SafePathFilter, profile: SafetyProfile, examples: Sequence[Example]) -> list[tuple[Trace, list]]:
+    """Every stage's detections on every trace, the model reading every step (no gate, no short-circuit)."""
+    out = []
+    for example in examples:
+        trace = Trace(content=example.text, steps=segment(example.text))
+        found: list[Detection] = []
+        for name in profile.stages:
+            detector = f.detectors[name]
+            gate = getattr(detector, "gate", None)
+            if gate is not None:
+                detector.gate = None  # judge every step: the cascade's cost is measured elsewhere
+            try:
+                found += detector.detect([trace])[0]
+            finally:
+                if gate is not None:
+                    detector.gate = gate
+        out.append((trace, found))
+    return out
+
+
+def score(examples: Sequence[Example], verdicts: Sequence[Verdict], named: Sequence[set[str]]) -> dict:
+    flagged = [v is not Verdict.ALLOW for v in verdicts]
+    tp = sum(f and e.harmful for f, e in zip(flagged, examples))
+    fp = sum(f and not e.harmful for f, e in zip(flagged, examples))
+    fn = sum(not f and e.harmful for f, e in zip(flagged, examples))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    hard = [f for f, e in zip(flagged, examples) if e.hard_negative]
+    easy = [f for f, e in zip(flagged, examples) if e.easy_safe]
+    per = {}
+    for c in CATEGORIES:
+        rows = [(f, c in n) for f, n, e in zip(flagged, named, examples) if e.harmful and c in e.categories]
+        per[c] = sum(f and hit for f, hit in rows) / len(rows) if rows else None
+    return {"f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+            "precision": precision, "recall": recall,
+            "hn_fpr": sum(hard) / len(hard) if hard else 0.0, "easy_fpr": sum(easy) / len(easy) if easy else 0.0,
+            "min_category_recall": min(v for v in per.values() if v is not None), "per_category": per}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="balanced")
+    parser.add_argument("--set", choices=["dev", "val"], default="dev")
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args()
+    if args.set == "dev":
+        examples = load_dataset(DEV)
+    else:
+        from models.evaluate import corpus_examples
+
+        examples = corpus_examples(split="val")
+    with SafePathFilter() as f:
+        base = f.profiles.get(args.profile)
+        raw = raw_detections(f, base, examples)
+    rows = []
+    flags = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+    overrules = (None, 0.05, 0.1, 0.2, 0.3)
+    for flag, below in itertools.product(flags, overrules):
+        thresholds = Thresholds(flag=flag, redact=max(flag, base.model_thresholds.redact if base.model_thresholds
+                                                      else flag), block=max(flag, 0.9))
+        overrule = None if below is None else ModelOverrule(below=below, stages=("rules", "semantic"),
+                                                            max_score=1.0)
+        profile = base.model_copy(update={"model_thresholds": thresholds, "model_overrule": overrule,
+                                          "model_category_thresholds": {}})
+        results = [decide(t, d, profile, request_id="t") for t, d in raw]
+        s = score(examples, [r.verdict for r in results], [set(r.categories) for r in results])
+        rows.append({"flag": flag, "overrule_below": below, **s})
+    rows.sort(key=lambda r: (r["hn_fpr"] > 0.08 or r["easy_fpr"] > 0.02, -r["f1"]))
+    print(f"{'flag':>5} {'overrule':>8} {'F1':>6} {'P':>6} {'R':>6} {'HN':>6} {'easy':>6} {'min cat R':>9}")
+    for r in rows[: args.top]:
+        print(f"{r['flag']:>5} {str(r['overrule_below']):>8} {r['f1']:.3f} {r['precision']:.3f} {r['recall']:.3f} "
+              f"{r['hn_fpr']:.3f} {r['easy_fpr']:.3f} {r['min_category_recall']:>9.3f}")
+    print(json.dumps(rows[0]["per_category"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
