@@ -1,22 +1,20 @@
-#!/usr/bin/env python3
 """TF-IDF + logistic-regression baseline: the bar the learned classifier must clear.
 
-    python models/baseline_tfidf.py            # train on train.jsonl, pick C on dev.jsonl, print a table
-    python models/baseline_tfidf.py --json     # one JSON object instead
+    python -m models.baseline_tfidf                   # train on the corpus, pick C on its val split, print a table
+    python -m models.baseline_tfidf --json            # one JSON object instead
+    python -m models.baseline_tfidf --also OLD.jsonl  # also train on another labelled set (an ablation)
 
 Trace level: the input is a whole trace's `text`, the target `label` (harmful vs safe); step labels and
 categories are not used for training. Features: word 1-2-grams and character 3-5-grams, each TF-IDF with
 sublinear tf (min_df 2), concatenated. Classifier: L2 logistic regression (liblinear, class_weight balanced,
-random_state 0). C is chosen on models/data/dev.jsonl (best F1 at the fixed threshold; ties go to the smaller C);
-the threshold is fixed at 0.5 and never tuned. The model is retrained on every run (seconds) and never saved.
+random_state 0). Data: models/data/corpus.jsonl, split `train`; C is chosen on split `val` (best F1 at the fixed
+threshold; ties go to the smaller C); the threshold is fixed at 0.5 and never tuned. Retrained on every run
+(seconds), never saved.
 
-Scored on models/data/test.jsonl and, when present, build/eval/harmbench_traces.jsonl (made by
-models/harmbench_traces.py; HarmBench is test-only, so it is read after the model is final and never used to choose
-anything). Scoring goes through `safepath.evaluation.evaluate`, the harness behind `safepath eval`, with a stand-in
-filter (probability >= 0.5 -> block, else allow), so precision, recall, F1, false-positive rate, hard-negative FPR
-and per-category recall have exactly its definitions. The baseline names no categories, so each category's
-`category_recall` is 0 by construction; its `recall` (share of the category's harmful traces flagged) is the
-number to compare. Latency is per trace, one at a time, on CPU.
+Scored on the corpus test split and, when present, shared/eval/dev.jsonl and build/eval/harmbench_traces.jsonl,
+through `safepath.evaluation.evaluate` with a stand-in filter (probability >= 0.5 -> block, else allow), so every
+figure has the harness's definition. The baseline names no categories, so per-category recall (category named)
+is 0 by construction; `flagged` is the number to compare.
 """
 
 from __future__ import annotations
@@ -38,14 +36,10 @@ from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import f1_score  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
+from models.evaluate import CORPUS, DEV, HARMBENCH, corpus_examples  # noqa: E402
 from safepath.evaluation import EvalReport, Example, evaluate, load_dataset  # noqa: E402
 from safepath.types import CATEGORIES, Verdict  # noqa: E402
 
-DATA = ROOT / "models" / "data"
-HARMBENCH = ROOT / "build" / "eval" / "harmbench_traces.jsonl"
 THRESHOLD = 0.5
 C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0)
 RANDOM_STATE = 0
@@ -124,29 +118,27 @@ def train(train_set: list[Example], dev_set: list[Example]) -> tuple[Baseline, d
 
 
 def _row(name: str, r: EvalReport) -> str:
-    # Without safe traces (HarmBench) precision is 1 and FPR 0 trivially: show only what the set measures.
-    prec, f1 = (f"{r.precision:.3f}", f"{r.f1:.3f}") if r.safe else ("n/a", "n/a")
-    fpr = f"{r.false_positive_rate:.3f}" if r.safe else "n/a"
     hn = f"{r.hard_negative_fpr:.3f}" if r.hard_negative_fpr is not None else "n/a"
-    return (f"{name:<11}{r.examples:>6}{r.harmful:>6}{r.safe:>6}{prec:>8}{r.recall:>8.3f}{f1:>8}"
-            f"{fpr:>8}{hn:>8}{r.hard_negatives:>6}{r.latency_ms['p50']:>8.2f}")
+    easy = f"{r.easy_safe_fpr:.3f}" if r.easy_safe_fpr is not None else "n/a"
+    return (f"{name:<12}{r.examples:>6}{r.harmful:>6}{r.safe:>6}{r.precision:>8.3f}{r.recall:>8.3f}{r.f1:>8.3f}"
+            f"{hn:>8}{easy:>8}{r.latency_ms['p50']:>8.2f}")
 
 
 def format_table(info: dict, reports: dict[str, EvalReport]) -> str:
     lines = [
         f"TF-IDF + LR baseline ({info['features_spec']}; {info['features']} features), C={info['C']} "
-        f"(dev F1 by C: {info['dev_f1_by_C']}), threshold {THRESHOLD}",
+        f"(val F1 by C: {info['dev_f1_by_C']}), threshold {THRESHOLD}, {info['train_traces']} training traces",
         "",
-        f"{'dataset':<11}{'n':>6}{'harm':>6}{'safe':>6}{'prec':>8}{'recall':>8}{'f1':>8}{'fpr':>8}{'hn_fpr':>8}"
-        f"{'hn_n':>6}{'p50ms':>8}",
+        f"{'dataset':<12}{'n':>6}{'harm':>6}{'safe':>6}{'prec':>8}{'recall':>8}{'f1':>8}{'hn_fpr':>8}{'easy':>8}"
+        f"{'p50ms':>8}",
     ]
     lines += [_row(name, r) for name, r in reports.items()]
-    lines += ["", "recall per category (support)", f"{'category':<24}" + "".join(f"{n:>18}" for n in reports)]
+    lines += ["", "share flagged per category (support)", f"{'category':<24}" + "".join(f"{n:>18}" for n in reports)]
     for cat in CATEGORIES:
         cells = []
         for r in reports.values():
             s = r.per_category.get(cat)
-            cells.append(f"{s.recall:.3f} ({s.support})" if s else "-")
+            cells.append(f"{s.flagged:.3f} ({s.support})" if s else "-")
         lines.append(f"{cat:<24}" + "".join(f"{c:>18}" for c in cells))
     return "\n".join(lines)
 
@@ -154,25 +146,23 @@ def format_table(info: dict, reports: dict[str, EvalReport]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    ap.add_argument("--data", default=str(DATA), help="folder with train/dev/test.jsonl (default models/data)")
-    ap.add_argument("--harmbench", default=str(HARMBENCH), help="HarmBench traces (skipped when absent)")
+    ap.add_argument("--also", type=Path, help="another labelled JSONL set to train on as well (an ablation)")
     args = ap.parse_args(argv)
-    data = Path(args.data)
-    missing = [s for s in ("train", "dev", "test") if not (data / f"{s}.jsonl").exists()]
-    if missing:
-        print(f"missing {', '.join(missing)}.jsonl in {data}: run python models/corpus/build_corpus.py",
-              file=sys.stderr)
+    if not CORPUS.exists():
+        print(f"missing {CORPUS}: run python -m models.corpus.build", file=sys.stderr)
         return 2
-    baseline, info = train(load_dataset(data / "train.jsonl"), load_dataset(data / "dev.jsonl"))
+    train_set = corpus_examples(split="train") + (load_dataset(args.also) if args.also else [])
+    baseline, info = train(train_set, corpus_examples(split="val"))
     flt = BaselineFilter(baseline)
-    sets = {"test": data / "test.jsonl"}
-    if Path(args.harmbench).exists():
-        sets["harmbench"] = Path(args.harmbench)
-    reports = {name: evaluate(flt, load_dataset(path), dataset=str(path)) for name, path in sets.items()}
+    sets = {"corpus_test": corpus_examples(split="test")}
+    for name, path in (("dev", DEV), ("harmbench", HARMBENCH)):
+        if path.exists():
+            sets[name] = load_dataset(path)
+    reports = {name: evaluate(flt, rows, dataset=name) for name, rows in sets.items()}
     if args.json:
         print(json.dumps({
             "model": info,
-            "notes": "category_recall is 0 by construction: the baseline names no categories; compare `recall`.",
+            "notes": "per-category recall (category named) is 0 by construction: the baseline names no categories.",
             "reports": {name: r.model_dump() for name, r in reports.items()},
         }, indent=2))
     else:

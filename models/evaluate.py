@@ -29,6 +29,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from models.folds import FOLDS, model_dir
 from safepath import SafePathFilter
 from safepath.evaluation import EvalReport, Example, evaluate, load_dataset
 from safepath.profiles import ProfileSet, StageSpec, load_profiles
@@ -39,18 +40,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "models" / "data" / "corpus.jsonl"
 DEV = ROOT.parent / "shared" / "eval" / "dev.jsonl"
 HARMBENCH = ROOT / "build" / "eval" / "harmbench_traces.jsonl"
-FOLDS_DIR = ROOT / "build" / "folds"
 OUT_JSON = ROOT / "build" / "eval" / "results.json"
 OUT_MD = ROOT / "docs" / "EVALUATION.md"
 SKIPS = (0.0, 0.02, 0.05, 0.1, 0.2)
-# Cross-writer folds: four groups of four writers, each group mixing slices (categories, the two ordinary-reasoning
-# writers apart, the two seeded writers apart), so every fold still trains on every kind of trace.
-FOLDS = {
-    "a": ("w01", "w05", "w09", "w13"),
-    "b": ("w02", "w06", "w10", "w14"),
-    "c": ("w03", "w07", "w11", "w15"),
-    "d": ("w04", "w08", "w12", "w16"),
-}
 STAGE_ALONE = {"stage:rules": ["rules"], "stage:safety_model": ["safety_model_full"], "stage:semantic": ["semantic_full"],
                "stage:rules+semantic": ["rules", "semantic_full"]}
 
@@ -101,11 +93,11 @@ def configurations(profiles: ProfileSet, quick: bool) -> list[tuple[str, Profile
 
 def fold_settings(fold: str) -> RuntimeSettings:
     """The runtime settings of one fold: its own safety model and gate, the shipped semantic model."""
-    model_dir = FOLDS_DIR / fold / "models"
-    semantic = model_dir / "semantic-minilm"
+    folder = model_dir(fold)
+    semantic = folder / "semantic-minilm"
     if not semantic.exists():
         semantic.symlink_to(ROOT / "models" / "semantic-minilm")
-    return RuntimeSettings(model_dir=model_dir)
+    return RuntimeSettings(model_dir=folder)
 
 
 def main() -> None:
@@ -147,8 +139,8 @@ def main() -> None:
                                                    {"cascade_model": spec}), "cascade", sweep), started)
     if not (args.quick or args.no_folds):
         for fold, writers in FOLDS.items():
-            if not (FOLDS_DIR / fold / "models" / "safety-minilm" / "model.int8.onnx").exists():
-                print(f"fold {fold}: no models under {FOLDS_DIR / fold} (make folds); skipped")
+            if not (model_dir(fold) / "safety-minilm" / "model.int8.onnx").exists():
+                print(f"fold {fold}: no models under {model_dir(fold)} (make folds); skipped")
                 continue
             held_out = {f"cross_writer_{fold}": corpus_examples(writers=writers)}
             for label, profile_set, name in configurations(profiles, quick=False):
@@ -261,9 +253,9 @@ def render(results: dict) -> str:
 
 NOTES = """## Reading these numbers
 
-- Folds: writers in four groups of four (models/evaluate.py `FOLDS`), each group held out from one fold's safety
-  model and gate; the semantic model is not trained on the corpus. Leaving four writers out at once is stricter than
-  leaving one out: each fold trains on three quarters of the corpus.
+- Folds: writers in four groups of four (models/folds.py), each group held out from one fold's safety model and
+  gate; the semantic model is not trained on the corpus. Leaving four writers out at once is stricter than leaving
+  one out: each fold trains on three quarters of the corpus.
 - dev.jsonl chose the epochs, thresholds and profile settings; its figures are therefore optimistic by some margin.
   The corpus test split shares writers and setups with training; the cross-writer rows are the harder measure.
 - "Each stage alone" runs one stage with the balanced profile's other settings; `rules+semantic` is the pipeline

@@ -62,10 +62,6 @@ def steps(splits: set[str], holdout: set[str]) -> tuple[list[str], list[str], np
     return texts, previous, np.array(harmful), np.array(hard)
 
 
-def features(gate: StaticGate, texts: list[str], previous: list[str]) -> np.ndarray:
-    return np.hstack([gate.embed(texts), gate.embed(previous)])
-
-
 def train_head(out: Path, holdout: set[str]) -> dict:
     from sklearn.linear_model import LogisticRegression
 
@@ -74,10 +70,10 @@ def train_head(out: Path, holdout: set[str]) -> dict:
     gate = StaticGate(out)
     texts, previous, y, _ = steps({"train"}, holdout)
     head = LogisticRegression(C=4.0, class_weight="balanced", max_iter=5000, random_state=SEED)
-    head.fit(features(gate, texts, previous), y)
+    head.fit(gate.features(gate.embed(texts), previous), y)
 
     val_texts, val_previous, val_y, val_hard = steps({"val"}, holdout)
-    probability = head.predict_proba(features(gate, val_texts, val_previous))[:, 1]
+    probability = head.predict_proba(gate.features(gate.embed(val_texts), val_previous))[:, 1]
     report = []
     for skip in CANDIDATE_SKIPS:
         to_model = probability >= skip

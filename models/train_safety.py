@@ -189,7 +189,7 @@ def fit_temperatures(logits: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.array(temps, dtype=np.float32)
 
 
-def train(holdout: set[str], epochs: int) -> dict:
+def train(holdout: set[str], epochs: int, lr: float) -> dict:
     from transformers import AutoModel, AutoTokenizer
 
     random.seed(SEED)
@@ -214,7 +214,7 @@ def train(holdout: set[str], epochs: int) -> dict:
                               dtype=torch.float32)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=LR, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     steps_total = epochs * math.ceil(len(first) / BATCH)
     warmup = max(1, steps_total // 10)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -251,6 +251,8 @@ def train(holdout: set[str], epochs: int) -> dict:
         "state": model.state_dict(),
         "summary": {
             "holdout_writers": sorted(holdout),
+            "epochs": epochs,
+            "lr": lr,
             "train_inputs": {k: len(v) for k, v in grouped.items()},
             "epoch_rows": len(first),
             "val_inputs": len(val_rows),
@@ -352,6 +354,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--holdout", default="", help="comma-separated writers to leave out (a cross-writer fold)")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--lr", type=float, default=LR)
     parser.add_argument("--int8-only", action="store_true", help="skip the fp16 artifact and the card (folds)")
     parser.add_argument("--export-only", action="store_true", help="export the last checkpoint without training")
     args = parser.parse_args()
@@ -361,7 +364,7 @@ def main() -> None:
     if args.export_only:
         state, summary = torch.load(checkpoint), json.loads((work / "training.json").read_text())
     else:
-        trained = train(holdout, args.epochs)
+        trained = train(holdout, args.epochs, args.lr)
         state, summary = trained["state"], trained["summary"]
         work.mkdir(parents=True, exist_ok=True)
         torch.save(state, checkpoint)

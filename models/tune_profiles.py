@@ -74,6 +74,8 @@ def main() -> None:
     parser.add_argument("--profile", default="balanced")
     parser.add_argument("--set", choices=["dev", "val"], default="dev")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--cache", type=Path, help="raw detections: read from this JSON file if it exists, else "
+                        "computed and written there (replay other settings without running the models again)")
     args = parser.parse_args()
     if args.set == "dev":
         examples = load_dataset(DEV)
@@ -83,9 +85,16 @@ def main() -> None:
         examples = corpus_examples(split="val")
     with SafePathFilter() as f:
         base = f.profiles.get(args.profile)
-        raw = raw_detections(f, base, examples)
+        if args.cache and args.cache.exists():
+            raw = [(Trace.model_validate(t), [Detection.model_validate(d) for d in ds])
+                   for t, ds in json.loads(args.cache.read_text())]
+        else:
+            raw = raw_detections(f, base, examples)
+    if args.cache and not args.cache.exists():
+        args.cache.write_text(json.dumps([[t.model_dump(mode="json"), [d.model_dump(mode="json") for d in ds]]
+                                          for t, ds in raw]))
     rows = []
-    flags = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+    flags = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
     overrules = (None, 0.05, 0.1, 0.2, 0.3)
     for flag, below in itertools.product(flags, overrules):
         thresholds = Thresholds(flag=flag, redact=max(flag, base.model_thresholds.redact if base.model_thresholds

@@ -193,10 +193,11 @@ def overlaps(targets: Iterable[dict], corpus: list[dict]) -> list[tuple[dict, di
     return found
 
 
-def load_corpus(folder: Path = WRITTEN) -> tuple[list[dict], list[str]]:
-    """Every record of every writer file (strictly parsed), and all schema, id and twin errors."""
+def load_corpus(folder: Path | None = None) -> tuple[list[dict], list[str]]:
+    """Every record of every writer file in `folder` (default `WRITTEN`), strictly parsed, and all schema, id and
+    twin errors."""
     records, errors = [], []
-    for path in sorted(folder.glob("w*.jsonl")):
+    for path in sorted((folder or WRITTEN).glob("w*.jsonl")):
         recs, errs = read(path, strict=True)
         errors += errs
         for r in recs:
