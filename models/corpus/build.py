@@ -33,6 +33,7 @@ from safepath.segment import segment
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "models" / "data" / "corpus.jsonl"
 CARD = ROOT / "models" / "data" / "DATACARD.md"
+BRIEFS = ROOT / "models" / "corpus" / "briefs"
 DEFAULT_HELDOUT = ROOT.parent / "shared" / "eval" / "dev.jsonl"
 TEST_SHARE, VAL_SHARE = 0.15, 0.10
 
@@ -117,6 +118,18 @@ def build(heldout: Path | None, *, strict: bool) -> tuple[list[dict], dict]:
     return out, stats
 
 
+def writer_table(rows: list[dict]) -> list[str]:
+    """Counts per writer, with the title of the writer's brief."""
+    lines = ["| writer | brief | traces | harmful | hard negatives | ordinary |", "|---|---|---|---|---|---|"]
+    for writer in sorted({r["writer"] for r in rows}):
+        mine = [r for r in rows if r["writer"] == writer]
+        brief = BRIEFS / f"{writer}.md"
+        title = brief.read_text(encoding="utf-8").splitlines()[0].split(": ", 1)[-1] if brief.exists() else ""
+        lines.append(f"| {writer} | {title} | {len(mine)} | {sum(r['label'] == 'harmful' for r in mine)} | "
+                     f"{sum(r['hard_negative'] for r in mine)} | {sum(r['ordinary'] for r in mine)} |")
+    return lines
+
+
 def card(rows: list[dict], stats: dict) -> str:
     """models/data/DATACARD.md."""
     n = len(rows)
@@ -195,7 +208,7 @@ def card(rows: list[dict], stats: dict) -> str:
         "",
         *table("split", lambda r: r["split"], ["train", "val", "test"]),
         "",
-        *table("writer", lambda r: r["writer"], sorted({r["writer"] for r in rows})),
+        *writer_table(rows),
         "",
         *table("style", lambda r: r["style"]),
         "",
