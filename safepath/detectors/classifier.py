@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from safepath.detectors.gate import GateOptions, StaticGate, route
+from safepath.detectors.lexical import LexicalModel
 from safepath.detectors.model_input import SEPARATOR, load_vocabulary, step_views
 from safepath.errors import ConfigError, ModelLoadError
 from safepath.runtime import Encoder
@@ -57,6 +58,7 @@ class ClassifierDetector:
         min_score: float = 0.3,
         gate: StaticGate | None = None,
         vocabulary: frozenset[str] | None = None,
+        lexical: LexicalModel | None = None,
     ) -> None:
         """
         Args:
@@ -66,6 +68,7 @@ class ClassifierDetector:
             min_score: see `ClassifierOptions.min_score`.
             gate: the cascade's first tier; every step reaches the model when None.
             vocabulary: known words for undoing disguises (`model_input.readable`); None reads steps as written.
+            lexical: the trace-level lexical model blended into each trace's worst step; None judges steps alone.
         """
         if list(labels[: len(CATEGORIES)]) != list(CATEGORIES):
             raise ConfigError(f"{name}: model labels {list(labels)} do not start with the taxonomy {list(CATEGORIES)}")
@@ -75,13 +78,15 @@ class ClassifierDetector:
         self.min_score = min_score
         self.gate = gate
         self.vocabulary = vocabulary
+        self.lexical = lexical
         self.steps_seen = 0  # for the cascade report: how many steps were judged, how many reached the model
         self.steps_to_model = 0
 
     @property
     def version(self) -> str:
         gate = f"+gate-{self.gate.version}" if self.gate else ""
-        return f"{self.encoder.version}{gate}"
+        lexical = f"+lexical-{self.lexical.version}" if self.lexical else ""
+        return f"{self.encoder.version}{lexical}{gate}"
 
     @classmethod
     def from_options(
@@ -97,8 +102,9 @@ class ClassifierDetector:
             raise ModelLoadError(labels_path, f"cannot read the label list: {exc}") from exc
         gate = StaticGate.from_options(opts.gate, settings) if opts.gate else None
         vocabulary = load_vocabulary(model_dir / "tokenizer.json")
+        lexical = LexicalModel(model_dir / "lexical.npz") if (model_dir / "lexical.npz").exists() else None
         return cls(encoder_for(model_dir, settings, name=name), labels, name=name, min_score=opts.min_score, gate=gate,
-                   vocabulary=vocabulary)
+                   vocabulary=vocabulary, lexical=lexical)
 
     def warmup(self) -> None:
         self.encoder.warmup()
@@ -115,24 +121,45 @@ class ClassifierDetector:
             return results
         inputs = [text for i in chosen for text in views[items[i][0]][items[i][1].index]]
         probs = self.encoder.run(inputs)["probs"]
-        row = 0
+        # Per judged step: the highest probability over its views, and which view gave it.
+        best, source, row = {}, {}, 0
         for i in chosen:
             t, step = items[i]
-            own = views[t][step.index]
-            results[t].extend(self._step_detections(probs[row : row + len(own)], step, own))
-            row += len(own)
+            n_views = len(views[t][step.index])
+            best[i], source[i] = probs[row : row + n_views].max(axis=0), probs[row : row + n_views].argmax(axis=0)
+            row += n_views
+        if self.lexical is not None:
+            self._add_trace_evidence(traces, items, best)
+        for i in chosen:
+            t, step = items[i]
+            results[t].extend(self._step_detections(best[i], source[i], step, views[t][step.index]))
         return results
 
-    def _step_detections(self, rows: np.ndarray, step: Step, texts: Sequence[str]) -> list[Detection]:
-        """One detection per category at or above `min_score` in any view, and always one for the likeliest
-        category, scored by the larger of its own probability and the model's overall harm probability (`harmful`,
-        the last column): whether a step is harmful at all is the model's steadiest judgement, which category it is
-        comes second. So a step whose harm is split between two categories still reaches its threshold, and a step
-        found benign still reports how benign (a profile's `model_overrule` relies on that). Rows: the step as
-        written, then its readable rewrite if it has one (`texts`, the model inputs)."""
+    def _add_trace_evidence(self, traces: Sequence[Trace], items: list[tuple[int, Step]], best: dict) -> None:
+        """Blend the lexical model's judgement of each whole trace into its worst judged step, output by output
+        (`LexicalModel.combine`): the trace's wording is evidence about the trace, and the step the transformer
+        finds worst is where it lands. The other steps keep their own scores, so redaction stays step by step."""
+        by_trace: dict[int, list[int]] = {}
+        for i in best:
+            by_trace.setdefault(items[i][0], []).append(i)
+        for t, judged in by_trace.items():
+            trace_logits = self.lexical.logits(traces[t].content)
+            rows = np.stack([best[i] for i in judged])
+            worst = rows.argmax(axis=0)  # per output, the judged step that scores highest
+            blended = self.lexical.combine(rows[worst, np.arange(rows.shape[1])][None, :], trace_logits)[0]
+            for j, k in enumerate(worst):
+                best[judged[k]] = best[judged[k]].copy()
+                best[judged[k]][j] = blended[j]
+
+    def _step_detections(self, best: np.ndarray, source: np.ndarray, step: Step, texts: Sequence[str]) -> list[Detection]:
+        """One detection per category at or above `min_score`, and always one for the likeliest category, scored by
+        the larger of its own probability and the model's overall harm probability (`harmful`, the last column):
+        whether a step is harmful at all is the model's steadiest judgement, which category it is comes second. So a
+        step whose harm is split between two categories still reaches its threshold, and a step found benign still
+        reports how benign (a profile's `model_overrule` relies on that). `best`: the step's probabilities (the
+        highest over its views), `source`: which view gave each, `texts`: the views (the step as written, then its
+        readable rewrite if it has one)."""
         n = len(CATEGORIES)
-        best = rows.max(axis=0)
-        source = rows.argmax(axis=0)  # which view gave each column its score
         likeliest = int(np.argmax(best[:n]))
         # category column -> (score, index of the view it came from)
         found = {j: (float(best[j]), int(source[j])) for j in range(n) if best[j] >= self.min_score}

@@ -1,0 +1,61 @@
+"""Fit the safety stage's trace-level lexical model and the combiner that blends it into the step scores.
+
+Called by models/train_safety.py once the transformer is trained and calibrated (the combiner needs its scores):
+
+- the lexical model: hashed word 1-2-grams and character 3-5-grams, TF-IDF weighted
+  (`safepath.detectors.lexical`), one L2 logistic regression per output (the eight categories and `harmful`) on
+  the whole traces of the train split; C chosen on the val split (best log loss);
+- the combiner, per output: a logistic regression on the val split's traces with two inputs, the logit of the
+  trace's worst step (the transformer's highest calibrated probability for that output) and the lexical logit. Its
+  probability is the trace's; at serving time it is given to the worst step only (`ClassifierDetector`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from safepath.detectors.lexical import lexical_features
+
+BUCKETS = 1 << 18
+C_GRID = (1.0, 3.0, 10.0, 30.0)
+
+
+def trace_targets(rows: list[dict], labels: tuple[str, ...]) -> np.ndarray:
+    """Multi-hot trace labels: the categories, then `harmful`."""
+    return np.array([[float(c in r["categories"]) for c in labels[:-1]] + [float(r["label"] == "harmful")]
+                     for r in rows], dtype=np.float32)
+
+
+def fit(train: list[dict], val: list[dict], val_step_logits: list[np.ndarray], labels: tuple[str, ...]) -> dict:
+    """The arrays of `lexical.npz`, and a summary. `val_step_logits[i]` is steps x labels for val trace i."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+
+    x, idf = lexical_features([r["text"] for r in train], None, BUCKETS)
+    xv, _ = lexical_features([r["text"] for r in val], idf, BUCKETS)
+    y, yv = trace_targets(train, labels), trace_targets(val, labels)
+    coef = np.zeros((len(labels), 2 * BUCKETS), dtype=np.float32)
+    intercept = np.zeros(len(labels), dtype=np.float32)
+    combine = np.zeros((len(labels), 3), dtype=np.float32)
+    chosen = {}
+    for j, label in enumerate(labels):
+        best = None
+        for c in C_GRID:
+            model = LogisticRegression(C=c, class_weight="balanced", solver="liblinear", max_iter=2000)
+            model.fit(x, y[:, j])
+            loss = log_loss(yv[:, j], model.predict_proba(xv)[:, 1], labels=[0.0, 1.0])
+            if best is None or loss < best[0]:
+                best = (loss, c, model)
+        _, c, model = best
+        chosen[label] = c
+        coef[j] = model.coef_[0]
+        intercept[j] = model.intercept_[0]
+        lexical_logit = xv @ coef[j] + intercept[j]
+        worst_step = np.array([s[:, j].max() if len(s) else -10.0 for s in val_step_logits])
+        combiner = LogisticRegression(C=1.0, max_iter=1000).fit(np.column_stack([worst_step, lexical_logit]), yv[:, j])
+        combine[j] = [combiner.coef_[0, 0], combiner.coef_[0, 1], combiner.intercept_[0]]
+    arrays = {"idf": idf.astype(np.float16), "coef": coef.reshape(len(labels), 2, BUCKETS).astype(np.float16),
+              "intercept": intercept, "combine": combine}
+    summary = {"buckets": BUCKETS, "C": chosen, "train_traces": len(train), "val_traces": len(val),
+               "combine": {label: [round(float(v), 4) for v in combine[j]] for j, label in enumerate(labels)}}
+    return {"arrays": arrays, "summary": summary}
