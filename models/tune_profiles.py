@@ -24,7 +24,7 @@ from safepath.evaluation import Example, load_dataset
 from safepath.pipeline import decide
 from safepath.profiles import ModelOverrule, SafetyProfile, Thresholds
 from safepath.segment import segment
-from safepath.types import CATEGORIES, Detection, Trace, Verdict
+from safepath.types import CATEGORIES, Category, Detection, Trace, Verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV = Path(os.environ.get("SAFEPATH_DEV_SET", ROOT.parent / "shared" / "eval" / "dev.jsonl"))
@@ -112,6 +112,50 @@ def main() -> None:
         print(f"{r['flag']:>5} {str(r['overrule_below']):>8} {r['f1']:.3f} {r['precision']:.3f} {r['recall']:.3f} "
               f"{r['hn_fpr']:.3f} {r['easy_fpr']:.3f} {r['min_category_recall']:>9.3f}")
     print(json.dumps(rows[0]["per_category"], indent=1))
+
+    best = rows[0]
+    thresholds = Thresholds(flag=best["flag"], redact=max(best["flag"], base.model_thresholds.redact
+                                                          if base.model_thresholds else best["flag"]),
+                            block=max(best["flag"], 0.9))
+    overrule = (None if best["overrule_below"] is None
+                else ModelOverrule(below=best["overrule_below"], stages=("rules", "semantic"), max_score=1.0))
+    profile = base.model_copy(update={"model_thresholds": thresholds, "model_overrule": overrule,
+                                      "model_category_thresholds": {}})
+    per_category = per_category_flags(examples, raw, profile, flags)
+    print("per-category flag thresholds that gain at least", MIN_GAIN, "F1 within the FPR bars:",
+          json.dumps({c.value: t for c, t in per_category.items()}))
+
+
+# A category's own threshold must earn its keep: on a few hundred traces smaller gains are noise, and every
+# threshold fitted to dev.jsonl is one more way to fit it rather than the traffic it stands for.
+MIN_GAIN = 0.01
+
+
+def per_category_flags(examples: Sequence[Example], raw: Sequence[tuple[Trace, list]], profile: SafetyProfile,
+                       flags: Sequence[float]) -> dict:
+    """One pass over the categories (in taxonomy order): each keeps the profile's flag threshold unless another
+    gains MIN_GAIN F1 while hard-negative and easy-safe FPR stay within their bars."""
+
+    def evaluate(p: SafetyProfile) -> dict:
+        results = [decide(t, d, p, request_id="t") for t, d in raw]
+        return score(examples, [r.verdict for r in results], [set(r.categories) for r in results])
+
+    chosen: dict = {}
+    current = evaluate(profile)
+    for category in Category:
+        best_flag, best_score = None, current
+        for flag in flags:
+            own = profile.model_thresholds.model_copy(update={"flag": flag, "redact": max(flag,
+                                                               profile.model_thresholds.redact)})
+            trial = profile.model_copy(update={"model_category_thresholds": {**chosen, category: own}})
+            s = evaluate(trial)
+            if s["hn_fpr"] <= 0.08 and s["easy_fpr"] <= 0.02 and s["f1"] >= best_score["f1"] + MIN_GAIN:
+                best_flag, best_score = own, s
+        if best_flag is not None:
+            chosen[category] = best_flag
+            current = best_score
+            print(f"{category.value}: flag {best_flag.flag} -> F1 {current['f1']:.3f} HN {current['hn_fpr']:.3f}")
+    return {c: t.flag for c, t in chosen.items()}
 
 
 if __name__ == "__main__":
