@@ -129,7 +129,7 @@ def mine(model: SafetyModel, grouped: dict[str, list], tokenizer) -> list:
     step, so the benign steps a model gets wrong matter far more than the average one."""
     pool = grouped["hard"] + grouped["other"]
     worst = predict_logits(model, pool, tokenizer).max(axis=1)
-    keep = np.argsort(-worst, kind="stable")[: MINED_PER_HARMFUL * len(grouped["harmful"])]
+    keep = np.argsort(-worst, kind="stable")[: int(MINED_PER_HARMFUL * len(grouped["harmful"]))]
     return [pool[i] for i in sorted(keep)]
 
 

@@ -59,9 +59,14 @@ _IDENTIFIER = re.compile(
 )
 
 
+# The tokenizer reads these strings as its special tokens wherever they appear; a step that wrote "[SEP]" would end
+# the judged step's pooled span early (the model pools up to the first [SEP]). Brackets become parentheses.
+_SPECIAL_TOKEN = re.compile(r"\[(SEP|CLS|PAD|MASK|UNK)\]", re.I)
+
+
 def mask_identifiers(text: str) -> str:
-    """`text` with every identifier-like token replaced by `<id>`."""
-    return _IDENTIFIER.sub(ID_TOKEN, text)
+    """`text` with every identifier-like token replaced by `<id>`, and written special tokens defused."""
+    return _SPECIAL_TOKEN.sub(r"(\1)", _IDENTIFIER.sub(ID_TOKEN, text))
 
 
 def step_with_context(steps: Sequence[str], index: int) -> str:
