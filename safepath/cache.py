@@ -30,7 +30,7 @@ from safepath.metrics import Metrics, default_metrics
 
 logger = logging.getLogger(__name__)
 
-KEY_SCHEMA = "safepath-result-v1"  # bump when the cached value's shape changes
+KEY_SCHEMA = "safepath-result-v2"  # bump when the cached value's shape changes (v2: view and overruled)
 ENTRY_OVERHEAD_BYTES = 200  # dict slot, key string and tuple per entry, roughly, so tiny entries still count
 
 

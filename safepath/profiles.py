@@ -64,7 +64,8 @@ class StageSpec(BaseModel):
 
 class ModelOverrule(BaseModel):
     """Where a profile lets the safety model overrule another stage: a finding is overruled only when every
-    condition holds, and never when it came from a decoded view (a disguise is itself evidence)."""
+    condition holds, and never when it came from a view that undid a disguise (`Detection.view` other than `text`:
+    a disguise is itself evidence)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

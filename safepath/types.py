@@ -94,8 +94,9 @@ class Detection(BaseModel):
     action: Verdict = Field(default=Verdict.BLOCK, description="The strongest action this finding asks for.")
     view: str = Field(
         default="text",
-        description="What the stage read: `text` (as written; the rules read it case- and homoglyph-folded) or a "
-        "view that undid a disguise (`base64`, `hex`, `rot13`, `reversed` for the rules; `decoded` for the models).",
+        description="What the stage read: `text` (as written, case and spacing aside) or a view that undid a "
+        "disguise (`folded` homoglyphs, leetspeak or invisibles, `base64`, `hex`, `rot13`, `reversed` for the rules; "
+        "`decoded` for the models).",
     )
     overruled: str | None = Field(
         default=None,

@@ -10,6 +10,7 @@ transformer.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from safepath.detectors.gate import GateOptions, StaticGate, route
 from safepath.detectors.lexical import LexicalModel
-from safepath.detectors.model_input import SEPARATOR, load_vocabulary, step_views
+from safepath.detectors.model_input import load_vocabulary, step_pieces, step_views, step_with_context
 from safepath.errors import ConfigError, ModelLoadError
 from safepath.runtime import Encoder
 from safepath.runtime.loading import encoder_for
+from safepath.runtime.onnx import load_tokenizer
 from safepath.settings import RuntimeSettings
 from safepath.types import CATEGORIES, Category, Detection, Stage, Step, Trace
 
@@ -59,6 +61,7 @@ class ClassifierDetector:
         gate: StaticGate | None = None,
         vocabulary: frozenset[str] | None = None,
         lexical: LexicalModel | None = None,
+        tokenizer: Any | None = None,
     ) -> None:
         """
         Args:
@@ -69,6 +72,8 @@ class ClassifierDetector:
             gate: the cascade's first tier; every step reaches the model when None.
             vocabulary: known words for undoing disguises (`model_input.readable`); None reads steps as written.
             lexical: the trace-level lexical model blended into each trace's worst step; None judges steps alone.
+            tokenizer: the model's `tokenizers.Tokenizer`, to read a step longer than the model's length in pieces
+                (`model_input.step_pieces`); None reads every step as one input, cut to the model's length.
         """
         if list(labels[: len(CATEGORIES)]) != list(CATEGORIES):
             raise ConfigError(f"{name}: model labels {list(labels)} do not start with the taxonomy {list(CATEGORIES)}")
@@ -79,6 +84,8 @@ class ClassifierDetector:
         self.gate = gate
         self.vocabulary = vocabulary
         self.lexical = lexical
+        self.tokenizer = tokenizer
+        self._tokenizer_lock = threading.Lock()
         self.steps_seen = 0  # for the cascade report: how many steps were judged, how many reached the model
         self.steps_to_model = 0
 
@@ -101,10 +108,13 @@ class ClassifierDetector:
         except (OSError, ValueError) as exc:
             raise ModelLoadError(labels_path, f"cannot read the label list: {exc}") from exc
         gate = StaticGate.from_options(opts.gate, settings) if opts.gate else None
+        tokenizer, _ = load_tokenizer(model_dir / "tokenizer.json")
         vocabulary = load_vocabulary(model_dir / "tokenizer.json")
         lexical = LexicalModel(model_dir / "lexical.npz") if (model_dir / "lexical.npz").exists() else None
-        return cls(encoder_for(model_dir, settings, name=name), labels, name=name, min_score=opts.min_score, gate=gate,
-                   vocabulary=vocabulary, lexical=lexical)
+        # `truncate`: an input is a step (or a piece of one) then its context; a window starting in the context
+        # would score the context as if it were the step.
+        return cls(encoder_for(model_dir, settings, name=name, truncate=True), labels, name=name,
+                   min_score=opts.min_score, gate=gate, vocabulary=vocabulary, lexical=lexical, tokenizer=tokenizer)
 
     def warmup(self) -> None:
         self.encoder.warmup()
@@ -113,27 +123,43 @@ class ClassifierDetector:
 
     def detect(self, traces: Sequence[Trace]) -> list[list[Detection]]:
         results: list[list[Detection]] = [[] for _ in traces]
-        views = [step_views([s.text for s in trace.steps], self.vocabulary, context=True) for trace in traces]
-        items, chosen = route(traces, self.gate, views)
+        views = [step_views([s.text for s in trace.steps], self.vocabulary, context=False) for trace in traces]
+        items, chosen = route(traces, self.gate, views, one_per_trace=self.lexical is not None)
         self.steps_seen += len(items)
         self.steps_to_model += len(chosen)
         if len(chosen) == 0:
             return results
-        inputs = [text for i in chosen for text in views[items[i][0]][items[i][1].index]]
-        probs = self.encoder.run(inputs)["probs"]
-        # Per judged step: the highest probability over its views, and which view gave it.
-        best, source, row = {}, {}, 0
+        # Each judged step's inputs: every view (as written, undone), each in pieces when long, each piece followed
+        # by the preceding steps as written (masked), as in training (`step_views(..., context=True)`).
+        inputs: list[str] = []
+        rows: dict[int, tuple[int, list[int]]] = {}  # judged step -> (first input row, view index of each row)
         for i in chosen:
             t, step = items[i]
-            n_views = len(views[t][step.index])
-            best[i], source[i] = probs[row : row + n_views].max(axis=0), probs[row : row + n_views].argmax(axis=0)
-            row += n_views
+            before = [v[0] for v in views[t][: step.index]]
+            row_views = []
+            for v, text in enumerate(views[t][step.index]):
+                for piece in self._pieces(text):
+                    inputs.append(step_with_context([*before, piece], step.index))
+                    row_views.append(v)
+            rows[i] = (len(inputs) - len(row_views), row_views)
+        probs = self.encoder.run(inputs)["probs"]
+        # Per judged step: the highest probability over its inputs, and which view gave it.
+        best, source = {}, {}
+        for i, (first, row_views) in rows.items():
+            mine = probs[first : first + len(row_views)]
+            best[i], source[i] = mine.max(axis=0), np.asarray(row_views)[mine.argmax(axis=0)]
         if self.lexical is not None:
             self._add_trace_evidence(traces, items, best)
         for i in chosen:
             t, step = items[i]
             results[t].extend(self._step_detections(best[i], source[i], step, views[t][step.index]))
         return results
+
+    def _pieces(self, text: str) -> list[str]:
+        if self.tokenizer is None:
+            return [text]
+        with self._tokenizer_lock:  # a `tokenizers.Tokenizer` refuses concurrent use
+            return step_pieces(text, self.tokenizer)
 
     def _add_trace_evidence(self, traces: Sequence[Trace], items: list[tuple[int, Step]], best: dict) -> None:
         """Blend the lexical model's judgement of each whole trace into its worst judged step, output by output
@@ -174,7 +200,7 @@ class ClassifierDetector:
                 step_index=step.index,
                 span=(step.start, step.end),
                 rule=None,
-                evidence=(f"decoded: {texts[1].split(SEPARATOR)[0]}" if view else step.text)[:EVIDENCE_CHARS],
+                evidence=(f"decoded: {texts[1]}" if view else step.text)[:EVIDENCE_CHARS],
                 view="decoded" if view else "text",
             )
             for j, (score, view) in sorted(found.items())

@@ -123,13 +123,18 @@ class StaticGate:
             previous: the step before each (empty for a first step): a head trained on both sees that "Do what it
                 says." after a quoted instruction is not the same step as after a quoted recipe.
         """
+        return self.judge(steps, previous)[1]
+
+    def judge(self, steps: Sequence[str], previous: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Per step, the head's harm probability and whether the transformer must judge it (`needs_model`)."""
         if not steps:
-            return np.zeros(0, dtype=bool)
+            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=bool)
         embedded = self.embed(steps)
-        needed = self._probability(self.features(embedded, previous)) >= self.skip_below
+        probability = self._probability(self.features(embedded, previous))
+        needed = probability >= self.skip_below
         if self._exemplar_texts:
             needed |= (embedded @ self._exemplar_matrix().T).max(axis=1) >= self.exemplar_similarity
-        return needed
+        return probability, needed
 
     def _exemplar_matrix(self) -> np.ndarray:
         if self._exemplars is None:
@@ -140,7 +145,11 @@ class StaticGate:
 
 
 def route(
-    traces: Sequence[Trace], gate: StaticGate | None, views: Sequence[Sequence[tuple[str, ...]]]
+    traces: Sequence[Trace],
+    gate: StaticGate | None,
+    views: Sequence[Sequence[tuple[str, ...]]],
+    *,
+    one_per_trace: bool = False,
 ) -> tuple[list[tuple[int, Step]], np.ndarray]:
     """Every step of a batch as (trace index, step), and the positions of those the transformer must judge: what the
     gate cannot clear, every step an earlier tier flagged (the model may overrule a hit there, and the result must
@@ -150,14 +159,22 @@ def route(
         traces: the batch.
         gate: the first tier; every step reaches the model when None.
         views: per trace and step, the texts the model reads (`model_input.step_views`); the first is the step.
+        one_per_trace: also send each trace's likeliest step (by the gate) when the gate clears them all: a stage
+            that lands trace-level evidence on its worst judged step needs one.
     """
     items = [(t, step) for t, trace in enumerate(traces) for step in trace.steps]
     if gate is None or not items:
         return items, np.arange(len(items))
     masked = [mask_identifiers(step.text) for _, step in items]
     previous = [masked[k - 1] if step.index else "" for k, (_, step) in enumerate(items)]
-    needed = gate.needs_model(masked, previous)
+    probability, needed = gate.judge(masked, previous) if one_per_trace else (None, gate.needs_model(masked, previous))
     needed |= np.array(
         [step.index in traces[t].flagged_steps or len(views[t][step.index]) > 1 for t, step in items], dtype=bool
     )
+    if one_per_trace:
+        owners = np.array([t for t, _ in items])
+        for t in set(range(len(traces))) - set(owners[needed].tolist()):
+            mine = np.flatnonzero(owners == t)
+            if len(mine):
+                needed[mine[np.argmax(probability[mine])]] = True
     return items, np.flatnonzero(needed)

@@ -6,8 +6,9 @@ model never sees a text shaped differently from the ones it learned on.
 - **Context.** A step's intent often shows only beside what came before it ("Do what it says." after a step that
   quotes an injected instruction; "Sure, I'll lay it out." after the request). The classifier reads the step, then
   the steps before it, nearest first, then the trace's first step (usually the task), all within a character
-  budget, separated by ` [SEP] `. The step comes first so that truncation to the model's length cuts context,
-  never the step.
+  budget, separated by ` [SEP] `. The step comes first so that cutting the input to the model's length (training
+  and serving both cut, never window) loses context, not the step. A step longer than the model reads whole is
+  read in overlapping pieces (`step_pieces`), each followed by the same context.
 - **Identifiers.** Hashes, UUIDs, hex digests and long key-like tokens carry no intent, yet a model trained on
   text where they co-occur with one label learns them as a signal. They are replaced by one neutral token before any
   model sees the text, so no identifier can move a score.
@@ -36,8 +37,10 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from safepath.normalize import _base64_runs, _decode_base64, _decode_hex, _hex_runs, _normalized, _rot13
+from safepath.runtime.onnx import window_starts
 
 ID_TOKEN = "<id>"
 SEPARATOR = " [SEP] "
@@ -46,6 +49,9 @@ SEPARATOR = " [SEP] "
 CONTEXT_CHARS = 120  # the preceding steps' share of the input; about 25 tokens of English
 STEP_CONTEXT_CHARS = 120  # at most this much of any one preceding step: its end, nearest the step judged
 FIRST_STEP_CHARS = 80  # the start of the task, when it is not already among the nearest steps
+STEP_TOKENS = 126  # the model's 128 tokens less [CLS] and [SEP]: a step up to this long is read whole
+PIECE_TOKENS = 100  # a longer step is read in pieces this long, leaving room for some context,
+PIECE_STRIDE = 75  # this far apart (a phrase cut by one piece's edge is whole in the next)
 
 _IDENTIFIER = re.compile(
     r"""
@@ -98,6 +104,19 @@ MAX_DECODED_CHARS = 2048
 _WORD = re.compile(r"[^\W\d_]+")  # letters only
 _ASCII_WORD = re.compile(r"[A-Za-z]+")
 _GAP = re.compile(r"[^A-Za-z\n]{1,3}")  # between two words of one run
+
+
+def step_pieces(text: str, tokenizer: Any | None) -> list[str]:
+    """`text` as the pieces the classifier judges: whole when it fits the model with room for nothing else (as every
+    step was read in training), else overlapping pieces cut at token boundaries, so no part of a long step goes
+    unread and none is judged as context. `tokenizer`: a `tokenizers.Tokenizer` (None: always whole)."""
+    if tokenizer is None:
+        return [text]
+    offsets = tokenizer.encode(text, add_special_tokens=False).offsets
+    if len(offsets) <= STEP_TOKENS:
+        return [text]
+    return [text[offsets[s][0] : offsets[s + PIECE_TOKENS - 1][1]]
+            for s in window_starts(len(offsets), PIECE_TOKENS, PIECE_STRIDE)]
 
 
 def load_vocabulary(tokenizer_path: str | Path) -> frozenset[str]:

@@ -200,6 +200,12 @@ class RuleDetector:
         step_index = max(bisect.bisect_right(starts, start) - 1, 0)
         matched = view.text[span[0] : span[1]]
         evidence = matched if view.kind == "normalized" else f"{view.kind}: {matched}"
+        kind = view.kind
+        if kind == "normalized":
+            # The normalised view folds case and spacing, which is reading as written, and homoglyphs, leetspeak and
+            # invisibles, which is undoing a disguise: a match that needed the latter is reported as `folded`.
+            written = " ".join(trace.content[start:end].casefold().split())
+            kind = "text" if written == " ".join(matched.split()) else "folded"
         return Detection(
             category=rule.category,
             stage=Stage.RULES,
@@ -209,5 +215,5 @@ class RuleDetector:
             rule=rule.id,
             evidence=evidence[:EVIDENCE_CHARS],
             action=rule.action,
-            view="text" if view.kind == "normalized" else view.kind,
+            view=kind,
         )

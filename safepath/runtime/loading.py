@@ -25,8 +25,9 @@ def model_file(model_dir: Path, settings: RuntimeSettings) -> Path:
     return path
 
 
-def encoder_for(model_dir: Path, settings: RuntimeSettings, *, name: str = "") -> OnnxEncoder:
-    """An `OnnxEncoder` for a shipped model folder (model file, `tokenizer.json`), configured by `settings`."""
+def encoder_for(model_dir: Path, settings: RuntimeSettings, *, name: str = "", truncate: bool = False) -> OnnxEncoder:
+    """An `OnnxEncoder` for a shipped model folder (model file, `tokenizer.json`), configured by `settings`
+    (`truncate`: see `OnnxEncoder`)."""
     path = model_file(model_dir, settings)
     return OnnxEncoder(
         path,
@@ -36,5 +37,6 @@ def encoder_for(model_dir: Path, settings: RuntimeSettings, *, name: str = "") -
         # Dynamic int8 quantizes activations with one scale per batch: one row per call keeps a step's score
         # independent of its batch-mates. On two cores batching past one row gains little for this model anyway.
         max_batch_rows=1 if path.name == "model.int8.onnx" else None,
+        truncate=truncate,
         name=name,
     )

@@ -4,9 +4,9 @@ Imports numpy only; onnxruntime and tokenizers load on first use, so importing t
 noticeable. One ONNX Runtime session per (model file, providers, threads, arena) per process: two detectors
 that name the same file share it (sessions are thread-safe for `run`).
 
-Long texts: a text of more than `max_length` tokens (counting [CLS] and [SEP]) is cut into overlapping windows of
-`max_length - 2` body tokens, `window_stride` apart, the last window aligned to the text's end; each window gets
-its own [CLS]/[SEP]. The rows of one text then merge per output, by the output's name:
+Long texts: a text of more than `max_length` tokens (counting [CLS] and [SEP]) is cut to its head (`truncate`), or
+into overlapping windows of `max_length - 2` body tokens, `window_stride` apart, the last window aligned to the
+text's end; each window gets its own [CLS]/[SEP]. The rows of one text then merge per output, by the output's name:
 
 - `embedding*`: mean of the window vectors, then L2 normalisation (the text's centroid direction);
 - `probs*` and `scores*`: element-wise max (a harmful sentence anywhere in the text counts);
@@ -54,7 +54,10 @@ class OnnxEncoder:
         tokenizer_path: a Hugging Face `tokenizer.json`.
         providers: ONNX Runtime execution providers; default CUDA if available, else CPU.
         intra_op_threads: threads per run; None lets ONNX Runtime choose (all cores).
-        max_length: tokens per row, [CLS] and [SEP] included; longer texts are windowed.
+        max_length: tokens per row, [CLS] and [SEP] included; longer texts are windowed (or cut: `truncate`).
+        truncate: keep only a long text's first window instead of windowing it, for inputs whose head is what is
+            judged and whose tail is context (the classifier's step-then-preceding-steps): a window starting in the
+            context would score the context as if it were the step.
         window_stride: body tokens between the starts of consecutive windows (at most `max_length - 2`).
         max_tokens_per_batch: bound on rows x padded length per model call; bounds activation memory.
         max_batch_rows: at most this many rows per model call (None: only the token bound applies). Dynamically
@@ -76,6 +79,7 @@ class OnnxEncoder:
         intra_op_threads: int | None = None,
         max_length: int = 128,
         window_stride: int = 96,
+        truncate: bool = False,
         max_tokens_per_batch: int = 4096,
         max_batch_rows: int | None = None,
         enable_cpu_mem_arena: bool = True,
@@ -95,6 +99,7 @@ class OnnxEncoder:
         self.intra_op_threads = intra_op_threads
         self.max_length = max_length
         self.window_stride = window_stride
+        self.truncate = truncate
         self.max_tokens_per_batch = max_tokens_per_batch
         self.max_batch_rows = max_batch_rows
         self.enable_cpu_mem_arena = enable_cpu_mem_arena
@@ -138,7 +143,7 @@ class OnnxEncoder:
             encodings = loaded.tokenizer.encode_batch(list(texts), add_special_tokens=False)
         for i, encoding in enumerate(encodings):
             ids = encoding.ids
-            for start in window_starts(len(ids), body, self.window_stride):
+            for start in [0] if self.truncate else window_starts(len(ids), body, self.window_stride):
                 rows.append(loaded.prefix + ids[start : start + body] + loaded.suffix)
                 owners.append(i)
         return np.asarray(owners, dtype=np.int64), rows
@@ -202,8 +207,13 @@ class _Loaded:
         return cls(session, tokenizer, prefix, suffix, pad_id, input_names, tuple(outputs))
 
 
-def _load_tokenizer(path: Path) -> tuple[Any, list[int], list[int], int]:
-    """The tokenizer with padding and truncation off (we window and pad ourselves), its special-token frame, pad id."""
+def load_tokenizer(path: Path) -> tuple[Any, int]:
+    """A `tokenizers.Tokenizer` with padding and truncation off, and its pad id. The shipped all-MiniLM
+    tokenizer.json fixes both at 128 tokens; left on, they would silently cut or pad every text.
+
+    Raises:
+        ModelLoadError: the file is missing or not a tokenizer.
+    """
     from tokenizers import Tokenizer
 
     if not path.is_file():
@@ -214,9 +224,14 @@ def _load_tokenizer(path: Path) -> tuple[Any, list[int], list[int], int]:
         raise ModelLoadError(path, f"not a valid tokenizer.json: {e}") from e
     padding = tokenizer.padding
     pad_id = padding["pad_id"] if padding else (tokenizer.token_to_id("[PAD]") or 0)
-    # The shipped all-MiniLM tokenizer.json fixes both at 128 tokens; left on, they would silently cut long texts.
     tokenizer.no_padding()
     tokenizer.no_truncation()
+    return tokenizer, pad_id
+
+
+def _load_tokenizer(path: Path) -> tuple[Any, list[int], list[int], int]:
+    """The tokenizer (`load_tokenizer`: we window and pad ourselves), its special-token frame, pad id."""
+    tokenizer, pad_id = load_tokenizer(path)
     # The special tokens framing one sequence ([CLS] ... [SEP] for BERT), found from a probe rather than hard-coded.
     body = tokenizer.encode("a", add_special_tokens=False).ids
     framed = tokenizer.encode("a", add_special_tokens=True).ids

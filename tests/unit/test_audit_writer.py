@@ -105,13 +105,16 @@ def test_a_full_queue_spills_without_blocking_and_every_record_arrives_once(sett
         with closing(sqlite3.connect(settings.sqlite_path, isolation_level=None)) as lock:
             lock.execute("BEGIN IMMEDIATE")  # another writer (a retention job, say) holds the write lock
             w.submit(records[0])
-            _wait_for(lambda: w.queue_depth == 0)  # the writer took it and now waits on the lock
+            _wait_for(lambda: w.queue_depth == 0)  # the writer took it...
+            # ...and lingers up to flush_interval_s for more before it writes and meets the lock; records submitted
+            # while it lingers join its batch instead of the queue. Ten lingers' margin, so it is waiting on the lock.
+            time.sleep(10 * settings.flush_interval_s)
             started = time.monotonic()
             for record in records[1:]:
                 w.submit(record)
             assert time.monotonic() - started < 1.0  # never waited on the database
-            # The writer holds what it took before the lock stopped it (up to a batch lingering flush_interval_s);
-            # the queue holds five; the rest went to the spill file.
+            # The writer holds what it took before the lock stopped it; the queue holds five; the rest went to the
+            # spill file.
             spilled = readout.records("spilled")
             assert w.queue_depth == 5 and spilled >= 1
             lock.execute("ROLLBACK")

@@ -15,15 +15,20 @@ from safepath.detectors.model_input import (
     CONTEXT_CHARS,
     load_vocabulary,
     mask_identifiers,
+    PIECE_TOKENS,
+    STEP_TOKENS,
     readable,
+    step_pieces,
     step_views,
     step_with_context,
 )
 from safepath.runtime import FakeEncoder
+from safepath.runtime.onnx import load_tokenizer
 from safepath.segment import segment
 from safepath.types import CATEGORIES, Trace
 
-VOCABULARY = load_vocabulary(Path(__file__).parents[3] / "models" / "safety-minilm" / "tokenizer.json")
+TOKENIZER_FILE = Path(__file__).parents[3] / "models" / "safety-minilm" / "tokenizer.json"
+VOCABULARY = load_vocabulary(TOKENIZER_FILE)
 PLAN = "disable the audit log before the review"
 
 
@@ -130,3 +135,25 @@ def test_identifiers_cannot_move_a_score():
         ClassifierDetector(encoder, LABELS, vocabulary=VOCABULARY).detect([Trace(content=text, steps=segment(text))])
         inputs.update(encoder.calls[0])
     assert inputs == {"Outage 0 <id>: restarted the worker and the queue drained."}
+
+
+def test_written_special_tokens_are_defused():
+    # "[SEP]" in a step would otherwise become the separator token and end the judged span at the first word.
+    assert mask_identifiers("[SEP] disable the audit log [cls]") == "(SEP) disable the audit log (cls)"
+
+
+def test_a_long_step_is_read_in_overlapping_pieces_that_cover_it():
+    tokenizer, _ = load_tokenizer(TOKENIZER_FILE)
+    short = "Check the invoice totals against the ledger."
+    assert step_pieces(short, tokenizer) == [short]
+    assert step_pieces(short, None) == [short]
+    words = [f"item{i} costs {i * 3} euros" for i in range(60)]
+    long = ", ".join(words) + f", and then I will {PLAN}."
+    assert len(tokenizer.encode(long, add_special_tokens=False).ids) > STEP_TOKENS
+    pieces = step_pieces(long, tokenizer)
+    assert len(pieces) > 1
+    assert all(len(tokenizer.encode(p, add_special_tokens=False).ids) <= PIECE_TOKENS + 2 for p in pieces)
+    assert long.startswith(pieces[0]) and long.rstrip(".").endswith(pieces[-1].rstrip("."))
+    assert PLAN in pieces[-1]  # the plan at the very end is read whole, with the context after it
+    for a, b in zip(pieces, pieces[1:]):  # consecutive pieces overlap
+        assert long.index(b) < long.index(a) + len(a)

@@ -9,6 +9,7 @@ import pytest
 
 from safepath import Category, RuleFileError, Stage, Verdict
 from safepath.detectors.classifier import ClassifierDetector
+from safepath.detectors.gate import route
 from safepath.detectors.model_input import step_with_context
 from safepath.detectors.semantic import SemanticDetector, SemanticRule, load_semantic_rules
 from safepath.errors import ConfigError
@@ -49,7 +50,12 @@ class KeywordGate:
         self.exemplars: list[str] = []
 
     def needs_model(self, steps, previous):
-        return np.array([self.word in t.lower() for t in steps], dtype=bool)
+        return self.judge(steps, previous)[1]
+
+    def judge(self, steps, previous):
+        """Probability: the step's length over 1000, or 0.9 where the word occurs."""
+        needed = np.array([self.word in t.lower() for t in steps], dtype=bool)
+        return np.where(needed, 0.9, np.array([len(t) / 1000 for t in steps])), needed
 
     def add_exemplars(self, texts):
         self.exemplars.extend(texts)
@@ -200,3 +206,14 @@ def test_bad_semantic_rule_files_name_the_problem(tmp_path: Path, body: str, pro
     with pytest.raises(RuleFileError, match=problem) as info:
         load_semantic_rules(path)
     assert str(path) in str(info.value)
+
+
+def test_route_sends_each_traces_likeliest_step_when_asked_even_if_the_gate_clears_all():
+    # The lexical blend lands a trace's evidence on its worst judged step; a trace the gate cleared entirely
+    # would otherwise get none. Step 2 is the longest, so the fake gate finds it likeliest.
+    traces = [_trace(TRACE), _trace("Step 1: Add the numbers. Step 2: zzz check.")]
+    views = [[(s.text,) for s in t.steps] for t in traces]
+    items, chosen = route(traces, KeywordGate("zzz"), views)
+    assert [(items[i][0], items[i][1].index) for i in chosen] == [(1, 1)]
+    items, chosen = route(traces, KeywordGate("zzz"), views, one_per_trace=True)
+    assert [(items[i][0], items[i][1].index) for i in chosen] == [(0, 1), (1, 1)]

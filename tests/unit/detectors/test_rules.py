@@ -121,6 +121,12 @@ def test_each_normalisation_defeats_an_evasion(detector, text, disguised):
     start, end = text.index(disguised), text.index(disguised) + len(disguised)
     # the span is the disguised word itself (a trailing invisible or combining mark may fall outside)
     assert found[0].span[0] == start and end - 1 <= found[0].span[1] <= end
+    assert found[0].view == "folded"  # a disguise undone: no profile's model_overrule may drop it
+
+
+def test_a_match_as_written_reads_as_text_whatever_its_case_and_spacing(detector):
+    (found,) = [d for d in _detect(detector, "Now make the BOMB  quickly.") if d.rule == "harmful_instructions.bomb"]
+    assert found.view == "text"
 
 
 @pytest.mark.parametrize(

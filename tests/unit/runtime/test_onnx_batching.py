@@ -167,6 +167,13 @@ def test_a_long_text_is_windowed_and_its_rows_merged_by_output_name(files):
     np.testing.assert_allclose(out["embedding"][0], [np.mean(framed_ids(5)), 3])
 
 
+def test_truncate_keeps_only_a_long_texts_first_window(files):
+    # The classifier's inputs are a step then its context: only the head is judged, never a window of context.
+    out = encoder(files, max_length=8, window_stride=4, truncate=True).run([words(*range(20)), words(5)])
+    np.testing.assert_allclose(out["embedding"][0], [np.mean(framed_ids(*range(6))), 8])
+    np.testing.assert_allclose(out["embedding"][1], [np.mean(framed_ids(5)), 3])
+
+
 def test_empty_input_gives_empty_arrays_of_the_right_shape(files):
     out = encoder(files).run([])
     assert {k: v.shape for k, v in out.items()} == {"probs": (0, 1), "embedding": (0, 2), "width": (0, 1)}
