@@ -31,7 +31,7 @@ from pathlib import Path
 
 from models.folds import FOLDS, model_dir
 from safepath import SafePathFilter
-from safepath.evaluation import EvalReport, Example, evaluate, load_dataset
+from safepath.evaluation import EvalReport, Example, evaluate, load_dataset, parse_example
 from safepath.profiles import ProfileSet, StageSpec, load_profiles
 from safepath.settings import RuntimeSettings
 from safepath.types import CATEGORIES
@@ -49,14 +49,9 @@ STAGE_ALONE = {"stage:rules": ["rules"], "stage:safety_model": ["safety_model_fu
 
 def corpus_examples(*, split: str | None = None, writers: tuple[str, ...] = ()) -> list[Example]:
     """Corpus traces of one split, or of some writers (any split), as evaluation examples."""
-    out = []
-    for line in CORPUS.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        if (split and row["split"] != split) or (writers and row["writer"] not in writers):
-            continue
-        out.append(Example(row["text"], row["label"] == "harmful", tuple(row["categories"]), row["hard_negative"],
-                           row["ordinary"], row["difficulty"] == "hard"))
-    return out
+    rows = map(json.loads, CORPUS.read_text(encoding="utf-8").splitlines())
+    return [parse_example(row) for row in rows
+            if (not split or row["split"] == split) and (not writers or row["writer"] in writers)]
 
 
 def variant(profiles: ProfileSet, name: str, stages: list[str], extra_stages: dict[str, StageSpec] | None = None) -> ProfileSet:

@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from safepath import SafePathFilter
-from safepath.evaluation import Example, load_dataset
+from safepath.evaluation import Example, load_dataset, score
 from safepath.pipeline import decide
 from safepath.profiles import ModelOverrule, SafetyProfile, Thresholds
 from safepath.segment import segment
-from safepath.types import CATEGORIES, Category, Detection, Trace, Verdict
+from safepath.types import Category, Detection, Trace
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV = Path(os.environ.get("SAFEPATH_DEV_SET", ROOT.parent / "shared" / "eval" / "dev.jsonl"))
@@ -48,25 +48,6 @@ def raw_detections(f: SafePathFilter, profile: SafetyProfile, examples: Sequence
                     detector.gate = gate
         out.append((trace, found))
     return out
-
-
-def score(examples: Sequence[Example], verdicts: Sequence[Verdict], named: Sequence[set[str]]) -> dict:
-    flagged = [v is not Verdict.ALLOW for v in verdicts]
-    tp = sum(f and e.harmful for f, e in zip(flagged, examples))
-    fp = sum(f and not e.harmful for f, e in zip(flagged, examples))
-    fn = sum(not f and e.harmful for f, e in zip(flagged, examples))
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    hard = [f for f, e in zip(flagged, examples) if e.hard_negative]
-    easy = [f for f, e in zip(flagged, examples) if e.easy_safe]
-    per = {}
-    for c in CATEGORIES:
-        rows = [(f, c in n) for f, n, e in zip(flagged, named, examples) if e.harmful and c in e.categories]
-        per[c] = sum(f and hit for f, hit in rows) / len(rows) if rows else None
-    return {"f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-            "precision": precision, "recall": recall,
-            "hn_fpr": sum(hard) / len(hard) if hard else 0.0, "easy_fpr": sum(easy) / len(easy) if easy else 0.0,
-            "min_category_recall": min(v for v in per.values() if v is not None), "per_category": per}
 
 
 def main() -> None:
@@ -131,7 +112,11 @@ def candidate(base: SafetyProfile, flag: float, overrule: tuple | None) -> Safet
 def replay(examples: Sequence[Example], raw: Sequence[tuple[Trace, list]], profile: SafetyProfile) -> dict:
     """The profile's decisions on the cached detections, scored."""
     results = [decide(t, d, profile, request_id="t") for t, d in raw]
-    return score(examples, [r.verdict for r in results], [set(r.categories) for r in results])
+    report = score(examples, [r.verdict for r in results], [set(r.categories) for r in results])
+    per = {c: s.recall for c, s in report.per_category.items()}
+    return {"f1": report.f1, "precision": report.precision, "recall": report.recall,
+            "hn_fpr": report.hard_negative_fpr or 0.0, "easy_fpr": report.easy_safe_fpr or 0.0,
+            "min_category_recall": min(per.values(), default=0.0), "per_category": per}
 
 
 # A category's own threshold must earn its keep: on a few hundred traces smaller gains are noise, and every

@@ -98,7 +98,7 @@ def load_dataset(path: str | Path) -> list[Example]:
         if not line.strip():
             continue
         try:
-            examples.append(_example(json.loads(line)))
+            examples.append(parse_example(json.loads(line)))
         except (json.JSONDecodeError, ValueError, TypeError) as exc:
             raise InvalidRequest(f"{path}:{number}: {exc}") from None
     if not examples:
@@ -106,7 +106,12 @@ def load_dataset(path: str | Path) -> list[Example]:
     return examples
 
 
-def _example(row: object) -> Example:
+def parse_example(row: object) -> Example:
+    """One dataset row (the schema in this module's docstring) as an Example.
+
+    Raises:
+        ValueError: the row does not follow the schema.
+    """
     if not isinstance(row, dict):
         raise ValueError("each line must be a JSON object")
     text, label, categories = row.get("text"), row.get("label"), row.get("categories", [])
@@ -135,6 +140,19 @@ def evaluate(
         latencies.append((time.perf_counter() - started) * 1000)
         verdicts.append(result.verdict)
         categories_found.append(set(result.categories))
+    return score(examples, verdicts, categories_found, latencies, profile=profile_name, dataset=dataset)
+
+
+def score(
+    examples: Sequence[Example],
+    verdicts: Sequence[Verdict],
+    categories_found: Sequence[set[str]],
+    latencies: Sequence[float] = (),
+    *,
+    profile: str = "",
+    dataset: str = "",
+) -> EvalReport:
+    """The report for verdicts already reached (`categories_found`: the categories each result named)."""
     flagged = [v is not Verdict.ALLOW for v in verdicts]
     tp = sum(f and e.harmful for f, e in zip(flagged, examples))
     fp = sum(f and not e.harmful for f, e in zip(flagged, examples))
@@ -146,7 +164,7 @@ def evaluate(
     hard_harmful = [f for f, e in zip(flagged, examples) if e.hard and e.harmful]
     return EvalReport(
         dataset=dataset,
-        profile=profile_name,
+        profile=profile,
         examples=len(examples),
         harmful=tp + fn,
         safe=tn + fp,
@@ -192,6 +210,8 @@ def _confusion(examples: Sequence[Example], verdicts: Sequence[Verdict]) -> dict
 
 def _latency_summary(latencies: Iterable[float]) -> dict[str, float]:
     ordered = sorted(latencies)
+    if not ordered:
+        return {}
     return {
         "p50": round(percentile(ordered, 50), 4),
         "p95": round(percentile(ordered, 95), 4),
