@@ -20,7 +20,7 @@ MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 BUILD = MODELS_DIR.parent / "build"
 MODELS = {
     "safety-int8": MODELS_DIR / "safety-minilm" / "model.int8.onnx",
-    "safety-fp32": BUILD / "safety" / "model.fp32.onnx",
+    "safety-fp32": BUILD / "safety" / "main" / "model.fp32.onnx",
     "semantic-int8": MODELS_DIR / "semantic-minilm" / "model.int8.onnx",
     "semantic-fp32": MODELS_DIR / "semantic-minilm" / "build" / "model.fp32.onnx",
 }
