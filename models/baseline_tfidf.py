@@ -3,6 +3,7 @@
     python -m models.baseline_tfidf                   # train on the corpus, pick C on its val split, print a table
     python -m models.baseline_tfidf --json            # one JSON object instead
     python -m models.baseline_tfidf --also OLD.jsonl  # also train on another labelled set (an ablation)
+    python -m models.baseline_tfidf --cross-writer    # the cross-writer folds (models/folds.py), pooled
 
 Trace level: the input is a whole trace's `text`, the target `label` (harmful vs safe); step labels and
 categories are not used for training. Features: word 1-2-grams and character 3-5-grams, each TF-IDF with
@@ -143,14 +144,33 @@ def format_table(info: dict, reports: dict[str, EvalReport]) -> str:
     return "\n".join(lines)
 
 
+def cross_writer() -> dict:
+    """Each fold's writers judged by a baseline trained (and its C chosen) without them; the folds pooled."""
+    from models.evaluate import pooled
+    from models.folds import FOLDS
+
+    reports = {}
+    for fold, writers in FOLDS.items():
+        others = tuple(sorted({w for ws in FOLDS.values() for w in ws} - set(writers)))
+        baseline, _ = train(corpus_examples(split="train", writers=others), corpus_examples(split="val", writers=others))
+        reports[fold] = evaluate(BaselineFilter(baseline), corpus_examples(writers=writers), dataset=f"fold {fold}")
+    folds = {fold: {"f1": r.f1, "precision": r.precision, "recall": r.recall, "hn_fpr": r.hard_negative_fpr,
+                    "easy_fpr": r.easy_safe_fpr} for fold, r in reports.items()}
+    return {"folds": folds, "pooled": pooled([r.model_dump() for r in reports.values()])}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     ap.add_argument("--also", type=Path, help="another labelled JSONL set to train on as well (an ablation)")
+    ap.add_argument("--cross-writer", action="store_true", help="train without each fold's writers, test on them")
     args = ap.parse_args(argv)
     if not CORPUS.exists():
         print(f"missing {CORPUS}: run python -m models.corpus.build", file=sys.stderr)
         return 2
+    if args.cross_writer:
+        print(json.dumps(cross_writer(), indent=2))
+        return 0
     train_set = corpus_examples(split="train") + (load_dataset(args.also) if args.also else [])
     baseline, info = train(train_set, corpus_examples(split="val"))
     flt = BaselineFilter(baseline)

