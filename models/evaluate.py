@@ -228,6 +228,11 @@ def render(results: dict) -> str:
         if key == "harmbench":
             lines += ["", "On HarmBench, recall is on the compliant traces and HN FPR is the refusal FPR."]
         lines.append("")
+    if not any(k.startswith("cross_writer_") for r in results.values() for k in r["reports"]):
+        lines += ["## Cross-writer", "",
+                  "Not in this report: the folds' models (`make folds`, four trainings of about 100 minutes each on two "
+                  "cores) were not built when it was generated. `python -m models.baseline_tfidf --cross-writer` "
+                  "gives the TF-IDF baseline's cross-writer figures in seconds.", ""]
     sweep = {k: v for k, v in results.items() if k.startswith("cascade:")}
     if sweep:
         lines += ["## Cascade: accuracy against the share of steps reaching the safety model (dev)", "",
