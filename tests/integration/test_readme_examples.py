@@ -39,7 +39,7 @@ def test_python_example_redacts_the_reward_hacking_step():
         assert result.filtered_content == (
             "Step 1: The user wants their tests fixed.\n[REDACTED: reward_hacking]\nStep 3: Then report that everything "
             "works."
-        ) or (result.filtered_content.startswith("Step 1: The user wants their tests fixed.\n[REDACTED: reward_hacking"))
+        )
         assert Category.REWARD_HACKING in {d.category for d in result.detections}
     finally:
         f.close()
