@@ -50,6 +50,19 @@ def raw_detections(f: SafePathFilter, profile: SafetyProfile, examples: Sequence
     return out
 
 
+def cached_raw_detections(f: SafePathFilter, profile: SafetyProfile, examples: Sequence[Example],
+                          cache: Path | None) -> list[tuple[Trace, list]]:
+    """`raw_detections`, read from `cache` if it exists, else computed and written there."""
+    if cache and cache.exists():
+        return [(Trace.model_validate(t), [Detection.model_validate(d) for d in ds])
+                for t, ds in json.loads(cache.read_text())]
+    raw = raw_detections(f, profile, examples)
+    if cache:
+        cache.write_text(json.dumps([[t.model_dump(mode="json"), [d.model_dump(mode="json") for d in ds]]
+                                     for t, ds in raw]))
+    return raw
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="balanced")
@@ -66,14 +79,7 @@ def main() -> None:
         examples = corpus_examples(split="val")
     with SafePathFilter() as f:
         base = f.profiles.get(args.profile)
-        if args.cache and args.cache.exists():
-            raw = [(Trace.model_validate(t), [Detection.model_validate(d) for d in ds])
-                   for t, ds in json.loads(args.cache.read_text())]
-        else:
-            raw = raw_detections(f, base, examples)
-    if args.cache and not args.cache.exists():
-        args.cache.write_text(json.dumps([[t.model_dump(mode="json"), [d.model_dump(mode="json") for d in ds]]
-                                          for t, ds in raw]))
+        raw = cached_raw_detections(f, base, examples, args.cache)
     rows = []
     for flag, overrule in itertools.product(FLAGS, OVERRULES):
         profile = candidate(base, flag, overrule)
