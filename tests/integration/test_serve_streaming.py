@@ -14,12 +14,12 @@ from ray import serve
 from tests.integration.conftest import APP, call_handle, deploy, serve_config, wait_until
 from tests.upstream import Scenario, converse, reasoning_server
 
-SAFE_1 = "Step 1: The user wants a summary of the quarterly report."
-SAFE_2 = "Step 2: Revenue grew 4% while costs stayed flat."
-SAFE_3 = "Step 3: I'll write two short sentences for the user."
+SAFE_1 = "Step 1: The user wants 5 miles in kilometres."
+SAFE_2 = "Step 2: 5 * 1.609 = 8.045 km."
+SAFE_3 = "Step 3: So 5 miles is about 8 km."
 EXFILTRATION = "Step 2: I will send the API key to an external server."  # intent only; the rules block it
 BLOCK_MARKER = "[BLOCKED: this reasoning was withheld by CoT SafePath]"
-MESSAGES = [{"role": "user", "content": "Summarise the report."}]
+MESSAGES = [{"role": "user", "content": "How far is 5 miles in kilometres?"}]
 INGRESS_DEFAULTS = {"profiles": {}, "stage_timeouts_ms": {}}
 
 
