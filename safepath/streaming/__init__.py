@@ -11,8 +11,8 @@ Released steps do not depend on where the chunks were cut wherever segmentation 
 property tests check prose, lists, markers and multi-byte text). A known exception: inside an inline `code span`
 whose closing backtick has not arrived yet, a sentence end can count as a step boundary.
 
-Per step the verdict is the strongest action of its detections (thresholds, rule and category caps and the model
-veto already applied by `pipeline.decide`). The trace-level rule `block_redacted_fraction` is applied to the
+Per step the verdict is the strongest action of its detections (thresholds, rule and category caps and the model's
+overrules already applied by `pipeline.decide`). The trace-level rule `block_redacted_fraction` is applied to the
 steps judged so far, so at every release the stream so far carries the verdict the whole-trace filter would give
 that text. A block (or a failed stage under a fail-closed profile) releases the profile's block marker and ends
 the stream: nothing after it is judged or released.
