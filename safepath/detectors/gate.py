@@ -167,7 +167,7 @@ def route(
         return items, np.arange(len(items))
     masked = [mask_identifiers(step.text) for _, step in items]
     previous = [masked[k - 1] if step.index else "" for k, (_, step) in enumerate(items)]
-    probability, needed = gate.judge(masked, previous) if one_per_trace else (None, gate.needs_model(masked, previous))
+    probability, needed = gate.judge(masked, previous)
     needed |= np.array(
         [step.index in traces[t].flagged_steps or len(views[t][step.index]) > 1 for t, step in items], dtype=bool
     )
