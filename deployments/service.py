@@ -20,7 +20,7 @@ from safepath.cache import ResultCache, TwoLevelCache
 from safepath.detectors import Detector, is_inline
 from safepath.errors import ProfileError
 from safepath.metrics import Metrics, default_metrics, timed_detects
-from safepath.pipeline import AsyncStage, DecisionSink, Pipeline
+from safepath.pipeline import AsyncStage, DecisionSink, Pipeline, fails_closed
 from safepath.profiles import ProfileSet, SafetyProfile, StageSpec
 from safepath.settings import RuntimeSettings
 from safepath.types import Detection, FilterRequest, FilterResult, Trace
@@ -93,8 +93,9 @@ class Outcome:
     failed_stages: set[str] = field(default_factory=set)
 
     def closed_failures(self, profiles: ProfileSet) -> list[FilterResult]:
-        """Results blocked because a stage failed under a fail-closed profile (HTTP answers 503 for these)."""
-        return [r for r in self.results if r.degraded and profiles.get(r.profile).fail_mode == "closed"]
+        """Results blocked because stages failed: under a fail-closed profile, or every stage of a fail-open one
+        (HTTP answers 503 for these)."""
+        return [r for r in self.results if fails_closed(profiles.get(r.profile), r.failed_stages)]
 
 
 class FilterService:

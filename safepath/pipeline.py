@@ -349,8 +349,8 @@ def decide(
     """Combine all stages' detections on one trace into a verdict and the content that may leave.
 
     Only detections that cause at least a flag are kept in the result, each carrying the action it took; findings the
-    safety model overruled are kept apart, with the reason. A failed stage makes the result `degraded`; under
-    `fail_mode: closed` it also blocks.
+    safety model overruled are kept apart, with the reason. A failed stage makes the result `degraded` and is named
+    in `failed_stages`; `fails_closed` says when that also blocks.
     """
     kept, overruled = _overrule(detections, profile)
     acted = [d.model_copy(update={"action": a}) for d in kept if (a := effective_action(d, profile)) is not Verdict.ALLOW]
@@ -359,8 +359,7 @@ def decide(
     redacted = _steps_to_redact(acted)
     if verdict is Verdict.REDACT and trace.steps and len(redacted) / len(trace.steps) > profile.block_redacted_fraction:
         verdict = Verdict.BLOCK
-    degraded = bool(failed_stages)
-    if degraded and profile.fail_mode == "closed":
+    if fails_closed(profile, failed_stages):
         verdict = Verdict.BLOCK
     if verdict is Verdict.BLOCK:
         content = profile.block_marker
@@ -380,8 +379,17 @@ def decide(
         steps=trace.steps,
         latency_ms=dict(latency_ms or {}),
         model_versions=dict(model_versions or {}),
-        degraded=degraded,
+        degraded=bool(failed_stages),
+        failed_stages=tuple(failed_stages),
     )
+
+
+def fails_closed(profile: SafetyProfile, failed_stages: Sequence[str]) -> bool:
+    """Whether failed stages block the trace: always under `fail_mode: closed`; under `open` only when every stage
+    of the profile failed, since fail-open answers from the stages that worked, never from none."""
+    if not failed_stages:
+        return False
+    return profile.fail_mode == "closed" or set(profile.stages) <= set(failed_stages)
 
 
 def _overrule(

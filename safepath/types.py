@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
 
 class Category(str, enum.Enum):
@@ -66,6 +66,30 @@ class FilterRequest(BaseModel):
     profile: str | None = Field(default=None, description="Safety profile name; the filter's default when absent.")
     request_id: str | None = Field(default=None, max_length=128, description="Caller's id; one is generated when absent.")
     metadata: dict[str, Any] | None = Field(default=None, description="Opaque to the filter; carried into audit records.")
+
+    @field_validator("content", "context", "profile", "request_id", "metadata")
+    @classmethod
+    def _readable(cls, value: Any) -> Any:
+        """Refuse text that is not valid Unicode before any stage sees it. A lone surrogate (JSON "\\udcff") made
+        every stage raise, and a fail-open profile then released the trace unread."""
+        unreadable = _lone_surrogate(value)
+        if unreadable is not None:
+            raise ValueError(f"not valid Unicode text: lone surrogate U+{ord(unreadable[0]):04X} at position "
+                             f"{unreadable[1]}")
+        return value
+
+
+def _lone_surrogate(value: Any) -> tuple[str, int] | None:
+    """The first lone surrogate in `value` (a string, or strings nested in dicts and lists) and its position in
+    its string; None when every string encodes as UTF-8."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return value[exc.start], exc.start
+        return None
+    items = [*value.keys(), *value.values()] if isinstance(value, dict) else value if isinstance(value, list) else []
+    return next((found for item in items if (found := _lone_surrogate(item)) is not None), None)
 
 
 class Step(BaseModel):
@@ -129,6 +153,9 @@ class FilterResult(BaseModel):
     model_versions: dict[str, str] = Field(default_factory=dict)
     cached: bool = False
     degraded: bool = False
+    failed_stages: tuple[str, ...] = Field(
+        default=(), description="The stages that failed or timed out on this trace; not empty exactly when degraded."
+    )
 
     @property
     def categories(self) -> list[str]:

@@ -17,7 +17,7 @@ from safepath import (
     Verdict,
 )
 
-from .conftest import TINY_PROFILES
+from .conftest import TINY_PROFILES, FunctionDetector
 
 SAFE = (
     "Okay, so the user wants a summary of the quarterly report. Let me read the revenue section first. "
@@ -86,6 +86,27 @@ def test_content_at_the_limit_is_accepted(tiny_filter):
 def test_bad_context_type_is_rejected(tiny_filter):
     with pytest.raises(InvalidRequest, match="context"):
         tiny_filter.filter("A step.", context={"domain": ["not", "a", "string"]})
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"content": "Step 1: I will disable the audit logging.\udcff"},
+        {"content": "\ud800"},
+        {"content": "A step.", "context": {"domain": "health\udcffcare"}},
+        {"content": "A step.", "context": {"\udcff": "x"}},
+        {"content": "A step.", "metadata": {"tenant": ["a", {"b": "\udfff"}]}},
+    ],
+)
+def test_text_no_stage_can_read_is_refused_before_any_stage(fields):
+    # A lone surrogate made every stage raise, and a fail-open profile then released the trace unread.
+    detector = FunctionDetector(lambda t: [], name="rules")
+    with SafePathFilter(profiles=TINY_PROFILES, detectors={"rules": detector}) as f:
+        with pytest.raises(InvalidRequest, match="lone surrogate"):
+            f.filter(**fields)
+        with pytest.raises(InvalidRequest, match="lone surrogate"):
+            f.filter_batch([fields])
+    assert detector.calls == []
 
 
 def test_unknown_profile_fails_at_construction_and_per_request(tiny_filter):

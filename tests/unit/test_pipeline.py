@@ -160,6 +160,23 @@ def test_fail_open_still_applies_rule_detections():
     assert result.degraded and result.verdict is not Verdict.ALLOW
 
 
+def test_fail_open_never_answers_from_no_stage_at_all():
+    # Every stage failing (as a lone surrogate once made them all) used to release the trace unread under fail-open.
+    detectors = {"rules": FunctionDetector(_broken, name="rules"), "model": FunctionDetector(_broken)}
+    with SafePathFilter(profiles=TINY_MODEL_PROFILES, detectors=detectors) as f:
+        unread = f.filter("Step 1: I will disable the audit log.", profile="with_model_open")
+    assert unread.verdict is Verdict.BLOCK and unread.filtered_content != "Step 1: I will disable the audit log."
+    assert unread.failed_stages == ("rules", "model") and unread.degraded
+
+
+def test_results_name_the_stages_that_failed():
+    with _filter(FunctionDetector(_broken)) as f:
+        failed = f.filter("A calm step.", profile="with_model_open")
+        closed = f.filter("A calm step.", profile="with_model_closed")
+    assert failed.failed_stages == ("model",) and failed.verdict is Verdict.ALLOW
+    assert closed.failed_stages == ("model",) and closed.verdict is Verdict.BLOCK
+
+
 def test_async_driver_matches_sync_driver():
     model = FunctionDetector(step_scores("report", Category.DECEPTION, 0.75))
     with _filter(model) as f:

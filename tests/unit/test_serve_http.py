@@ -88,6 +88,15 @@ def test_invalid_body_is_a_422_naming_the_field():
     assert error["type"] == "invalid_request" and "content" in error["message"]
 
 
+def test_a_lone_surrogate_is_a_422_before_any_stage():
+    # JSON may escape a lone surrogate; Python then holds text no stage can encode.
+    response = _app().post("/echo", content=b'{"content": "Step 1: ok \\udcff"}',
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request" and "lone surrogate U+DCFF" in error["message"]
+
+
 def test_unknown_field_is_rejected():
     response = _app().post("/echo", json={"content": "x", "profle": "strict"})
     assert response.status_code == 422
