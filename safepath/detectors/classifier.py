@@ -9,6 +9,7 @@ transformer.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections.abc import Sequence
@@ -93,7 +94,9 @@ class ClassifierDetector:
     def version(self) -> str:
         gate = f"+gate-{self.gate.version}" if self.gate else ""
         lexical = f"+lexical-{self.lexical.version}" if self.lexical else ""
-        return f"{self.encoder.version}{lexical}{gate}"
+        # labels.json is read too: its content, the output columns, belongs in the version like any file's bytes
+        labels = hashlib.sha256("\n".join(self.labels).encode()).hexdigest()[:8]
+        return f"{self.encoder.version}+labels-{labels}{lexical}{gate}"
 
     @classmethod
     def from_options(

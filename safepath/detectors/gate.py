@@ -11,7 +11,6 @@ users add in YAML still reach the model for the steps that resemble them).
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import threading
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from safepath.detectors.model_input import mask_identifiers
 from safepath.errors import ModelLoadError
+from safepath.fingerprint import content_version
 from safepath.settings import RuntimeSettings
 from safepath.types import Step, Trace
 
@@ -56,6 +56,16 @@ def _static_model(path: Path) -> tuple[Any, threading.Lock]:
         raise ModelLoadError(path, f"cannot load the static model: {exc}") from exc
 
 
+def _folder_version(path: Path) -> str:
+    """The content version of everything the gate reads: its head (gate.json) and the static model's files, which
+    model2vec picks for itself; so every file in the folder but the prose."""
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix != ".md")
+    try:
+        return content_version(*files)
+    except OSError as exc:
+        raise ModelLoadError(path, f"cannot read the gate's files: {exc}") from exc
+
+
 class StaticGate:
     """Decides which steps need the transformer."""
 
@@ -71,7 +81,7 @@ class StaticGate:
             self._bias = float(head["bias"])
         except (OSError, ValueError, KeyError) as exc:
             raise ModelLoadError(head_path, f"cannot read the gate head: {exc}") from exc
-        self.version = hashlib.sha256(raw).hexdigest()[:12]
+        self.version = _folder_version(self.model_dir)
         self._exemplar_texts: list[str] = []
         self._exemplars: np.ndarray | None = None
         self._lock = threading.Lock()

@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from safepath.errors import RuleFileError
+from safepath.fingerprint import bytes_version
 from safepath.normalize import TextView, views
 from safepath.settings import RuntimeSettings
 from safepath.types import Category, Detection, Stage, Trace, Verdict
@@ -90,7 +91,8 @@ class Rule(BaseModel):
 class RuleFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    version: str = Field(description="Rules version; part of cache keys and results' model_versions.")
+    version: str = Field(description="The declared `version:` and a digest of the file's bytes (`declared+digest`); "
+                         "part of cache keys and results' model_versions, so any edit changes it.")
     rules: tuple[Rule, ...]
 
 
@@ -108,7 +110,8 @@ def load_rule_file(path: str | Path) -> RuleFile:
     """
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_bytes())
+        source = path.read_bytes()
+        data = yaml.safe_load(source)
     except OSError as exc:
         raise RuleFileError(path, f"cannot read: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
@@ -138,7 +141,7 @@ def load_rule_file(path: str | Path) -> RuleFile:
             raise RuleFileError(path, f"pattern is not valid RE2: {exc}", rule=rule.id) from None
         seen.add(rule.id)
         rules.append(rule)
-    return RuleFile(version=version, rules=tuple(rules))
+    return RuleFile(version=bytes_version(version, source), rules=tuple(rules))
 
 
 class RuleDetector:

@@ -23,6 +23,7 @@ from safepath.detectors.gate import GateOptions, StaticGate, route
 from safepath.detectors.model_input import load_vocabulary, step_views
 from safepath.detectors.rules import SEVERITY_SCORE, Severity
 from safepath.errors import RuleFileError
+from safepath.fingerprint import bytes_version
 from safepath.runtime import Encoder
 from safepath.runtime.loading import encoder_for
 from safepath.settings import RuntimeSettings
@@ -58,7 +59,8 @@ def load_semantic_rules(path: str | Path) -> SemanticRuleFile:
     """
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_bytes())
+        source = path.read_bytes()
+        data = yaml.safe_load(source)
         parsed = SemanticRuleFile.model_validate(data)
     except OSError as exc:
         raise RuleFileError(path, f"cannot read: {exc.strerror or exc}") from exc
@@ -76,7 +78,7 @@ def load_semantic_rules(path: str | Path) -> SemanticRuleFile:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise RuleFileError(path, "duplicate rule name", rule=duplicates[0])
-    return parsed
+    return parsed.model_copy(update={"version": bytes_version(parsed.version, source)})  # as rules.load_rule_file
 
 
 class SemanticOptions(BaseModel):

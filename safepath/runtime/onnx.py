@@ -17,7 +17,6 @@ Every model output must be per row (first axis = batch); token-level outputs are
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from safepath.errors import ModelLoadError
+from safepath.fingerprint import content_version
 
 logger = logging.getLogger(__name__)
 _SESSIONS: dict[tuple[Any, ...], Any] = {}
@@ -111,9 +111,13 @@ class OnnxEncoder:
 
     @property
     def version(self) -> str:
-        """The first 12 hex digits of the model file's sha256 (read once; raises ModelLoadError if unreadable)."""
+        """12 hex digits of a sha256 over the model and tokenizer files (read once; raises ModelLoadError if
+        unreadable): a new tokenizer changes every score as surely as new weights."""
         if self._version is None:
-            self._version = _file_sha256(self.model_path)[:12]
+            try:
+                self._version = content_version(self.model_path, self.tokenizer_path)
+            except OSError as e:
+                raise ModelLoadError(Path(e.filename or self.model_path), f"cannot read: {e.strerror or e}") from e
         return self._version
 
     def warmup(self) -> None:
@@ -343,14 +347,3 @@ def _aggregate(name: str, values: np.ndarray, owners: np.ndarray, n_texts: int) 
         out[windowed] = out[windowed] / np.maximum(norms, 1e-12)
         out[~windowed] = values[np.searchsorted(owners, np.flatnonzero(~windowed))]
     return out.astype(values.dtype)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-    except OSError as e:
-        raise ModelLoadError(path, f"cannot read: {e.strerror or e}") from e
-    return digest.hexdigest()

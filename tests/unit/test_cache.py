@@ -130,7 +130,8 @@ def test_a_model_version_change_never_serves_the_old_verdict():
     assert new.filter(WORRYING, profile="with_model_open").cached is True
 
 
-def test_a_rule_change_never_serves_the_old_verdict(tmp_path):
+@pytest.mark.parametrize("bump", [True, False], ids=["version bumped", "version forgotten"])
+def test_a_rule_change_never_serves_the_old_verdict(tmp_path, bump):
     metrics, _ = _metrics()
     rules = tmp_path / "rules.yaml"
     profiles = tmp_path / "profiles.yaml"
@@ -150,7 +151,7 @@ def test_a_rule_change_never_serves_the_old_verdict(tmp_path):
     first = SafePathFilter(profiles=profiles, settings=RuntimeSettings(cache_enabled=True), metrics=metrics)
     shared = first.pipeline.cache.cache
     assert first.filter(text).detections[0].evidence.count("zebra")
-    write_rules("2", "giraffe")
+    write_rules("2" if bump else "1", "giraffe")  # the stage's version follows the file's bytes, not only `version:`
     second = SafePathFilter(profiles=profiles, settings=RuntimeSettings(cache_enabled=True), metrics=metrics)
     second.pipeline.cache.cache = shared
     result = second.filter(text)

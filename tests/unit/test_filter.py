@@ -31,7 +31,7 @@ def test_safe_trace_is_allowed_unchanged(tiny_filter):
     assert result.filtered_content == SAFE
     assert result.profile == "balanced" and result.request_id
     assert [s.text for s in result.steps][0].startswith("Okay, so the user wants")
-    assert result.model_versions == {"rules": "test-1"}
+    assert list(result.model_versions) == ["rules"] and result.model_versions["rules"].startswith("test-1+")
 
 
 def test_request_id_and_profile_are_carried(tiny_filter):

@@ -9,7 +9,7 @@ import pytest
 
 from safepath import Category, RuleFileError, Stage, Verdict
 from safepath.detectors.classifier import ClassifierDetector
-from safepath.detectors.gate import route
+from safepath.detectors.gate import StaticGate, route
 from safepath.detectors.model_input import step_with_context
 from safepath.detectors.semantic import SemanticDetector, SemanticRule, load_semantic_rules
 from safepath.errors import ConfigError
@@ -121,7 +121,7 @@ def test_gate_sends_only_uncertain_steps_to_the_model_and_counts_them():
     assert sorted({d.step_index for d in found}) == [0, 1]  # judged steps only
     assert len(encoder.calls[0]) == 2  # step 3 ("Tell the user.") never reached the model
     assert (detector.steps_seen, detector.steps_to_model) == (3, 2)
-    assert detector.version == "fake+gate-gate-fake"
+    assert detector.version.startswith("fake+labels-") and detector.version.endswith("+gate-gate-fake")
 
 
 def test_gate_that_clears_everything_skips_the_model_call():
@@ -206,6 +206,28 @@ def test_bad_semantic_rule_files_name_the_problem(tmp_path: Path, body: str, pro
     with pytest.raises(RuleFileError, match=problem) as info:
         load_semantic_rules(path)
     assert str(path) in str(info.value)
+
+
+def test_semantic_rules_version_follows_the_files_bytes(tmp_path: Path):
+    # An exemplar edit without a `version:` bump used to keep the old version, and so the old cached verdicts.
+    path = tmp_path / "semantic.yaml"
+    rule = "  - {name: a, category: deception, severity: low, action: flag, threshold: 0.7, exemplars: [%s]}\n"
+    path.write_text("version: '1'\nrules:\n" + rule % "hide the error")
+    before = load_semantic_rules(path).version
+    path.write_text("version: '1'\nrules:\n" + rule % "hide the failure")
+    after = load_semantic_rules(path).version
+    assert before.startswith("1+") and after.startswith("1+") and before != after
+
+
+def test_gate_version_follows_its_head_and_the_static_models_files(tmp_path: Path):
+    (tmp_path / "gate.json").write_text('{"weights": [0.5, -0.5], "bias": 0.1}')
+    (tmp_path / "model.safetensors").write_bytes(b"weights v1")
+    (tmp_path / "README.md").write_text("prose")
+    before = StaticGate(tmp_path).version
+    (tmp_path / "README.md").write_text("other prose")
+    assert StaticGate(tmp_path).version == before  # prose is not read
+    (tmp_path / "model.safetensors").write_bytes(b"weights v2")  # the head unchanged, the embeddings not
+    assert StaticGate(tmp_path).version != before
 
 
 def test_route_sends_each_traces_likeliest_step_when_asked_even_if_the_gate_clears_all():

@@ -210,10 +210,18 @@ def test_nothing_loads_until_first_use_and_encoders_share_a_session(tmp_path, fi
     assert first._load().session is second._load().session
 
 
-def test_version_is_a_short_sha256_of_the_model_file(files):
-    import hashlib
+def test_version_follows_the_content_of_the_model_and_the_tokenizer(tmp_path, files):
+    import shutil
 
-    assert encoder(files).version == hashlib.sha256(files[0].read_bytes()).hexdigest()[:12]
+    version = encoder(files).version
+    assert len(version) == 12 and int(version, 16) >= 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    model, tokenizer = (Path(shutil.copy(f, elsewhere / f.name)) for f in files)
+    assert encoder((model, tokenizer)).version == version  # where the files lie does not matter
+    with open(tokenizer, "a") as f:
+        f.write(" ")  # a tokenizer edit (whitespace: the same JSON) changes the version as surely as new weights
+    assert encoder((model, tokenizer)).version != version
 
 
 @pytest.mark.parametrize("which", ["model", "tokenizer"])
