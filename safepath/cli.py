@@ -1,12 +1,19 @@
 """The `safepath` command line: filter a trace, evaluate a dataset, check rule files, list profiles, audit trail.
 
-Exit codes: 0 success, 1 a check failed (`rules check`), 2 unusable input, 3 a bad configuration,
-4 the audit database did not answer.
+Exit codes: 0 success, 1 a check failed (`rules check`), 2 unusable input (empty, over the profile's
+max_content_chars, not UTF-8, bad arguments), 3 a bad configuration (profiles, rules, the audit database's
+path), 4 the audit database did not answer, 141 standard output closed early (`safepath ... | head`; 128 + SIGPIPE,
+what a shell reports for a process a closed pipe kills).
+
+`filter` checks its input before it loads any model (seconds), so bad input fails at once. It reads at most
+4 x max_content_chars + 1 bytes of standard input or --file (UTF-8 takes at most 4 bytes a character) and
+refuses more without reading on.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from collections.abc import Sequence
@@ -15,14 +22,17 @@ from pathlib import Path
 
 from safepath.detectors.rules import load_rule_file
 from safepath.detectors.semantic import load_semantic_rules
-from safepath.errors import ConfigError, InvalidRequest, UnknownProfile
+from safepath.errors import (ConfigError, ContentTooLarge, EmptyContent, InvalidRequest, ModelLoadError,
+                             UnknownProfile)
 from safepath.evaluation import evaluate, format_report, load_dataset
 from safepath.filter import SafePathFilter
-from safepath.profiles import load_profiles
+from safepath.profiles import ProfileSet, load_profiles
 from safepath.settings import RuntimeSettings
 
 EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_BAD_CONFIG = 1, 2, 3
 EXIT_UNAVAILABLE = 4
+EXIT_BROKEN_PIPE = 141
+UTF8_MAX_BYTES_PER_CHAR = 4
 
 
 class CliError(Exception):
@@ -35,21 +45,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # a reader that went away shows here, not in the interpreter's last flush
+        return code
+    except BrokenPipeError:
+        _drop_stdout()
+        return EXIT_BROKEN_PIPE
     except CliError as exc:
         print(f"safepath: error: {exc}", file=sys.stderr)
         return exc.code
     except (InvalidRequest, UnknownProfile) as exc:
         print(f"safepath: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except ConfigError as exc:
+    except (ConfigError, ModelLoadError) as exc:  # a missing model file is the installation's fault, not the input's
         print(f"safepath: configuration error: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
 
 
+def _drop_stdout() -> None:
+    """Point standard output at /dev/null after a BrokenPipeError, so the interpreter's final flush of what is
+    still buffered does not fail again (the Python docs' note on SIGPIPE, in the signal module's page)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):  # stdout is not a file (tests capture it)
+        pass
+
+
+def _add_profiles_option(parser: argparse.ArgumentParser, *, subcommand: bool) -> None:
+    # On a subcommand the default is SUPPRESS: argparse would otherwise overwrite a value given before the
+    # subcommand with the subcommand's own default.
+    parser.add_argument("--profiles", type=Path, default=argparse.SUPPRESS if subcommand else None,
+                        help="profiles file (default: $SAFEPATH_CONFIG_DIR/profiles.yaml)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="safepath", description="Judge LLM reasoning traces before they leave the sandbox.")
-    parser.add_argument("--profiles", type=Path, help="profiles file (default: $SAFEPATH_CONFIG_DIR/profiles.yaml)")
+    _add_profiles_option(parser, subcommand=False)
     commands = parser.add_subparsers(dest="command", required=True)
 
     filt = commands.add_parser("filter", help="filter one trace; prints the result as JSON")
@@ -77,6 +109,8 @@ def _parser() -> argparse.ArgumentParser:
 
     prof = commands.add_parser("profiles", help="print the loaded profiles as JSON")
     prof.set_defaults(handler=_cmd_profiles)
+    for sub in (filt, ev, check, prof):
+        _add_profiles_option(sub, subcommand=True)
 
     audit = commands.add_parser("audit", help="audit trail tools")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
@@ -112,20 +146,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load_profiles(path: Path | None) -> ProfileSet:
+    return load_profiles(path or RuntimeSettings().profiles_path)
+
+
 def _cmd_filter(args: argparse.Namespace) -> int:
-    text = _read_text(args.text, args.file)
-    safepath_filter = SafePathFilter(profiles=args.profiles)
-    result = safepath_filter.filter(
-        text, _parse_context(args.context), profile=args.profile, request_id=args.request_id
-    )
+    # Everything that can be wrong with the input is checked before the filter loads its models.
+    profiles = _load_profiles(args.profiles)
+    max_chars = profiles.get(args.profile).max_content_chars
+    text = _read_text(args.text, args.file, max_chars)
+    if not text.strip():
+        raise CliError(str(EmptyContent()), EXIT_BAD_INPUT)
+    if len(text) > max_chars:
+        raise CliError(str(ContentTooLarge(len(text), max_chars)), EXIT_BAD_INPUT)
+    context = _parse_context(args.context)
+    with SafePathFilter(profiles=profiles) as safepath_filter:  # closing flushes an audit writer it opened
+        result = safepath_filter.filter(text, context, profile=args.profile, request_id=args.request_id)
     print(result.model_dump_json(indent=None if args.compact else 2))
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     examples = load_dataset(args.dataset)
-    safepath_filter = SafePathFilter(profiles=args.profiles)
-    report = evaluate(safepath_filter, examples, profile=args.profile, dataset=str(args.dataset))
+    profiles = _load_profiles(args.profiles)
+    profiles.get(args.profile)  # an unknown profile fails before the models load
+    with SafePathFilter(profiles=profiles) as safepath_filter:
+        report = evaluate(safepath_filter, examples, profile=args.profile, dataset=str(args.dataset))
     print(report.model_dump_json(indent=2) if args.json else format_report(report))
     return 0
 
@@ -133,7 +179,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_rules_check(args: argparse.Namespace) -> int:
     checks = [(path, load_rule_file) for path in args.files]
     if not checks:
-        profiles = load_profiles(args.profiles or RuntimeSettings().profiles_path)
+        profiles = _load_profiles(args.profiles)
         loaders = {"rules": load_rule_file, "semantic": load_semantic_rules}
         paths = {
             profiles.base_dir / s.options["rules_file"]: loaders[s.type]
@@ -154,7 +200,7 @@ def _cmd_rules_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_profiles(args: argparse.Namespace) -> int:
-    profiles = load_profiles(args.profiles or RuntimeSettings().profiles_path)
+    profiles = _load_profiles(args.profiles)
     print(profiles.model_dump_json(indent=2))
     return 0
 
@@ -164,8 +210,9 @@ def _audit_backend(url: str | None):  # -> AuditBackend; imported here so the ot
 
     if not url:
         raise CliError("give the audit database with --url or $SAFEPATH_AUDIT_URL", EXIT_BAD_INPUT)
-    # Short one-off use: no connections kept beyond the command's own.
-    return open_backend(AuditSettings(url=url, pool_min=1, pool_max=2))
+    # Short one-off use: no connections kept beyond the command's own. Reading never creates a SQLite file: a
+    # mistyped path is an error (exit 3), not an empty summary from a fresh database.
+    return open_backend(AuditSettings(url=url, pool_min=1, pool_max=2), create=False)
 
 
 def _with_audit_backend(url: str | None, action):  # noqa: ANN001, ANN202 - action(AuditBackend) -> its answer
@@ -177,6 +224,8 @@ def _with_audit_backend(url: str | None, action):  # noqa: ANN001, ANN202 - acti
         return action(backend)
     except AuditUnavailable as exc:
         raise CliError(str(exc), EXIT_UNAVAILABLE) from None
+    except OSError as exc:  # the archive folder (SQLite; PostgreSQL reports it as AuditUnavailable)
+        raise CliError(f"cannot write the archive: {exc}", EXIT_BAD_INPUT) from None
     finally:
         backend.close()
 
@@ -220,7 +269,9 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_text(text: str | None, file: Path | None) -> str:
+def _read_text(text: str | None, file: Path | None, max_chars: int) -> str:
+    """The reasoning text from the argument, --file or standard input, reading at most what `max_chars` can
+    take (`UTF8_MAX_BYTES_PER_CHAR` bytes a character) plus one byte."""
     if text is not None and file is not None:
         raise CliError("give the text as an argument or with --file, not both", EXIT_BAD_INPUT)
     if text is not None:
@@ -230,15 +281,20 @@ def _read_text(text: str | None, file: Path | None) -> str:
         except UnicodeEncodeError as exc:
             raise CliError(f"the text argument is not valid UTF-8 (at character {exc.start})", EXIT_BAD_INPUT) from None
         return text
+    cap = max_chars * UTF8_MAX_BYTES_PER_CHAR
     if file is not None:
         try:
-            raw = file.read_bytes()
+            with open(file, "rb") as f:
+                raw = f.read(cap + 1)
         except OSError as exc:
             raise CliError(f"cannot read {file}: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
         source = str(file)
     else:
-        raw = sys.stdin.buffer.read()
+        raw = sys.stdin.buffer.read(cap + 1)
         source = "standard input"
+    if len(raw) > cap:
+        raise CliError(f"{source} is over {cap} bytes, more than the profile's limit of {max_chars} characters "
+                       f"can be", EXIT_BAD_INPUT)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:

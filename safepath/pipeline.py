@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from safepath.cache import ResultCache, result_key
 from safepath.errors import ContentTooLarge, EmptyContent, InvalidRequest, StageError, StageTimeout, UnknownProfile
@@ -34,7 +34,7 @@ SyncStage = Callable[[Sequence[Trace]], list[list[Detection]]]
 class DecisionSink(Protocol):
     """Where every decision goes after it is made (the audit writer): must not block or raise."""
 
-    def submit_decision(self, result: FilterResult, content: str) -> None: ...
+    def submit_decision(self, result: FilterResult, content: str, metadata: dict[str, Any] | None = None) -> None: ...
 
 
 @dataclass(slots=True)
@@ -275,7 +275,7 @@ class Pipeline:
         record_results(self.metrics, results, {n: p.fail_mode for n, p in self.profiles.profiles.items()})
         if self.audit is not None:
             for request, result in zip(requests, results):
-                self.audit.submit_decision(result, request.content)
+                self.audit.submit_decision(result, request.content, request.metadata)
         return results
 
     async def _await_stage(self, name: str, stage: AsyncStage, traces: list[Trace]) -> StageOutcome:

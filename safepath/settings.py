@@ -64,6 +64,11 @@ class RuntimeSettings(BaseSettings):
     audit_record_all: bool = Field(default=False, description="Record plain allows too (by default only the rest).")
     audit_store_content: bool = Field(default=False, description="Keep full content in records (sensitive).")
     audit_token: str | None = Field(default=None, description="Bearer token of the HTTP audit endpoint; off when unset.")
+    audit_spill_dir: Path | None = Field(
+        default=None,
+        description="Folder for records the audit database could not take yet; the user's cache folder (else a "
+        "private one under the temp folder) when unset. Start-up fails when it is not writable.",
+    )
 
     metrics_port: int | None = Field(default=None, description="Library mode: serve /metrics on this port.")
 
@@ -76,4 +81,4 @@ class RuntimeSettings(BaseSettings):
         from safepath.audit import AuditSettings
 
         return AuditSettings(url=self.audit_url, record_all=self.audit_record_all,
-                             store_content=self.audit_store_content)
+                             store_content=self.audit_store_content, spill_dir=self.audit_spill_dir)

@@ -37,18 +37,23 @@ __all__ = [
 ]
 
 
-def open_backend(settings: AuditSettings) -> AuditBackend:
+def open_backend(settings: AuditSettings, *, create: bool = True) -> AuditBackend:
     """The backend the settings' URL names. PostgreSQL connects in the background: an unreachable database does
     not fail here (the writer spills until it answers).
 
+    Args:
+        settings: The audit settings.
+        create: Create a SQLite file that does not exist; readers (queries, retention) pass False.
+
     Raises:
-        ConfigError: the URL names neither sqlite nor postgresql.
+        ConfigError: the URL names neither sqlite nor postgresql; a SQLite file's folder cannot be created, or
+            (create off) the file does not exist.
     """
     if settings.scheme == "sqlite":
         from safepath.audit.sqlite import SqliteBackend
 
         return SqliteBackend(settings.sqlite_path, table_prefix=settings.table_prefix,
-                             timeout_s=settings.connect_timeout_s)
+                             timeout_s=settings.connect_timeout_s, create=create)
     from safepath.audit.postgres import PostgresBackend  # psycopg is the [postgres] extra: import it only here
 
     return PostgresBackend(settings.url, table_prefix=settings.table_prefix, partition=settings.partition,

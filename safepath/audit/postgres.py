@@ -22,7 +22,9 @@ from safepath.audit.records import AuditFinding, AuditRecord
 from safepath.audit.summary import GROUP_BYS, AuditSummary, GroupBy, build_summary
 
 _COLUMNS = ("record_id", "request_id", "ts", "profile", "verdict", "categories", "scores", "reasons", "latency_ms",
-            "model_versions", "content_hash", "excerpt", "content", "degraded", "cached")
+            "model_versions", "content_hash", "excerpt", "content", "degraded", "cached", "metadata")
+# Columns added after the first release: (name, type) each, added to an older database's table when missing.
+_ADDED_COLUMNS = (("metadata", "jsonb"),)
 
 
 class PostgresBackend:
@@ -72,6 +74,7 @@ class PostgresBackend:
                     conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.records_table,))
                     for statement in self._schema():
                         conn.execute(statement)
+                    self._add_columns(conn)
                 self._ready.add("schema")
             for start in missing:
                 end = _period_bounds(self._suffix(start))[1]
@@ -82,6 +85,15 @@ class PostgresBackend:
                                      f"{parent} FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')")
                 self._ready.add(self._partition_name(self.records_table, start))
 
+    def _add_columns(self, conn: psycopg.Connection) -> None:
+        # Look first: ALTER TABLE locks the whole table (every partition) even when the column is there already.
+        have = {row[0] for row in conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+            (self.records_table,))}
+        for name, kind in _ADDED_COLUMNS:
+            if name not in have:
+                conn.execute(f"ALTER TABLE {self.records_table} ADD COLUMN {name} {kind}")
+
     def _schema(self) -> list[str]:
         r, f, c = self.records_table, self.findings_table, self.counts_table
         return [
@@ -90,7 +102,7 @@ class PostgresBackend:
                 verdict text NOT NULL, categories text[] NOT NULL, scores jsonb NOT NULL, reasons text[] NOT NULL,
                 latency_ms jsonb NOT NULL, model_versions jsonb NOT NULL, content_hash text NOT NULL,
                 excerpt text NOT NULL, content text, degraded boolean NOT NULL, cached boolean NOT NULL,
-                PRIMARY KEY (record_id, ts)) PARTITION BY RANGE (ts)""",
+                metadata jsonb, PRIMARY KEY (record_id, ts)) PARTITION BY RANGE (ts)""",
             f"CREATE INDEX IF NOT EXISTS {r}_ts ON {r} (ts)",
             f"CREATE INDEX IF NOT EXISTS {r}_verdict ON {r} (verdict, ts)",
             f"""CREATE TABLE IF NOT EXISTS {f} (
@@ -172,38 +184,69 @@ class PostgresBackend:
                              reason_counts=[(k, why, int(n)) for k, why, n in reasons])
 
     def apply_retention(self, older_than: datetime, archive_dir: Path | None = None) -> int:
-        """Drop every partition that ends at or before `older_than` (a partition straddling it stays whole),
-        archiving its records first; delete the decision counters before it. Returns the records dropped.
+        """Remove every record older than `older_than`, as the SQLite backend does, archiving them first when
+        archive_dir is given; delete the decision counters before it. Returns the records removed.
 
-        Each partition is detached in a short transaction, then archived and dropped in a second: writers never
-        wait on the archive, and a record for that period arriving meanwhile fails, spills, and lands in a fresh
-        partition later. A table left detached by a crash in between is found by name and finished next time.
+        A partition that ends at or before `older_than` is dropped whole: detached in a short transaction, then
+        archived and dropped in a second, so writers never wait on the archive; a record for that period
+        arriving meanwhile fails, spills, and lands in a fresh partition later. A table left detached by a crash
+        in between is found by name and finished next time. The partition `older_than` falls inside loses its
+        older records by DELETE (see `_trim_partition`): keeping it whole kept up to a day (or a month) more than
+        asked, all of today with --keep-days 0.
         """
         cutoff = older_than.astimezone(UTC)
-        r, f = self.records_table, self.findings_table
         removed = 0
         try:
             partitions = self._partitions()  # before taking a connection: a pool of one must not wait on itself
             with self._pool.connection() as conn:
                 for suffix, tables in sorted(partitions.items()):
-                    if _period_bounds(suffix)[1] > cutoff:
-                        continue
-                    with conn.transaction():
-                        for kind, parent in (("records", r), ("findings", f)):
-                            if kind in tables and tables[kind][1]:
-                                conn.execute(f"ALTER TABLE {parent} DETACH PARTITION {tables[kind][0]}")
-                    with conn.transaction():
-                        if "records" in tables:
-                            findings = tables["findings"][0] if "findings" in tables else None
-                            removed += self._archive_or_count(conn, tables["records"][0], findings, archive_dir)
-                        for name, _ in tables.values():
-                            conn.execute(f"DROP TABLE {name}")
-                    self._ready.discard(f"{r}_p{suffix}")
+                    start, end = _period_bounds(suffix)
+                    if end <= cutoff:
+                        removed += self._drop_partition(conn, suffix, tables, archive_dir)
+                    elif start < cutoff:
+                        removed += self._trim_partition(conn, tables, cutoff, archive_dir)
                 with conn.transaction():
                     conn.execute(f"DELETE FROM {self.counts_table} WHERE bucket_ts < %s", (cutoff,))
         except (psycopg.Error, OSError) as exc:
             raise AuditUnavailable(f"audit retention failed: {exc}") from exc
         return removed
+
+    def _drop_partition(self, conn: psycopg.Connection, suffix: str, tables: dict[str, tuple[str, bool]],
+                        archive_dir: Path | None) -> int:
+        with conn.transaction():
+            for kind, parent in (("records", self.records_table), ("findings", self.findings_table)):
+                if kind in tables and tables[kind][1]:
+                    conn.execute(f"ALTER TABLE {parent} DETACH PARTITION {tables[kind][0]}")
+        removed = 0
+        with conn.transaction():
+            if "records" in tables:
+                findings = tables["findings"][0] if "findings" in tables else None
+                removed = self._archive_or_count(conn, tables["records"][0], findings, archive_dir)
+            for name, _ in tables.values():
+                conn.execute(f"DROP TABLE {name}")
+        self._ready.discard(f"{self.records_table}_p{suffix}")
+        return removed
+
+    def _trim_partition(self, conn: psycopg.Connection, tables: dict[str, tuple[str, bool]], cutoff: datetime,
+                        archive_dir: Path | None) -> int:
+        """Delete the records before `cutoff` from the attached partition it falls inside, archiving them first.
+        The partition is locked against inserts meanwhile (SHARE: queries go on), so a late record written
+        meanwhile cannot be deleted without being archived."""
+        if "records" not in tables or not tables["records"][1]:
+            return 0
+        records = tables["records"][0]
+        findings = tables["findings"][0] if "findings" in tables and tables["findings"][1] else None
+        with conn.transaction():
+            conn.execute(f"LOCK TABLE {', '.join(t for t in (records, findings) if t)} IN SHARE MODE")
+            older = conn.execute(f"SELECT EXISTS (SELECT 1 FROM {records} WHERE ts < %s)", (cutoff,)).fetchone()
+            if not older or not older[0]:
+                return 0
+            if archive_dir is not None:
+                name = f"{records}-before-{cutoff:%Y%m%dT%H%M%S%fZ}.jsonl.gz"
+                write_archive(Path(archive_dir) / name, self._stream(conn, records, findings, before=cutoff))
+            if findings:
+                conn.execute(f"DELETE FROM {findings} WHERE ts < %s", (cutoff,))
+            return conn.execute(f"DELETE FROM {records} WHERE ts < %s", (cutoff,)).rowcount
 
     def _partitions(self) -> dict[str, dict[str, tuple[str, bool]]]:
         """Suffix -> {"records"|"findings": (table name, attached)} for our partitions, attached or left detached."""
@@ -226,11 +269,14 @@ class PostgresBackend:
             return int(conn.execute(f"SELECT count(*) FROM {records}").fetchone()[0])  # type: ignore[index]
         return write_archive(Path(archive_dir) / f"{records}.jsonl.gz", self._stream(conn, records, findings))
 
-    def _stream(self, conn: psycopg.Connection, records: str, findings: str | None) -> Iterator[AuditRecord]:
+    def _stream(self, conn: psycopg.Connection, records: str, findings: str | None,
+                before: datetime | None = None) -> Iterator[AuditRecord]:
         found = (f"(SELECT json_agg(json_build_array(f.category, f.reason, f.score)) FROM {findings} f "
                  f"WHERE f.record_id = r.record_id AND f.ts = r.ts)") if findings else "NULL"
+        where = "WHERE r.ts < %s" if before is not None else ""
         with conn.cursor(name=f"{records}_archive") as cur:  # server-side: a month of records never sits in memory
-            cur.execute(f"SELECT {', '.join('r.' + col for col in _COLUMNS)}, {found} FROM {records} r ORDER BY r.ts")
+            cur.execute(f"SELECT {', '.join('r.' + col for col in _COLUMNS)}, {found} FROM {records} r {where} "
+                        f"ORDER BY r.ts", (before,) if before is not None else None)
             for row in cur:
                 values = dict(zip(_COLUMNS, row))
                 values["findings"] = [AuditFinding(category=c, reason=why, score=s) for c, why, s in row[-1] or []]
@@ -258,5 +304,5 @@ def _period_bounds(suffix: str) -> tuple[datetime, datetime]:
 def _row(rec: AuditRecord) -> tuple:
     return (rec.record_id, rec.request_id, rec.ts, rec.profile, rec.verdict, rec.categories, Jsonb(rec.scores),
             rec.reasons, Jsonb(rec.latency_ms), Jsonb(rec.model_versions), rec.content_hash, rec.excerpt, rec.content,
-            rec.degraded, rec.cached)
+            rec.degraded, rec.cached, None if rec.metadata is None else Jsonb(rec.metadata))
 

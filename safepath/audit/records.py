@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import to_jsonable_python
 
 from safepath.pipeline import redact
 from safepath.types import FilterResult, Verdict
@@ -52,11 +54,21 @@ class AuditRecord(BaseModel):
     content: str | None = Field(default=None, description="The original content; only when store_content is on.")
     degraded: bool = False
     cached: bool = False
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="The request's metadata (tenant, stream id and steps, source), as JSON values."
+    )
 
     @field_validator("ts")
     @classmethod
     def _to_utc(cls, ts: datetime) -> datetime:
         return ts.astimezone(UTC)
+
+    @field_validator("metadata")
+    @classmethod
+    def _jsonable(cls, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+        # The metadata is the caller's: values the database's JSON cannot hold (dates, sets, objects) become
+        # their JSON form or their str(), so a record is never refused, and never fails a batch, over them.
+        return None if metadata is None else to_jsonable_python(metadata, fallback=str)
 
     @classmethod
     def from_result(
@@ -67,6 +79,7 @@ class AuditRecord(BaseModel):
         store_content: bool = False,
         excerpt_chars: int = 240,
         ts: datetime | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> AuditRecord:
         """Build the record of one decision.
 
@@ -76,6 +89,7 @@ class AuditRecord(BaseModel):
             store_content: Keep the full original text in `content`.
             excerpt_chars: Length limit of the redacted excerpt.
             ts: Decision time; now when None.
+            metadata: The request's metadata (`FilterRequest.metadata`), kept as given.
         """
         findings: dict[tuple[str, str], float] = {}
         reasons: list[str] = []
@@ -103,6 +117,7 @@ class AuditRecord(BaseModel):
             content=content if store_content else None,
             degraded=result.degraded,
             cached=result.cached,
+            metadata=dict(metadata) if metadata is not None else None,
         )
 
     def to_json_dict(self) -> dict[str, Any]:

@@ -16,13 +16,17 @@ from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 from safepath.audit.base import AuditUnavailable, DecisionCounts, minute, window, write_archive
 from safepath.audit.records import AuditFinding, AuditRecord
 from safepath.audit.summary import GROUP_BYS, AuditSummary, GroupBy, build_summary
+from safepath.errors import ConfigError
 
 _COLUMNS = ("record_id", "request_id", "ts", "profile", "verdict", "categories", "scores", "reasons", "latency_ms",
-            "model_versions", "content_hash", "excerpt", "content", "degraded", "cached")
+            "model_versions", "content_hash", "excerpt", "content", "degraded", "cached", "metadata")
+# Columns added after the first release: (name, type) each, added to an older file's table when missing.
+_ADDED_COLUMNS = (("metadata", "TEXT"),)
 
 
 def _ts(value: datetime) -> str:
@@ -34,12 +38,18 @@ class SqliteBackend:
     """Audit records in a SQLite file.
 
     Args:
-        path: The database file; its folder is created now.
+        path: The database file.
         table_prefix: Tables are <prefix>_records, <prefix>_findings, <prefix>_decision_counts.
         timeout_s: How long a call waits for another connection's write lock.
+        create: Create the file (and its folder, now) when missing; else the file must exist (readers: a query
+            of a mistyped path must not leave an empty database behind).
+
+    Raises:
+        ConfigError: the folder cannot be created, or (create off) the file does not exist.
     """
 
-    def __init__(self, path: Path, *, table_prefix: str = "audit", timeout_s: float = 5.0) -> None:
+    def __init__(self, path: Path, *, table_prefix: str = "audit", timeout_s: float = 5.0,
+                 create: bool = True) -> None:
         self.path = Path(path)
         self.timeout_s = timeout_s
         self.records_table = f"{table_prefix}_records"
@@ -49,15 +59,27 @@ class SqliteBackend:
         self._schema_ready = False
         self._keeper: sqlite3.Connection | None = None
         self._keeper_lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.create = create
+        if not create:
+            if not self.path.is_file():
+                raise ConfigError(f"the audit database {self.path} does not exist")
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the folder of the audit database {self.path}: "
+                              f"{exc.strerror or exc}") from None
 
     @contextmanager
     def _connect(self, timeout_s: float | None = None) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=timeout_s or self.timeout_s, isolation_level=None)
+        # Without `create`, mode=rw: a file removed since start-up is an error here, not a fresh empty database.
+        target = self.path if self.create else f"file:{quote(str(self.path.absolute()))}?mode=rw"
+        conn = sqlite3.connect(target, timeout=timeout_s or self.timeout_s, isolation_level=None, uri=not self.create)
         try:
             if not self._schema_ready:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.executescript(self._schema())
+                self._add_columns(conn)
                 self._schema_ready = True
                 self._keep_open()
             conn.execute("PRAGMA synchronous=NORMAL")  # per connection; WAL keeps it crash-safe, only the last commits may go
@@ -81,6 +103,21 @@ class SqliteBackend:
         if keeper is not None:
             keeper.close()
 
+    def _add_columns(self, conn: sqlite3.Connection) -> None:
+        """Bring a file written by an older release up to date. Under the write lock, so two processes starting
+        together do not both add a column."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            have = {row[1] for row in conn.execute(f"PRAGMA table_info({self.records_table})")}
+            for name, kind in _ADDED_COLUMNS:
+                if name not in have:
+                    conn.execute(f"ALTER TABLE {self.records_table} ADD COLUMN {name} {kind}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
     def _schema(self) -> str:
         r, f, c = self.records_table, self.findings_table, self.counts_table
         return f"""
@@ -88,7 +125,8 @@ class SqliteBackend:
                 record_id TEXT PRIMARY KEY, request_id TEXT NOT NULL, ts TEXT NOT NULL, profile TEXT NOT NULL,
                 verdict TEXT NOT NULL, categories TEXT NOT NULL, scores TEXT NOT NULL, reasons TEXT NOT NULL,
                 latency_ms TEXT NOT NULL, model_versions TEXT NOT NULL, content_hash TEXT NOT NULL,
-                excerpt TEXT NOT NULL, content TEXT, degraded INTEGER NOT NULL, cached INTEGER NOT NULL);
+                excerpt TEXT NOT NULL, content TEXT, degraded INTEGER NOT NULL, cached INTEGER NOT NULL,
+                metadata TEXT);
             CREATE INDEX IF NOT EXISTS {r}_ts ON {r} (ts);
             CREATE INDEX IF NOT EXISTS {r}_verdict ON {r} (verdict, ts);
             CREATE TABLE IF NOT EXISTS {f} (
@@ -203,7 +241,8 @@ class SqliteBackend:
 def _row(rec: AuditRecord) -> tuple:
     return (rec.record_id, rec.request_id, _ts(rec.ts), rec.profile, rec.verdict, json.dumps(rec.categories),
             json.dumps(rec.scores), json.dumps(rec.reasons), json.dumps(rec.latency_ms), json.dumps(rec.model_versions),
-            rec.content_hash, rec.excerpt, rec.content, int(rec.degraded), int(rec.cached))
+            rec.content_hash, rec.excerpt, rec.content, int(rec.degraded), int(rec.cached),
+            None if rec.metadata is None else json.dumps(rec.metadata))
 
 
 def _record(row: Sequence) -> AuditRecord:
@@ -212,5 +251,6 @@ def _record(row: Sequence) -> AuditRecord:
         values[key] = json.loads(values[key])
     values["ts"] = datetime.fromisoformat(values["ts"])
     values["degraded"], values["cached"] = bool(values["degraded"]), bool(values["cached"])
+    values["metadata"] = None if values["metadata"] is None else json.loads(values["metadata"])
     values["findings"] = [AuditFinding(category=cat, reason=why, score=s) for cat, why, s in json.loads(row[-1])]
     return AuditRecord(**values)

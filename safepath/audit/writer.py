@@ -13,8 +13,10 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Mapping
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from safepath.audit.base import AuditBackend, AuditUnavailable, minute
 from safepath.audit.records import AuditRecord, should_record
@@ -42,7 +44,7 @@ class AuditWriter:
         self.backend = backend
         self.settings = settings
         self.metrics = metrics or default_metrics()
-        self.spill = SpillFile(settings.spill_path)  # type: ignore[arg-type]  # AuditSettings always fills it in
+        self.spill = SpillFile(settings.resolve_spill_path())  # fails here, at start-up, when nowhere is writable
         self._queue: queue.Queue = queue.Queue(maxsize=settings.queue_size)
         self._counts: dict[tuple[datetime, str, str], int] = {}
         self._counts_lock = threading.Lock()
@@ -63,16 +65,16 @@ class AuditWriter:
 
     # --- the request path: never blocks on the database, never raises ----------------------------------------
 
-    def submit_decision(self, result: FilterResult, content: str) -> None:
+    def submit_decision(self, result: FilterResult, content: str, metadata: Mapping[str, Any] | None = None) -> None:
         """Account for one decision: count it (every decision, for filter rates) and queue its record when
-        `should_record` says so. Call it for every result the filter returns."""
+        `should_record` says so. Call it for every result the filter returns, with its request's metadata."""
         try:
             key = (minute(datetime.now(UTC)), result.profile, result.verdict.value)
             with self._counts_lock:
                 self._counts[key] = self._counts.get(key, 0) + 1
             if should_record(result, self.settings.record_all):
                 self.submit(AuditRecord.from_result(content, result, store_content=self.settings.store_content,
-                                                    excerpt_chars=self.settings.excerpt_chars))
+                                                    excerpt_chars=self.settings.excerpt_chars, metadata=metadata))
         except Exception:  # auditing must never fail a request
             logger.exception("could not audit request %s", getattr(result, "request_id", "?"))
             self.metrics.inc("audit_records", outcome="dropped")

@@ -18,7 +18,7 @@ from typing import Any
 
 import re2
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from safepath.errors import RuleFileError
 from safepath.fingerprint import bytes_version
@@ -80,12 +80,22 @@ class Rule(BaseModel):
         phrases = [r"\s+".join(re2.escape(word) for word in k.lower().split()) for k in self.keywords or ()]
         return r"(?i:\b(?:" + "|".join(phrases) + r")\b)"
 
+    @field_validator("unless_context", "when_context")
+    @classmethod
+    def _fold_values(cls, values: dict[str, tuple[str, ...]] | None) -> dict[str, tuple[str, ...]] | None:
+        return None if values is None else {k: tuple(_fold(x) for x in v) for k, v in values.items()}
+
     def applies(self, context: dict[str, str]) -> bool:
-        if self.unless_context and any(context.get(k) in v for k, v in self.unless_context.items()):
+        # Values match in any case and spacing: "Healthcare" from one caller is "healthcare" in the rule file.
+        if self.unless_context and any(_fold(context.get(k)) in v for k, v in self.unless_context.items()):
             return False
-        if self.when_context and not any(context.get(k) in v for k, v in self.when_context.items()):
+        if self.when_context and not any(_fold(context.get(k)) in v for k, v in self.when_context.items()):
             return False
         return True
+
+
+def _fold(value: str | None) -> str | None:
+    return None if value is None else value.strip().casefold()
 
 
 class RuleFile(BaseModel):

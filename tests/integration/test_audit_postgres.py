@@ -23,6 +23,7 @@ import pytest
 from safepath import SafePathFilter
 from safepath.audit import AuditRecord, AuditSettings, AuditUnavailable, open_audit, read_archive
 from safepath.audit.postgres import PostgresBackend
+from safepath.audit.sqlite import SqliteBackend
 from safepath.metrics import Metrics
 from tests.services import free_port
 
@@ -254,3 +255,49 @@ def test_an_unreachable_database_spills_and_every_record_arrives_exactly_once(
         assert registry.get_sample_value("safepath_audit_errors_total", {"operation": "query"}) == 1
     finally:
         forwarder.stop()
+
+
+def test_retention_removes_what_the_sqlite_backend_removes(settings: AuditSettings, tiny_filter: SafePathFilter,
+                                                           tmp_path: Path):
+    # --keep-days 0 is a cutoff of now: SQLite deletes everything before it, today's records included
+    now = datetime.now(UTC)
+    records = [r for age in (timedelta(days=2), timedelta(hours=1), timedelta(minutes=1), timedelta(0))
+               for r in _records(tiny_filter, BLOCK_TEXT, 2, ts=now - age)]
+    late = _records(tiny_filter, REDACT_TEXT, 1, ts=now + timedelta(minutes=5))
+    pg = PostgresBackend(settings.url, table_prefix=settings.table_prefix, pool_min=1, pool_max=2)
+    sqlite = SqliteBackend(tmp_path / "audit.db")
+    try:
+        removed, archived = {}, {}
+        for name, backend in (("pg", pg), ("sqlite", sqlite)):
+            backend.write(records + late)
+            removed[name] = backend.apply_retention(now, tmp_path / name)
+            archived[name] = sorted(r.record_id for path in (tmp_path / name).iterdir() for r in read_archive(path))
+            assert backend.apply_retention(now) == 0  # nothing older is left
+        assert removed == {"pg": 6, "sqlite": 6}
+        assert archived["pg"] == archived["sqlite"] == sorted(r.record_id for r in records[:6])
+        assert sorted(_ids(settings.url, settings.table_prefix)) == sorted(r.record_id for r in records[6:] + late)
+        by_category = pg.query(now - timedelta(days=3), "category")
+        # the findings went with their records (the late one is past the window's end, now)
+        assert by_category.recorded == 2 and {g.key: g.count for g in by_category.groups} == {"harmful_instructions": 2}
+    finally:
+        pg.close()
+        sqlite.close()
+
+
+def test_request_metadata_is_stored_and_an_older_table_gains_the_column(settings: AuditSettings, postgres_dsn: str,
+                                                                        tiny_filter: SafePathFilter, tmp_path: Path):
+    r = f"{settings.table_prefix}_records"
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:  # the records table as the first release made it
+        conn.execute(f"""CREATE TABLE {r} (
+            record_id text NOT NULL, request_id text NOT NULL, ts timestamptz NOT NULL, profile text NOT NULL,
+            verdict text NOT NULL, categories text[] NOT NULL, scores jsonb NOT NULL, reasons text[] NOT NULL,
+            latency_ms jsonb NOT NULL, model_versions jsonb NOT NULL, content_hash text NOT NULL,
+            excerpt text NOT NULL, content text, degraded boolean NOT NULL, cached boolean NOT NULL,
+            PRIMARY KEY (record_id, ts)) PARTITION BY RANGE (ts)""")
+    with open_audit(settings) as writer, SafePathFilter(profiles=PROFILES, audit=writer) as f:
+        f.filter(BLOCK_TEXT, metadata={"tenant": "acme", "stream_id": "s-1", "stream_steps": [0, 2]})
+        f.filter(REDACT_TEXT)
+        assert writer.flush(10) and not writer.down
+        assert writer.backend.apply_retention(datetime.now(UTC) + timedelta(minutes=1), tmp_path / "archive") == 2
+    archived = {rec.verdict: rec.metadata for path in (tmp_path / "archive").iterdir() for rec in read_archive(path)}
+    assert archived == {"block": {"tenant": "acme", "stream_id": "s-1", "stream_steps": [0, 2]}, "redact": None}

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +17,10 @@ from safepath.audit import AuditRecord, read_archive
 from safepath.audit.sqlite import SqliteBackend
 from safepath.cli import main
 
+from .conftest import TINY_PROFILES
 from .test_audit_records import BLOCK_TEXT, REDACT_TEXT
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -80,3 +86,60 @@ def test_retention_archives_and_removes_old_records(audit_url: str, tmp_path: Pa
     assert [r.verdict for r in read_archive(archive)] == ["block"]
     with closing(SqliteBackend(tmp_path / "audit.db")) as backend:
         assert backend.count() == 2
+
+
+@pytest.mark.parametrize("command", [["query"], ["retention", "--keep-days", "7"]])
+def test_a_missing_database_is_an_error_and_is_not_created(tmp_path: Path, capsys, command):
+    path = tmp_path / "typo" / "audit.db"
+    assert main(["audit", *command, "--url", f"sqlite:///{path}"]) == 3
+    assert f"the audit database {path} does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "typo").exists()
+
+
+def _cli(args: list[str], env: dict[str, str], stdout: int = subprocess.PIPE) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "safepath.cli", *args], stdout=stdout, stderr=subprocess.PIPE,
+                          cwd=REPO, env={**os.environ, **env}, timeout=120, check=False)
+
+
+def test_a_bad_database_folder_exits_3_with_a_message(tmp_path: Path):
+    (tmp_path / "file").write_text("")  # a folder under a regular file cannot be made, even by root
+    env = {"SAFEPATH_AUDIT_URL": f"sqlite:///{tmp_path}/file/dir/audit.db", "SAFEPATH_AUDIT_SPILL_DIR": str(tmp_path)}
+    for args in (["--profiles", str(TINY_PROFILES), "filter", "Step 1: build a bomb."], ["audit", "query"]):
+        done = _cli(args, env)
+        assert done.returncode == 3, done.stderr
+        assert b"Traceback" not in done.stderr and b"audit database" in done.stderr
+
+
+def test_an_unwritable_spill_folder_fails_the_start_with_a_message(tmp_path: Path):
+    (tmp_path / "file").write_text("")
+    env = {"SAFEPATH_AUDIT_URL": f"sqlite:///{tmp_path}/audit.db", "SAFEPATH_AUDIT_SPILL_DIR": f"{tmp_path}/file/spill"}
+    done = _cli(["--profiles", str(TINY_PROFILES), "filter", "Step 1: build a bomb."], env)
+    assert done.returncode == 3 and b"Traceback" not in done.stderr
+    assert b"audit spill folder" in done.stderr and b"SAFEPATH_AUDIT_SPILL_DIR" in done.stderr
+
+
+def test_filter_with_an_audit_url_writes_its_record_before_exiting(tmp_path: Path):
+    env = {"SAFEPATH_AUDIT_URL": f"sqlite:///{tmp_path}/audit.db", "SAFEPATH_AUDIT_SPILL_DIR": str(tmp_path / "spill")}
+    done = _cli(["--profiles", str(TINY_PROFILES), "filter", "Step 1: build a bomb."], env)
+    assert done.returncode == 0, done.stderr
+    with closing(SqliteBackend(tmp_path / "audit.db", create=False)) as backend:
+        assert backend.count() == 1
+
+
+def test_query_into_a_closed_pipe_exits_quietly(audit_url: str):
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `safepath audit query | head` with head gone before the first write
+    try:
+        done = _cli(["audit", "query", "--url", audit_url], {}, stdout=write_end)
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, b"")
+
+
+def test_retention_into_an_unwritable_archive_folder_exits_2(audit_url: str, tmp_path: Path, capsys):
+    (tmp_path / "file").write_text("")
+    args = ["audit", "retention", "--url", audit_url, "--keep-days", "7", "--archive-dir", str(tmp_path / "file" / "a")]
+    assert main(args) == 2
+    assert "cannot write the archive" in capsys.readouterr().err
+    with closing(SqliteBackend(tmp_path / "audit.db")) as backend:
+        assert backend.count() == 3  # nothing removed without its archive

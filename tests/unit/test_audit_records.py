@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime, timedelta
+import os
+import stat
+import tempfile
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from safepath import Category, SafePathFilter
-from safepath.audit import AuditRecord, AuditSettings, parse_since, should_record
+from safepath.audit import AuditRecord, AuditSettings, open_audit, parse_since, should_record
 from safepath.errors import ConfigError
+from safepath.settings import RuntimeSettings
 
 from .conftest import TINY_MODEL_PROFILES, FunctionDetector, step_scores
 
@@ -30,7 +34,7 @@ def test_excerpt_replaces_each_flagged_step_with_its_categories(tiny_filter: Saf
     assert record.content is None
     assert record.content_hash == hashlib.sha256(REDACT_TEXT.encode()).hexdigest()
     assert (record.verdict, record.profile, record.request_id) == ("redact", "balanced", result.request_id)
-    assert record.model_versions == {"rules": "test-1"}
+    assert record.model_versions == dict(result.model_versions) and record.model_versions["rules"].startswith("test-1+")
     assert set(record.latency_ms) >= {"rules", "total"}
 
 
@@ -84,7 +88,8 @@ def test_reasons_scores_and_findings_across_stages():
         ("harmful_instructions.bomb", rule_score),
         ("safety_model:harmful_instructions", 0.95),
     }
-    assert record.model_versions == {"rules": "test-1", "model": "fake-1"}
+    assert record.model_versions.keys() == {"rules", "model"} and record.model_versions["model"] == "fake-1"
+    assert record.model_versions["rules"].startswith("test-1+")  # the declared version and the file's digest
 
 
 def test_record_ids_are_unique_and_times_utc(tiny_filter: SafePathFilter):
@@ -97,8 +102,17 @@ def test_record_ids_are_unique_and_times_utc(tiny_filter: SafePathFilter):
 
 
 def test_record_round_trips_through_json(tiny_filter: SafePathFilter):
-    record = AuditRecord.from_result(BLOCK_TEXT, tiny_filter.filter(BLOCK_TEXT), store_content=True)
+    record = AuditRecord.from_result(BLOCK_TEXT, tiny_filter.filter(BLOCK_TEXT), store_content=True,
+                                     metadata={"tenant": "acme", "stream_steps": [0, 3]})
     assert AuditRecord.model_validate_json(record.model_dump_json()) == record
+
+
+def test_record_keeps_the_request_metadata_as_json_values(tiny_filter: SafePathFilter):
+    metadata = {"tenant": "acme", "stream_id": "s-1", "stream_steps": (0, 3), "day": date(2026, 1, 2), "n": {1, 2}}
+    record = AuditRecord.from_result(BLOCK_TEXT, tiny_filter.filter(BLOCK_TEXT), metadata=metadata)
+    assert record.metadata == {"tenant": "acme", "stream_id": "s-1", "stream_steps": [0, 3], "day": "2026-01-02",
+                               "n": [1, 2]}
+    assert AuditRecord.from_result(BLOCK_TEXT, tiny_filter.filter(BLOCK_TEXT)).metadata is None
 
 
 def _failing(traces):
@@ -145,17 +159,80 @@ def test_parse_since_rejects_malformed_windows(text):
     [("sqlite:///var/lib/audit.db", Path("/var/lib/audit.db")), ("sqlite:////var/lib/audit.db", Path("/var/lib/audit.db")),
      ("sqlite://audit.db", Path("audit.db"))],
 )
-def test_settings_sqlite_paths_and_spill_next_to_the_file(url, path):
-    settings = AuditSettings(url=url)
-    assert settings.sqlite_path == path
-    assert settings.spill_path == path.with_name(path.name + ".spill.jsonl")
+def test_settings_sqlite_paths(url, path):
+    assert AuditSettings(url=url).sqlite_path == path
 
 
-def test_settings_postgres_spill_defaults_to_a_temp_file_named_after_the_url():
-    a = AuditSettings(url="postgresql://u@db1/audit").spill_path
-    b = AuditSettings(url="postgresql://u@db2/audit").spill_path
-    assert a != b and a.name.startswith("safepath-audit-audit-")
-    assert AuditSettings(url="postgresql://u@db1/audit").spill_path == a
+@pytest.fixture
+def spill_homes(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
+    """The default spill folders' parents moved under tmp_path: (cache home, temp folder)."""
+    cache, temp = tmp_path / "cache", tmp_path / "temp"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    return cache, temp
+
+
+def test_the_default_spill_folder_is_the_cache_folder_not_the_database_folder(tmp_path: Path, spill_homes):
+    settings = AuditSettings(url=f"sqlite:///{tmp_path}/db/audit.db")
+    spill = settings.resolve_spill_path()
+    assert spill.parent == spill_homes[0] / "safepath" / "audit-spill" and spill.parent.is_dir()
+    assert spill.name == settings.spill_name and spill.name.startswith("safepath-audit-audit-audit-")
+    assert AuditSettings(url=f"sqlite:///{tmp_path}/other/audit.db").spill_name != spill.name
+
+
+def test_the_spill_folder_falls_back_to_a_private_temp_folder(tmp_path: Path, spill_homes, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file" / "cache"))  # under a file: unwritable, even for root
+    spill = AuditSettings(url=f"sqlite:///{tmp_path}/audit.db").resolve_spill_path()
+    assert spill.parent == spill_homes[1] / f"safepath-audit-spill-{os.getuid()}"
+    assert stat.S_IMODE(spill.parent.stat().st_mode) == 0o700
+
+
+def test_a_temp_spill_folder_that_is_a_link_is_refused(tmp_path: Path, spill_homes, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file" / "cache"))
+    (tmp_path / "elsewhere").mkdir()
+    spill_homes[1].mkdir()
+    (spill_homes[1] / f"safepath-audit-spill-{os.getuid()}").symlink_to(tmp_path / "elsewhere")  # planted by another user
+    with pytest.raises(ConfigError, match="not a folder owned by this user"):
+        AuditSettings(url=f"sqlite:///{tmp_path}/audit.db").resolve_spill_path()
+
+
+def test_no_writable_spill_folder_fails_with_a_message(tmp_path: Path, spill_homes, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file" / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "file" / "temp"))
+    with pytest.raises(ConfigError, match="no writable folder for the audit spill file .*SAFEPATH_AUDIT_SPILL_DIR"):
+        AuditSettings(url=f"sqlite:///{tmp_path}/audit.db").resolve_spill_path()
+
+
+def test_the_spill_folder_comes_from_the_environment(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("SAFEPATH_AUDIT_URL", f"sqlite:///{tmp_path}/db/audit.db")
+    monkeypatch.setenv("SAFEPATH_AUDIT_SPILL_DIR", str(tmp_path / "spill"))
+    settings = RuntimeSettings().audit_settings()
+    assert settings.spill_path == tmp_path / "spill" / settings.spill_name
+    assert settings.resolve_spill_path() == settings.spill_path
+
+
+def test_an_unwritable_configured_spill_folder_fails_at_start_up(tmp_path: Path):
+    (tmp_path / "file").write_text("")
+    settings = AuditSettings(url=f"sqlite:///{tmp_path}/audit.db", spill_dir=tmp_path / "file" / "spill")
+    with pytest.raises(ConfigError, match=r"audit spill folder .*/file/spill is not writable .*SAFEPATH_AUDIT_SPILL_DIR"):
+        open_audit(settings)
+
+
+def test_postgres_spill_files_are_named_by_the_database_not_the_credentials(tmp_path: Path):
+    def name(url: str) -> str:
+        return AuditSettings(url=url, spill_dir=tmp_path).spill_path.name  # type: ignore[union-attr]
+
+    a = name("postgresql://alice:s3cret@db1:5433/audit")
+    assert "alice" not in a and "s3cret" not in a and a.startswith("safepath-audit-postgresql-audit-")
+    assert name("postgresql://bob:other@db1:5433/audit") == a  # same database, same file
+    assert name("postgresql://alice:s3cret@db1:5433/audit?sslmode=require") == a
+    assert len({a, name("postgresql://alice:s3cret@db2:5433/audit"), name("postgresql://alice:s3cret@db1:5434/audit"),
+                name("postgresql://alice:s3cret@db1:5433/other"),
+                AuditSettings(url="postgresql://db1:5433/audit", table_prefix="t2", spill_dir=tmp_path).spill_name,
+                }) == 5
 
 
 def test_settings_reject_unknown_schemes_and_prefixes():

@@ -13,6 +13,7 @@ import pytest
 from safepath import SafePathFilter
 from safepath.audit import AuditRecord, read_archive
 from safepath.audit.sqlite import SqliteBackend
+from safepath.errors import ConfigError
 
 from .test_audit_records import ALLOW_TEXT, BLOCK_TEXT, FLAG_TEXT, REDACT_TEXT
 
@@ -146,3 +147,40 @@ def test_an_allow_recorded_with_record_all_has_no_findings(backend: SqliteBacken
     backend.write([_record(tiny_filter, ALLOW_TEXT)])
     assert backend.query(timedelta(hours=1), "category").groups == []
     assert [(g.key, g.top_reasons) for g in backend.query(timedelta(hours=1), "verdict").groups] == [("allow", [])]
+
+
+# The records table as the first release created it, before the metadata column.
+_OLD_RECORDS_TABLE = """
+    CREATE TABLE audit_records (
+        record_id TEXT PRIMARY KEY, request_id TEXT NOT NULL, ts TEXT NOT NULL, profile TEXT NOT NULL,
+        verdict TEXT NOT NULL, categories TEXT NOT NULL, scores TEXT NOT NULL, reasons TEXT NOT NULL,
+        latency_ms TEXT NOT NULL, model_versions TEXT NOT NULL, content_hash TEXT NOT NULL,
+        excerpt TEXT NOT NULL, content TEXT, degraded INTEGER NOT NULL, cached INTEGER NOT NULL);
+    INSERT INTO audit_records VALUES ('old1', 'r-old', '2026-01-01T00:00:00.000000Z', 'balanced', 'block', '[]', '{}',
+        '[]', '{}', '{}', 'abc', 'x', NULL, 0, 0);
+"""
+
+
+def test_an_older_file_gains_the_metadata_column_and_keeps_its_records(tmp_path: Path, tiny_filter: SafePathFilter):
+    path = tmp_path / "audit.db"
+    with closing(sqlite3.connect(path)) as conn:
+        conn.executescript(_OLD_RECORDS_TABLE)
+    record = AuditRecord.from_result(BLOCK_TEXT, tiny_filter.filter(BLOCK_TEXT), metadata={"tenant": "acme"})
+    with closing(SqliteBackend(path)) as backend:
+        backend.write([record])
+        assert backend.count() == 2
+        backend.apply_retention(datetime.now(UTC) + timedelta(minutes=1), tmp_path / "archive")
+    (archive,) = (tmp_path / "archive").iterdir()
+    assert {r.record_id: r.metadata for r in read_archive(archive)} == {"old1": None, record.record_id: {"tenant": "acme"}}
+
+
+def test_a_reader_never_creates_a_database(tmp_path: Path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        SqliteBackend(tmp_path / "missing" / "audit.db", create=False)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_a_database_folder_that_cannot_be_created_is_a_config_error(tmp_path: Path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="cannot create the folder of the audit database"):
+        SqliteBackend(tmp_path / "file" / "sub" / "audit.db")

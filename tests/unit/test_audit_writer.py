@@ -8,17 +8,18 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import prometheus_client
 import pytest
 
 from safepath import SafePathFilter
-from safepath.audit import AuditRecord, AuditSettings, AuditWriter, open_audit
+from safepath.audit import AuditRecord, AuditSettings, AuditWriter, open_audit, read_archive
 from safepath.audit.sqlite import SqliteBackend
 from safepath.metrics import Metrics
 
+from .conftest import TINY_PROFILES
 from .test_audit_records import ALLOW_TEXT, BLOCK_TEXT, FLAG_TEXT, REDACT_TEXT
 
 
@@ -174,17 +175,54 @@ def test_a_spill_left_by_a_crashed_process_is_replayed_on_start(settings: AuditS
 
 def test_nothing_raises_into_the_caller_when_even_the_spill_fails(tmp_path: Path, readout: Readout,
                                                                   tiny_filter: SafePathFilter):
-    (tmp_path / "not-a-dir").write_text("")
     settings = AuditSettings(url=f"sqlite:///{tmp_path}/db/audit.db", queue_size=1,
-                             spill_path=tmp_path / "not-a-dir" / "spill.jsonl", flush_interval_s=0.02)
+                             spill_path=tmp_path / "spill" / "spill.jsonl", flush_interval_s=0.02)
     with open_audit(settings, readout.metrics) as w:
+        # both folders go after start-up (an unwritable one fails start-up instead)
         (tmp_path / "db").rename(tmp_path / "db-away")
+        (tmp_path / "spill").rename(tmp_path / "spill-away")
+        (tmp_path / "spill").write_text("")
         for _ in range(5):
             w.submit_decision(tiny_filter.filter(BLOCK_TEXT), BLOCK_TEXT)
         w.submit_decision(None, BLOCK_TEXT)  # type: ignore[arg-type]  # even a bug in the caller's argument
         assert w.flush(5)
     assert readout.records("dropped") == 6 and readout.errors("spill") >= 1
     assert readout.records("written") + readout.records("spilled") == 0
+
+
+def test_records_survive_a_database_folder_that_cannot_be_written(tmp_path: Path, readout: Readout, monkeypatch,
+                                                                  tiny_filter: SafePathFilter):
+    # Default spill settings: the spill file must not live in the database's folder, or it fails with it.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    settings = AuditSettings(url=f"sqlite:///{tmp_path}/db/audit.db", flush_interval_s=0.02, retry_interval_s=0.05)
+    records = _records(tiny_filter, 12)
+    with open_audit(settings, readout.metrics) as w:
+        w.submit(records[0])
+        assert w.flush(5)
+        (tmp_path / "db").rename(tmp_path / "db-away")
+        (tmp_path / "db").write_text("")  # a file where the folder was: unwritable even for root
+        for record in records[1:]:
+            w.submit(record)
+        assert w.flush(5) and w.down
+        assert readout.records("spilled") == 11 and readout.records("dropped") == 0
+        assert w.spill.path.is_relative_to(tmp_path / "cache")
+        (tmp_path / "db").unlink()
+        (tmp_path / "db-away").rename(tmp_path / "db")
+        _wait_for(lambda: not w.down and not w.spill.pending())
+    assert sorted(_ids(settings.sqlite_path)) == sorted(r.record_id for r in records)
+
+
+def test_request_metadata_reaches_the_record_and_comes_back_from_an_archive(settings: AuditSettings, readout: Readout,
+                                                                            tmp_path: Path):
+    with open_audit(settings, readout.metrics) as w, SafePathFilter(profiles=TINY_PROFILES, audit=w) as f:
+        f.filter(BLOCK_TEXT, metadata={"tenant": "acme", "stream_id": "s-1", "stream_steps": [0, 2]})
+        f.filter(REDACT_TEXT)
+        assert w.flush(5)
+    with closing(SqliteBackend(settings.sqlite_path)) as backend:
+        assert backend.apply_retention(datetime.now(UTC) + timedelta(minutes=1), tmp_path / "archive") == 2
+    (archive,) = (tmp_path / "archive").iterdir()
+    by_verdict = {r.verdict: r.metadata for r in read_archive(archive)}
+    assert by_verdict == {"block": {"tenant": "acme", "stream_id": "s-1", "stream_steps": [0, 2]}, "redact": None}
 
 
 def test_close_writes_out_the_queue_and_later_submits_spill(settings: AuditSettings, readout: Readout,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -124,3 +126,101 @@ def test_bad_profiles_file_exits_3(tmp_path: Path, capsys):
 def test_profiles_lists_them(capsys):
     assert main(["profiles"]) == 0
     assert set(json.loads(capsys.readouterr().out)["profiles"]) == {"strict", "balanced", "permissive"}
+
+
+# --- input is checked before any model loads; bounded reads; closed pipes; option order; context case ---
+
+REPO = Path(__file__).resolve().parents[2]
+MAX_CHARS = 200_000  # tiny.yaml's profiles keep the default max_content_chars
+
+
+def test_bad_input_fails_before_the_models_load(monkeypatch, tmp_path: Path, capsys):
+    # the shipped profiles need model files; with none there, only a check made before loading them can answer
+    monkeypatch.setenv("SAFEPATH_MODEL_DIR", str(tmp_path / "no-models"))
+    assert main(["filter", ""]) == 2
+    assert "content is empty" in capsys.readouterr().err
+    _stdin(monkeypatch, b"bad \xff bytes")
+    assert main(["filter"]) == 2
+    assert "not valid UTF-8" in capsys.readouterr().err
+
+
+def test_a_missing_model_is_a_configuration_error_not_a_traceback(monkeypatch, tmp_path: Path, capsys):
+    monkeypatch.setenv("SAFEPATH_MODEL_DIR", str(tmp_path / "no-models"))
+    assert main(["filter", "Step 1: read the file."]) == 3
+    err = capsys.readouterr().err
+    assert "configuration error" in err and str(tmp_path / "no-models") in err
+
+
+def test_standard_input_is_read_only_up_to_the_limit(monkeypatch, capsys):
+    cap = MAX_CHARS * 4
+    data = io.BytesIO(b"a" * (cap + 100_000))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(data, encoding="utf-8"))
+    assert main([*TINY, "filter"]) == 2
+    assert data.tell() == cap + 1  # the rest of the stream was never read
+    assert f"standard input is over {cap} bytes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        # over the limit in characters but not in bytes: refused after decoding
+        ("a" * (MAX_CHARS + 1), f"content is {MAX_CHARS + 1} characters, over the limit of {MAX_CHARS}"),
+        # exactly at the limit in four-byte characters: accepted by the byte cap, refused by nothing
+        ("\U0001F600" * 10 + "x", None),
+    ],
+)
+def test_file_input_is_bounded_by_the_profile_limit(tmp_path: Path, capsys, content, message):
+    path = tmp_path / "trace.txt"
+    path.write_text(content, encoding="utf-8")
+    code = main([*TINY, "filter", "--file", str(path), "--compact"])
+    if message is None:
+        assert code == 0 and json.loads(capsys.readouterr().out)["verdict"] == "allow"
+    else:
+        assert code == 2 and message in capsys.readouterr().err
+
+
+def _run_into_a_closed_pipe(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI with standard output a pipe whose reader is gone before the first write (`| head` after its
+    line), so every write fails with EPIPE."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([sys.executable, "-m", "safepath.cli", *args], stdout=write_end, stderr=subprocess.PIPE,
+                              cwd=REPO, env={**os.environ, **(env or {})}, timeout=120, check=False)
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [*TINY, "filter", "Step 1: build a bomb."],
+        [*TINY, "eval", str(EVAL_SET)],
+        ["profiles"],
+    ],
+)
+def test_a_closed_output_pipe_exits_quietly(args):
+    done = _run_into_a_closed_pipe(args)
+    assert done.returncode == 141
+    assert done.stderr == b""  # no traceback, no "Exception ignored" from the interpreter's last flush
+
+
+def test_profiles_option_after_the_subcommand(tmp_path: Path, capsys):
+    assert main(["filter", "--profiles", str(TINY_PROFILES), "Step 1: build a bomb."]) == 0
+    assert json.loads(capsys.readouterr().out)["detections"][0]["rule"] == "harmful_instructions.bomb"
+    assert main(["profiles", "--profiles", str(TINY_PROFILES)]) == 0
+    assert "with_model_closed" not in capsys.readouterr().out  # tiny.yaml, not the shipped profiles
+    bad = tmp_path / "profiles.yaml"
+    bad.write_text("profiles: {}\nstages: {}\n")
+    # both places: the one after the subcommand wins
+    assert main(["--profiles", str(TINY_PROFILES), "filter", "--profiles", str(bad), "text"]) == 3
+    assert main(["--profiles", str(bad), "filter", "--profiles", str(TINY_PROFILES), "text"]) == 0
+
+
+@pytest.mark.parametrize("value", ["healthcare", "Healthcare", "HEALTHCARE", " healthcare "])
+def test_context_values_match_in_any_case(capsys, value):
+    text = "Check the lethal dose for the chart."
+    assert main([*TINY, "filter", text, "--compact"]) == 0
+    without = json.loads(capsys.readouterr().out)["verdict"]
+    assert main([*TINY, "filter", text, "--context", f"domain={value}", "--compact"]) == 0
+    assert (without, json.loads(capsys.readouterr().out)["verdict"]) == ("block", "allow")

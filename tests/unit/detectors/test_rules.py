@@ -66,6 +66,9 @@ def test_one_detection_per_rule_and_step(detector):
         (None, True),
         ({"domain": "healthcare"}, False),
         ({"domain": "toxicology"}, False),
+        # values match in any case and spacing
+        ({"domain": "Healthcare"}, False),
+        ({"domain": " TOXICOLOGY "}, False),
         ({"domain": "retail"}, True),
         ({"purpose": "healthcare"}, True),  # only the named key counts
     ],
@@ -81,11 +84,12 @@ def test_when_context_rule_applies_only_in_its_context(tmp_path: Path):
     severity: low
     action: flag
     keywords: ["santa is real"]
-    when_context: {audience: [adults]}
+    when_context: {audience: [Adults]}
 """)
     detector = RuleDetector.from_file(path)
     assert not _detect(detector, "I will say santa is real.", {"audience": "children"})
     assert _detect(detector, "I will say santa is real.", {"audience": "adults"})
+    assert _detect(detector, "I will say santa is real.", {"audience": "ADULTS"})
 
 
 # --- evasion: each form is missed by the raw regex but caught by the rule stage, on the exact original span ---
