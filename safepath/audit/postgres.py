@@ -136,7 +136,8 @@ class PostgresBackend:
                 if records:
                     cur.executemany(f"INSERT INTO {r} ({', '.join(_COLUMNS)}) VALUES ({', '.join(['%s'] * len(_COLUMNS))}) "
                                     f"ON CONFLICT DO NOTHING", [_row(rec) for rec in records])
-                findings = [(rec.record_id, rec.ts, x.category, x.reason, x.score) for rec in records for x in rec.findings]
+                findings = [(_no_nul(rec.record_id), rec.ts, x.category, _no_nul(x.reason), x.score)
+                            for rec in records for x in rec.findings]
                 if findings:
                     cur.executemany(f"INSERT INTO {f} VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING", findings)
                 if counts:
@@ -302,7 +303,22 @@ def _period_bounds(suffix: str) -> tuple[datetime, datetime]:
 
 
 def _row(rec: AuditRecord) -> tuple:
-    return (rec.record_id, rec.request_id, rec.ts, rec.profile, rec.verdict, rec.categories, Jsonb(rec.scores),
-            rec.reasons, Jsonb(rec.latency_ms), Jsonb(rec.model_versions), rec.content_hash, rec.excerpt, rec.content,
-            rec.degraded, rec.cached, None if rec.metadata is None else Jsonb(rec.metadata))
+    t = _no_nul
+    return (t(rec.record_id), t(rec.request_id), rec.ts, t(rec.profile), t(rec.verdict), t(rec.categories),
+            Jsonb(t(rec.scores)), t(rec.reasons), Jsonb(t(rec.latency_ms)), Jsonb(t(rec.model_versions)),
+            rec.content_hash, t(rec.excerpt), t(rec.content), rec.degraded, rec.cached,
+            None if rec.metadata is None else Jsonb(t(rec.metadata)))
+
+
+def _no_nul(value: Any) -> Any:
+    """`value` with every NUL (U+0000) in its strings replaced by U+FFFD. PostgreSQL's text and jsonb cannot hold
+    NUL, and one record carrying it (a trace, a request id or metadata with one) would fail its batch, then every
+    replay of the spill file after it, for good. The content hash still names the original text."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_no_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {_no_nul(k): _no_nul(v) for k, v in value.items()}
+    return value
 

@@ -101,6 +101,16 @@ class AuditSettings(BaseModel):
         raise ConfigError("no writable folder for the audit spill file (" + "; ".join(problems)
                           + "); set SAFEPATH_AUDIT_SPILL_DIR to a writable folder")
 
+    def legacy_spill_paths(self) -> list[Path]:
+        """Where releases before SAFEPATH_AUDIT_SPILL_DIR put this database's spill file by default: beside the
+        SQLite file, or in the temp folder named by a hash of the whole PostgreSQL URL. The writer replays what
+        it finds there once, so an upgrade made while the database was down loses nothing."""
+        if self.scheme == "sqlite":
+            db = self.sqlite_path
+            return [db.with_name(db.name + ".spill.jsonl")]
+        digest = hashlib.sha256(self.url.encode("utf-8")).hexdigest()[:16]
+        return [Path(tempfile.gettempdir()) / f"safepath-audit-{self.table_prefix}-{digest}.spill.jsonl"]
+
     @property
     def scheme(self) -> Literal["sqlite", "postgresql"]:
         """The backend the URL names.

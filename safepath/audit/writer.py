@@ -45,6 +45,7 @@ class AuditWriter:
         self.settings = settings
         self.metrics = metrics or default_metrics()
         self.spill = SpillFile(settings.resolve_spill_path())  # fails here, at start-up, when nowhere is writable
+        self._legacy = [SpillFile(p) for p in settings.legacy_spill_paths() if p != self.spill.path]
         self._queue: queue.Queue = queue.Queue(maxsize=settings.queue_size)
         self._counts: dict[tuple[datetime, str, str], int] = {}
         self._counts_lock = threading.Lock()
@@ -133,6 +134,9 @@ class AuditWriter:
     # --- the writer thread ------------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        for legacy in self._legacy:  # left by an older release, where it put spill files
+            if legacy.pending():
+                self._replay(legacy)
         self._replay()  # whatever a previous process left behind
         stop = False
         while not stop:
@@ -214,24 +218,28 @@ class AuditWriter:
         self._down = True
         self._retry_at = time.monotonic() + self.settings.retry_interval_s
 
-    def _replay(self) -> None:
-        """Write the spill file to the backend in batches; on success the backend counts as up again."""
+    def _replay(self, spill: SpillFile | None = None) -> None:
+        """Write the spill file (or another one) to the backend in batches; on success the backend counts as up
+        again."""
+        spill = spill or self.spill
         try:
-            if not self.spill.start_replay():
+            if not spill.start_replay():
                 self._down = False  # nothing to replay: the next batch tries the database again
                 return
-            skipped = self.spill.skipped
-            with closing(self.spill.batches(self.settings.batch_size)) as batches:  # closes the file on failure
+            skipped = spill.skipped
+            with closing(spill.batches(self.settings.batch_size)) as batches:  # closes the file on failure
                 for records, counts, end in batches:
                     self.backend.write(records, counts)
-                    self.spill.offset = end
+                    spill.offset = end
                     if records:
                         self.metrics.inc("audit_records", len(records), outcome="replayed")
-            self.spill.finish_replay()
-            if self.spill.skipped > skipped:
-                self.metrics.inc("audit_records", self.spill.skipped - skipped, outcome="dropped")
+            spill.finish_replay()
+            if spill.skipped > skipped:
+                self.metrics.inc("audit_records", spill.skipped - skipped, outcome="dropped")
         except Exception as exc:
-            logger.warning("audit replay from %s failed, retrying in %ss: %r", self.spill.replaying,
+            if spill is not self.spill:
+                spill.close()  # a legacy file is not retried by this process; the next start tries it again
+            logger.warning("audit replay from %s failed, retrying in %ss: %r", spill.replaying,
                            self.settings.retry_interval_s, exc)
             self.metrics.inc("audit_errors", operation="replay")
             self._mark_down()

@@ -301,3 +301,21 @@ def test_request_metadata_is_stored_and_an_older_table_gains_the_column(settings
         assert writer.backend.apply_retention(datetime.now(UTC) + timedelta(minutes=1), tmp_path / "archive") == 2
     archived = {rec.verdict: rec.metadata for path in (tmp_path / "archive").iterdir() for rec in read_archive(path)}
     assert archived == {"block": {"tenant": "acme", "stream_id": "s-1", "stream_steps": [0, 2]}, "redact": None}
+
+
+def test_a_record_carrying_nul_characters_is_stored_not_stuck(settings: AuditSettings, tiny_filter: SafePathFilter,
+                                                              tmp_path: Path, registry):
+    # PostgreSQL text refuses NUL: one such record used to fail its batch and every replay after it
+    text = "Step 1: recall.\nStep 2: explain how to build a bomb from fertiliser.\nStep 3: done\x00."
+    result = tiny_filter.filter(text, request_id="req\x00uest")
+    nul = AuditRecord.from_result(text, result, store_content=True, metadata={"tenant\x00": "a\x00b"})
+    with open_audit(settings, Metrics("prometheus", registry=registry)) as writer:
+        writer.submit(nul)
+        writer.submit(_records(tiny_filter, BLOCK_TEXT, 1)[0])
+        assert writer.flush(10) and not writer.down
+        assert writer.backend.apply_retention(datetime.now(UTC) + timedelta(minutes=1), tmp_path / "archive") == 2
+    assert _outcome(registry, "written") == 2
+    (stored,) = [r for path in (tmp_path / "archive").iterdir() for r in read_archive(path) if r.record_id == nul.record_id]
+    assert (stored.request_id, stored.content, stored.metadata) == ("req\ufffduest", text.replace("\x00", "\ufffd"),
+                                                                    {"tenant\ufffd": "a\ufffdb"})
+    assert stored.content_hash == nul.content_hash

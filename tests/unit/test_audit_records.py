@@ -233,6 +233,11 @@ def test_postgres_spill_files_are_named_by_the_database_not_the_credentials(tmp_
                 name("postgresql://alice:s3cret@db1:5433/other"),
                 AuditSettings(url="postgresql://db1:5433/audit", table_prefix="t2", spill_dir=tmp_path).spill_name,
                 }) == 5
+    # where releases before the spill folder put it (replayed once on start), named after the whole URL
+    url = "postgresql://alice:s3cret@db1:5433/audit"
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    assert AuditSettings(url=url).legacy_spill_paths() == [Path(tempfile.gettempdir()) /
+                                                            f"safepath-audit-audit-{digest}.spill.jsonl"]
 
 
 def test_settings_reject_unknown_schemes_and_prefixes():

@@ -269,3 +269,19 @@ def test_writers_sharing_a_spill_file_replay_it_once(settings: AuditSettings, re
     assert readout.records("replayed") == 60
     with closing(sqlite3.connect(settings.sqlite_path)) as conn:  # counters are added, so a double replay would show
         assert conn.execute("SELECT sum(n) FROM audit_decision_counts WHERE verdict = 'allow'").fetchone()[0] == 20
+
+
+def test_a_spill_file_where_an_older_release_put_it_is_replayed_on_start(tmp_path: Path, readout: Readout,
+                                                                         tiny_filter: SafePathFilter):
+    settings = AuditSettings(url=f"sqlite:///{tmp_path}/db/audit.db", spill_dir=tmp_path / "spill",
+                             flush_interval_s=0.02, retry_interval_s=0.05)
+    (legacy,) = settings.legacy_spill_paths()
+    assert legacy == tmp_path / "db" / "audit.db.spill.jsonl"  # beside the database, as before the spill folder
+    legacy.parent.mkdir()
+    lost = _records(tiny_filter, 3)
+    legacy.write_text("".join(json.dumps({"record": r.to_json_dict()}) + "\n" for r in lost), encoding="utf-8")
+    with open_audit(settings, readout.metrics) as w:
+        _wait_for(lambda: readout.records("replayed") == 3)
+        assert w.flush(5)
+    assert sorted(_ids(settings.sqlite_path)) == sorted(r.record_id for r in lost)
+    assert not legacy.exists() and not legacy.with_name(legacy.name + ".replaying").exists()
