@@ -18,6 +18,7 @@ from safepath import SafePathFilter
 from safepath.audit import AuditRecord, AuditSettings, AuditWriter, open_audit, read_archive
 from safepath.audit.sqlite import SqliteBackend
 from safepath.metrics import Metrics
+from safepath.streaming import StreamSession
 
 from .conftest import TINY_PROFILES
 from .test_audit_records import ALLOW_TEXT, BLOCK_TEXT, FLAG_TEXT, REDACT_TEXT
@@ -285,3 +286,17 @@ def test_a_spill_file_where_an_older_release_put_it_is_replayed_on_start(tmp_pat
         assert w.flush(5)
     assert sorted(_ids(settings.sqlite_path)) == sorted(r.record_id for r in lost)
     assert not legacy.exists() and not legacy.with_name(legacy.name + ".replaying").exists()
+
+
+def test_a_stream_window_record_carries_the_stream_id_and_tenant(settings: AuditSettings, readout: Readout,
+                                                                 tmp_path: Path):
+    with open_audit(settings, readout.metrics) as w, SafePathFilter(profiles=TINY_PROFILES, audit=w) as f:
+        session = StreamSession(f, stream_id="s-9", metadata={"tenant": "acme"})
+        session.feed(BLOCK_TEXT)
+        session.finish()
+        assert w.flush(5)
+    with closing(SqliteBackend(settings.sqlite_path)) as backend:
+        backend.apply_retention(datetime.now(UTC) + timedelta(minutes=1), tmp_path / "archive")
+    (archive,) = (tmp_path / "archive").iterdir()
+    blocked = [r.metadata for r in read_archive(archive) if r.verdict == "block"]
+    assert blocked and all(m["tenant"] == "acme" and m["stream_id"] == "s-9" and "stream_steps" in m for m in blocked)
