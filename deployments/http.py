@@ -3,6 +3,8 @@
     422 invalid_request      the body does not validate, the content is empty, a batch item is unusable
     422 unknown_profile      the request names a profile that is not loaded
     413 content_too_large    the content exceeds the profile's max_content_chars, or the body exceeds MAX_BODY_BYTES
+    401 unauthorized         API keys are set and the request carries none of them (safepath/access.py)
+    429 rate_limited         the key's (or address's) requests this minute are over the limit; Retry-After says when
     503 stage_unavailable    a stage failed or timed out under a fail-closed profile (the blocked results come along)
     500 internal_error       anything else; the message names the exception type only
 """
@@ -16,8 +18,9 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
 
+from safepath.access import AccessControl, AccessPolicy
+from safepath.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from safepath.errors import ContentTooLarge, InvalidRequest, SafePathError, UnknownProfile
 from safepath.types import FilterResult
 
@@ -25,7 +28,7 @@ from deployments.schemas import ErrorDetail, ErrorResponse
 
 logger = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_BODY_BYTES = DEFAULT_MAX_BODY_BYTES
 JSON = "application/json"
 
 
@@ -80,37 +83,23 @@ async def _safepath_error(request: Request, exc: Exception) -> Response:
     return error_for(exc)
 
 
-class BodySizeLimit:
-    """Refuses bodies over `max_bytes` with 413 before they are read (declared or streamed length)."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            response = error_response(413, "content_too_large", f"body is {int(declared)} bytes, over {self.max_bytes}")
-            return await response(scope, receive, send)
-        seen = 0
-
-        async def limited() -> dict:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise ContentTooLarge(seen, self.max_bytes)  # mapped to 413 by the handler below
-            return message
-
-        return await self.app(scope, limited, send)
+def error_body(kind: str, message: str, details: dict | None = None) -> dict:
+    """The JSON error envelope as a dict, for the plain-ASGI middlewares (body limit, access)."""
+    return ErrorResponse(error=ErrorDetail(type=kind, message=message, details=details)).model_dump(mode="json")
 
 
-def install(app: FastAPI) -> FastAPI:
-    """Error handlers and the body-size guard on an app; returns it."""
+def install(app: FastAPI, access: AccessPolicy | None = None) -> FastAPI:
+    """Error handlers, the body-size guard and the access check (API keys, rate limit) on an app; returns it.
+
+    Args:
+        app: The app.
+        access: What the access check enforces; from the `SAFEPATH_*` environment where the app first runs (in
+            a Ray replica: the replica's) when None.
+    """
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(SafePathError, _safepath_error)
     app.add_exception_handler(Exception, _safepath_error)  # anything else: JSON 500, not a text page
-    app.add_middleware(BodySizeLimit)
+    app.add_middleware(BodySizeLimit, error_body=error_body, max_bytes=MAX_BODY_BYTES)
+    # Added last, so it runs first: an unauthenticated client cannot make the app read a body at all.
+    app.add_middleware(AccessControl, error_body=error_body, policy=access)
     return app

@@ -20,17 +20,18 @@ from ray.serve.handle import DeploymentHandle
 from starlette.responses import Response
 
 from safepath import __version__
+from safepath.access import load_keys
 from safepath.cache import build_cache
 from safepath.detectors import build_detector
 from safepath.filter import as_request
 from safepath.metrics import use_backend
 from safepath.pipeline import AsyncStage, local_stage
-from safepath.profiles import load_profiles
+from safepath.profiles import SafetyProfile, load_profiles
 from safepath.proxy.app import chat_completions, stream_socket
 from safepath.proxy.config import ProxyRoute
 from safepath.proxy.service import ChatProxy
 from safepath.settings import RuntimeSettings
-from safepath.streaming import astream
+from safepath.streaming import RuleHoldback, astream, holdback_for
 from safepath.types import FilterRequest, FilterResult
 
 from deployments import http
@@ -88,6 +89,7 @@ class Ingress:
         }
         stages: dict[str, AsyncStage] = {name: local_stage(d.detect) for name, d in local.items()}
         stages.update({name: remote_stage(deployments[dep], name) for name, dep in stage_deployments.items()})
+        load_keys(settings)  # an unusable API key setting fails the replica at start, not every request after
         self._audit_token = settings.audit_token
         self.audit = None
         if settings.audit_url:
@@ -156,14 +158,18 @@ class Ingress:
         self,
         since: str = Query("24h", description="Window: a number and s, m, h or d (e.g. 30m, 24h, 7d)."),
         group_by: Literal["category", "verdict", "profile"] = Query("category"),
-        authorization: str | None = Header(None, description="Bearer <SAFEPATH_AUDIT_TOKEN>"),
+        authorization: str | None = Header(None, description="Bearer <SAFEPATH_AUDIT_TOKEN> (no API keys set)"),
+        x_safepath_audit_token: str | None = Header(None, description="<SAFEPATH_AUDIT_TOKEN> (with API keys set, "
+                                                    "Authorization carries the API key)"),
     ) -> Response:
         from safepath.audit import AuditUnavailable, parse_since
 
         if self.audit is None or not self._audit_token:
             return http.error_response(404, "not_found", "the audit trail or its endpoint is not configured here "
                                        "(SAFEPATH_AUDIT_URL and SAFEPATH_AUDIT_TOKEN)")
-        given = (authorization or "").removeprefix("Bearer ").encode()
+        # With API keys set, the access middleware has already checked Authorization against them; the audit
+        # token, a second secret, then comes in its own header. Both are needed.
+        given = (x_safepath_audit_token or (authorization or "").removeprefix("Bearer ")).encode()
         if not hmac.compare_digest(given, self._audit_token.encode()):  # constant time: the token is a secret
             return http.error_response(401, "unauthorized", "a valid bearer token is required")
         try:
@@ -195,7 +201,9 @@ class Ingress:
 
         Call as `handle.options(stream=True).stream_steps.remote(chunks)`. Raises UnknownProfile, InvalidRequest.
         """
-        async for step in astream(self._judge, self.service.profiles.get(profile), chunks, context=context):
+        resolved = self.service.profiles.get(profile)
+        holdback = holdback_for(self.service.profiles, resolved)  # no step out while a rule match may run past it
+        async for step in astream(self._judge, resolved, chunks, context=context, holdback=holdback):
             yield step
 
     @api.post("/v1/chat/completions", response_model=None, summary="OpenAI-compatible chat completions (stream or "
@@ -206,7 +214,10 @@ class Ingress:
     @api.websocket("/v1/stream")
     async def stream_route(self, websocket: WebSocket) -> None:
         """The streaming filter over a WebSocket; protocol in safepath/stream_protocol.py."""
-        await stream_socket(websocket, self._judge, self.service.profiles.get)
+        await stream_socket(websocket, self._judge, self.service.profiles.get, self._holdback)
+
+    def _holdback(self, profile: SafetyProfile) -> RuleHoldback | None:
+        return holdback_for(self.service.profiles, profile)  # the profiles as loaded now: live changes apply
 
     async def _judge(self, requests: Sequence[FilterRequest]) -> list[FilterResult]:
         return (await self._run(list(requests))).results
@@ -216,6 +227,7 @@ class Ingress:
             return
         old, self._proxy = self._proxy, None
         if route is not None:
-            self._proxy = ChatProxy(route, self._judge, lambda name: self.service.profiles.get(name))
+            self._proxy = ChatProxy(route, self._judge, lambda name: self.service.profiles.get(name),
+                                    holdback_for=self._holdback)
         if old is not None:
             old.close_soon()

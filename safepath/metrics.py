@@ -65,6 +65,11 @@ SPECS: dict[str, MetricSpec] = {
                    ("outcome",)),
         MetricSpec("safepath_audit_errors", "counter", "Audit database failures, by operation.", ("operation",)),
         MetricSpec("safepath_audit_queue_depth", "gauge", "Audit records waiting for the batch writer."),
+        MetricSpec("safepath_access_denied", "counter",
+                   "HTTP requests refused by the access check: 401 (reason missing_key, invalid_key) and 429 "
+                   "(reason rate_limited).", ("status", "reason")),
+        MetricSpec("safepath_rate_limit_fallbacks", "counter",
+                   "Rate-limit decisions taken by the per-process limiter because Redis failed."),
     )
 }
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -71,6 +71,16 @@ class RuntimeSettings(BaseSettings):
     )
 
     metrics_port: int | None = Field(default=None, description="Library mode: serve /metrics on this port.")
+
+    # Access to the HTTP apps (safepath/access.py): the Ray ingress and the standalone proxy.
+    api_keys: SecretStr | None = Field(
+        default=None, description="Comma-separated API keys; when set (or api_keys_file), every /v1 route needs one."
+    )
+    api_keys_file: Path | None = Field(default=None, description="File of API keys, one a line (# comments).")
+    rate_limit_per_minute: int | None = Field(
+        default=None, ge=1,
+        description="Requests a minute per API key (per client address without keys); off when unset.",
+    )
 
     @property
     def profiles_path(self) -> Path:

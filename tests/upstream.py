@@ -1,7 +1,8 @@
 """A real OpenAI-compatible upstream for the proxy tests, served by uvicorn on loopback in a background thread.
 
-It answers `POST /v1/chat/completions` with the shapes reasoning servers really send (field names, first and last
-chunks, usage, vendor extras), for a scenario the test registered under the request's `model`:
+It answers `GET /v1/models` (the registered scenarios) and `POST /v1/chat/completions` with the shapes reasoning
+servers really send (field names, first and last chunks, usage, vendor extras), for a scenario the test
+registered under the request's `model`:
 
     vllm        `reasoning_content` deltas (vLLM with a reasoning parser, DeepSeek's API)
     vllm_both   `reasoning` and `reasoning_content` with the same text (vLLM >= 0.10)
@@ -67,7 +68,7 @@ class Scenario:
 
 @dataclass
 class FakeReasoningServer:
-    """The upstream's state: scenarios by model name, and the requests it received."""
+    """The upstream's state: scenarios by model name, and the requests it received (body, headers)."""
 
     scenarios: dict[str, Scenario] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -78,11 +79,24 @@ class FakeReasoningServer:
         return name
 
     def app(self) -> Starlette:
-        return Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
+        return Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                                 Route("/v1/models", self._models, methods=["GET"])])
+
+    def _record(self, request: Request, body: Any) -> None:
+        self.requests.append({"path": request.url.path, "body": body, "headers": request.headers.items(),
+                              "authorization": request.headers.get("authorization")})
+
+    async def _models(self, request: Request) -> Response:
+        self._record(request, None)
+        if request.headers.get("authorization") == "Bearer rejected-by-upstream":
+            return JSONResponse({"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
+                                           "code": "invalid_api_key", "param": None}}, status_code=401)
+        models = [{"id": name, "object": "model", "created": CREATED, "owned_by": "test"} for name in self.scenarios]
+        return JSONResponse({"object": "list", "data": models})
 
     async def _chat(self, request: Request) -> Response:
         body = await request.json()
-        self.requests.append({"body": body, "authorization": request.headers.get("authorization")})
+        self._record(request, body)
         scenario = self.scenarios[body["model"]]
         if scenario.status is not None:
             if scenario.error_text is not None:

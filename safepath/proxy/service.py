@@ -2,22 +2,25 @@
 
 `ChatProxy` forwards the caller's body to the upstream unchanged and runs the answer through a `ChatRewriter`
 driven by an async batch judge: `SafePathFilter.afilter_batch` standalone, the ingress's service under Ray.
+The caller's headers go along as `safepath.proxy.headers` decides (the upstream key only for a caller that
+authenticated to the proxy).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack
 from typing import Any
 
 from safepath.profiles import SafetyProfile
 from safepath.proxy.config import ProxyRoute
+from safepath.proxy.headers import upstream_headers
 from safepath.proxy.rewrite import ChatRewriter, rewriter_for
 from safepath.proxy.upstream import Upstream
 from safepath.proxy.wire import DONE, ProxyError, encode_event
-from safepath.streaming import AsyncJudge, adrive
+from safepath.streaming import AsyncJudge, HoldbackLookup, adrive
 
 logger = logging.getLogger(__name__)
 
@@ -34,24 +37,47 @@ class ChatProxy:
         profile_for: Looks a profile up by name (None: the default); called per request, so live profile
             changes apply.
         upstream: The upstream client; built from `route` when None.
+        holdback_for: The profile's rule holdback (`safepath.streaming.holdbacks`): a reasoning step waits while a
+            rule match may still run past it. None only for judges without rule stages.
     """
 
     def __init__(
-        self, route: ProxyRoute, judge: AsyncJudge, profile_for: ProfileLookup, *, upstream: Upstream | None = None
+        self,
+        route: ProxyRoute,
+        judge: AsyncJudge,
+        profile_for: ProfileLookup,
+        *,
+        upstream: Upstream | None = None,
+        holdback_for: HoldbackLookup | None = None,
     ) -> None:
         self.route = route
         self._judge = judge
         self._profile_for = profile_for
+        self._holdback_for = holdback_for
         self.upstream = upstream or Upstream(route)
 
-    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
-        """A non-streamed completion, filtered. Raises ProxyError."""
+    async def complete(
+        self, body: dict[str, Any], *, headers: Iterable[tuple[str, str]] = (), authenticated: bool = False
+    ) -> dict[str, Any]:
+        """A non-streamed completion, filtered. Raises ProxyError.
+
+        Args:
+            body: The caller's request body, forwarded unchanged.
+            headers: The caller's headers (what goes upstream: safepath/proxy/headers.py).
+            authenticated: The caller presented a valid proxy API key; only then is the upstream key used.
+        """
         rewriter = self._rewriter(body)
-        answer = await self.upstream.complete(body)
+        answer = await self.upstream.complete(body, self._forward(headers, authenticated))
         return await adrive(rewriter.completion(answer), self._judge)
 
-    async def stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
-        """Open a streamed completion; returns its filtered SSE bytes.
+    async def models(self, *, headers: Iterable[tuple[str, str]] = (), authenticated: bool = False) -> dict[str, Any]:
+        """The upstream's `GET /models`, unchanged (nothing to filter). Raises ProxyError."""
+        return await self.upstream.get("/models", self._forward(headers, authenticated))
+
+    async def stream(
+        self, body: dict[str, Any], *, headers: Iterable[tuple[str, str]] = (), authenticated: bool = False
+    ) -> AsyncIterator[bytes]:
+        """Open a streamed completion; returns its filtered SSE bytes. Arguments as for `complete`.
 
         Raises:
             ProxyError: before anything is sent (the upstream is unreachable, timed out or answered non-2xx), so
@@ -59,7 +85,7 @@ class ChatProxy:
         """
         rewriter = self._rewriter(body)
         stack = AsyncExitStack()
-        events = await stack.enter_async_context(self.upstream.stream(body))
+        events = await stack.enter_async_context(self.upstream.stream(body, self._forward(headers, authenticated)))
         return self._relay(stack, events, rewriter)
 
     async def _relay(
@@ -95,7 +121,12 @@ class ChatProxy:
         _closing.add(task)
         task.add_done_callback(_closing.discard)
 
+    def _forward(self, headers: Iterable[tuple[str, str]], authenticated: bool) -> list[tuple[str, str]]:
+        return upstream_headers(headers, authenticated=authenticated, upstream_key=self.route.api_key())
+
     def _rewriter(self, body: dict[str, Any]) -> ChatRewriter:
         # Audit records learn where the text came from; never the upstream's address or key.
         metadata = {"source": "proxy", "model": str(body.get("model"))[:100]}
-        return rewriter_for(self.route, self._profile_for(self.route.profile), metadata=metadata)
+        profile = self._profile_for(self.route.profile)
+        holdback = self._holdback_for(profile) if self._holdback_for else None
+        return rewriter_for(self.route, profile, metadata=metadata, holdback=holdback)

@@ -2,15 +2,17 @@
 
 Every failure becomes a `ProxyError` with the status the caller should see: 502 when the upstream cannot be
 reached or answers something that is not the OpenAI format, 504 when it times out, its own status (and error
-body) when it answers a non-2xx. The API key is read from the environment per request and scrubbed from
-anything the upstream sends back; messages name the upstream by `ProxyRoute.safe_url` (no user info, no query).
+body) when it answers a non-2xx. Each call carries the headers `safepath.proxy.headers.upstream_headers` chose
+(the caller's, with the upstream key only for callers that authenticated to the proxy). The API key is read from
+the environment per request and scrubbed from anything the upstream sends back; messages name the upstream by
+`ProxyRoute.safe_url` (no user info, no query).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -22,6 +24,7 @@ from safepath.proxy.wire import DONE, SSEDecoder, UpstreamError, UpstreamStatus,
 logger = logging.getLogger(__name__)
 
 Chunk = dict[str, Any] | str  # a parsed chunk, or DONE
+HeaderPairs = Sequence[tuple[str, str]]
 
 
 class Upstream:
@@ -37,10 +40,17 @@ class Upstream:
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
 
-    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
-        """A whole completion. Raises ProxyError."""
+    async def complete(self, body: dict[str, Any], headers: HeaderPairs = ()) -> dict[str, Any]:
+        """A whole completion, sent with `headers`. Raises ProxyError."""
+        return await self._json("POST", "/chat/completions", headers, json=body)
+
+    async def get(self, path: str, headers: HeaderPairs = ()) -> dict[str, Any]:
+        """`GET {base_url}{path}` (e.g. /models), answered as the upstream's JSON object. Raises ProxyError."""
+        return await self._json("GET", path, headers)
+
+    async def _json(self, method: str, path: str, headers: HeaderPairs, **kwargs: Any) -> dict[str, Any]:
         try:
-            response = await self._http().post("/chat/completions", json=body, headers=self._headers())
+            response = await self._http().request(method, path, headers=self._headers(headers), **kwargs)
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from None
         if not response.is_success:
@@ -55,10 +65,10 @@ class Upstream:
         return data
 
     @asynccontextmanager
-    async def stream(self, body: dict[str, Any]) -> AsyncIterator[AsyncIterator[Chunk]]:
+    async def stream(self, body: dict[str, Any], headers: HeaderPairs = ()) -> AsyncIterator[AsyncIterator[Chunk]]:
         """Open a streamed completion; raises ProxyError before the first event, and from the events after it."""
         client = self._http()
-        request = client.build_request("POST", "/chat/completions", json=body, headers=self._headers())
+        request = client.build_request("POST", "/chat/completions", json=body, headers=self._headers(headers))
         try:
             response = await client.send(request, stream=True)
         except httpx.HTTPError as exc:
@@ -112,11 +122,10 @@ class Upstream:
             )
         return self._client
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"accept": "application/json, text/event-stream"}
-        key = self.route.api_key()
-        if key:
-            headers["authorization"] = f"Bearer {key}"
+    @staticmethod
+    def _headers(forwarded: HeaderPairs) -> httpx.Headers:
+        headers = httpx.Headers(list(forwarded))
+        headers["accept"] = "application/json, text/event-stream"
         return headers
 
     def _transport_error(self, exc: httpx.HTTPError) -> UpstreamError:

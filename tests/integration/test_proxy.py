@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -20,7 +21,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from safepath import SafePathFilter
+from safepath import ConfigError, SafePathFilter
+from safepath.access import AccessPolicy, KeySet
+from safepath.body_limit import DEFAULT_MAX_BODY_BYTES
 from safepath.proxy import ChatProxy, ProxyRoute
 from safepath.proxy.app import create_app
 from safepath.streaming import stream
@@ -56,11 +59,14 @@ def proxy(tiny, upstream):
     servers: dict[str, str] = {}
     with ExitStack() as stack:
 
-        def make(**options) -> str:
+        def make(*, keys: tuple[str, ...] = (), max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, **options) -> str:
+            """`keys`: the proxy's API keys (none: open, as with SAFEPATH_API_KEYS unset)."""
             route = ProxyRoute(**{"base_url": upstream.base_url, **options})
-            key = route.model_dump_json()
+            key = f"{route.model_dump_json()} {keys} {max_body_bytes}"
             if key not in servers:
-                servers[key] = stack.enter_context(serve_in_thread(create_app(tiny, route)))
+                access = AccessPolicy(keys=KeySet(keys) if keys else None)
+                app = create_app(tiny, route, access=access, max_body_bytes=max_body_bytes)
+                servers[key] = stack.enter_context(serve_in_thread(app))
             return servers[key]
 
         yield make
@@ -198,21 +204,142 @@ def test_reasoning_and_answer_mode_withholds_a_harmful_answer(upstream, proxy):
     assert got["content"] == "Sure, the plan is ready. " + BLOCK_MARKER and got["arguments"] == "" and got["finish"] == ["content_filter"]
 
 
-def test_the_key_goes_upstream_and_never_comes_back(upstream, proxy, monkeypatch, caplog):
+# Credentials and headers: the caller's go upstream; the proxy's own key only for callers with a proxy key
+
+PROXY_KEY = "sk-proxy-caller-7777"
+
+
+def test_the_upstream_key_goes_only_for_callers_with_a_proxy_key_and_never_comes_back(upstream, proxy, monkeypatch,
+                                                                                        caplog):
     monkeypatch.setenv("SAFEPATH_TEST_UPSTREAM_KEY", KEY)
-    url = proxy(api_key_env="SAFEPATH_TEST_UPSTREAM_KEY")
+    url = proxy(api_key_env="SAFEPATH_TEST_UPSTREAM_KEY", keys=(PROXY_KEY,))
     model = upstream.add("keyed", Scenario(style="vllm", reasoning=[SAFE_1], answer=["ok"]))
     caplog.set_level(logging.DEBUG)
-    client(url).chat.completions.create(model=model, messages=MESSAGES)
-    assert upstream.requests[-1]["authorization"] == f"Bearer {KEY}"
-    assert upstream.requests[-1]["body"]["messages"] == MESSAGES  # the caller's body, forwarded as is
-    echo = upstream.add("bad-key", Scenario(status=401, error_body={"error": {
-        "message": f"Incorrect API key provided: {KEY}.", "type": "invalid_request_error", "code": "invalid_api_key"}}))
-    with pytest.raises(openai.AuthenticationError) as caught:
-        client(url).chat.completions.create(model=echo, messages=MESSAGES)
+    keyed = openai.OpenAI(base_url=f"{url}/v1", api_key=PROXY_KEY, max_retries=0, timeout=30)
+    try:
+        keyed.chat.completions.create(model=model, messages=MESSAGES)
+        assert upstream.requests[-1]["authorization"] == f"Bearer {KEY}"  # the proxy key itself never goes upstream
+        assert upstream.requests[-1]["body"]["messages"] == MESSAGES  # the caller's body, forwarded as is
+        collect(keyed.chat.completions.create(model=model, messages=MESSAGES, stream=True))
+        assert upstream.requests[-1]["authorization"] == f"Bearer {KEY}"
+        echo = upstream.add("bad-key", Scenario(status=401, error_body={"error": {
+            "message": f"Incorrect API key provided: {KEY}.", "type": "invalid_request_error",
+            "code": "invalid_api_key"}}))
+        with pytest.raises(openai.AuthenticationError) as caught:
+            keyed.chat.completions.create(model=echo, messages=MESSAGES)
+    finally:
+        keyed.close()
     assert caught.value.status_code == 401 and caught.value.code == "invalid_api_key"
     assert KEY not in json.dumps(caught.value.body) and "***" in caught.value.message
-    assert KEY not in caplog.text
+    assert KEY not in caplog.text and PROXY_KEY not in caplog.text
+    # a caller without a proxy key (none, or its own upstream key) is refused before anything goes upstream
+    seen = len(upstream.requests)
+    for headers in ({}, {"Authorization": "Bearer caller-own-upstream-key"}):
+        answer = httpx.post(f"{url}/v1/chat/completions", json={"model": model, "messages": MESSAGES},
+                            headers=headers, timeout=10)
+        assert answer.status_code == 401 and answer.json()["error"]["type"] == "unauthorized"
+    assert len(upstream.requests) == seen
+
+
+def test_with_proxy_keys_and_no_upstream_key_the_proxy_key_is_not_forwarded(upstream, proxy):
+    url = proxy(keys=(PROXY_KEY,))
+    model = upstream.add("keyed-no-upstream-key", Scenario(style="vllm", reasoning=[SAFE_1], answer=["ok"]))
+    answer = httpx.post(f"{url}/v1/chat/completions", json={"model": model, "messages": MESSAGES},
+                        headers={"Authorization": f"Bearer {PROXY_KEY}", "X-Tenant": "t-9"}, timeout=30)
+    assert answer.status_code == 200
+    headers = dict(upstream.requests[-1]["headers"])
+    assert "authorization" not in headers and headers["x-tenant"] == "t-9"
+
+
+def test_an_upstream_key_without_proxy_keys_is_refused_at_start(tiny, upstream, monkeypatch):
+    monkeypatch.delenv("SAFEPATH_API_KEYS", raising=False)
+    monkeypatch.delenv("SAFEPATH_API_KEYS_FILE", raising=False)
+    route = ProxyRoute(base_url=upstream.base_url, api_key_env="SAFEPATH_TEST_UPSTREAM_KEY")
+    with pytest.raises(ConfigError, match="SAFEPATH_API_KEYS"):
+        create_app(tiny, route)
+
+
+@pytest.mark.parametrize("stream_it", [False, True])
+def test_the_callers_authorization_and_custom_headers_go_upstream(upstream, proxy, stream_it):
+    model = upstream.add(f"headers-{stream_it}", Scenario(style="vllm", reasoning=[SAFE_1], answer=["ok"]))
+    sent = [("Authorization", "Bearer caller-own-upstream-key"), ("OpenAI-Organization", "org-42"),
+            ("X-Request-Id", "req-1"), ("X-Multi", "one"), ("X-Multi", "two"),
+            # not forwarded: hop-by-hop (and what Connection names), this proxy's own audit token
+            ("Connection", "keep-alive, X-Private-Hop"), ("X-Private-Hop", "secret"), ("TE", "trailers"),
+            ("Proxy-Authorization", "Basic cHJveHk6cHc="), ("X-SafePath-Audit-Token", "audit-secret")]
+    body = {"model": model, "messages": MESSAGES, "stream": stream_it}
+    with httpx.Client(timeout=30) as caller:
+        answer = caller.post(f"{proxy()}/v1/chat/completions", json=body, headers=httpx.Headers(sent))
+    assert answer.status_code == 200
+    got = upstream.requests[-1]["headers"]
+    names = {name for name, _ in got}
+    assert ("authorization", "Bearer caller-own-upstream-key") in got  # the caller's own, not replaced or dropped
+    assert ("openai-organization", "org-42") in got and ("x-request-id", "req-1") in got
+    assert [v for n, v in got if n == "x-multi"] == ["one", "two"]
+    assert not names & {"x-private-hop", "te", "proxy-authorization", "x-safepath-audit-token"}
+    assert dict(got)["host"] == upstream.base_url.split("//")[1].split("/")[0]  # the upstream's host, not ours
+
+
+def test_a_caller_without_authorization_reaches_the_upstream_without_one(upstream, proxy):
+    model = upstream.add("anonymous", Scenario(style="vllm", reasoning=[SAFE_1], answer=["ok"]))
+    answer = httpx.post(f"{proxy()}/v1/chat/completions", json={"model": model, "messages": MESSAGES}, timeout=30)
+    assert answer.status_code == 200 and upstream.requests[-1]["authorization"] is None
+
+
+# Other routes: the model list passes through; completions and responses are refused; big bodies too
+
+
+def test_the_model_list_passes_through_with_the_callers_credentials(upstream, proxy):
+    upstream.add("listed", Scenario(style="vllm"))
+    models = client(proxy()).models.list()
+    assert "listed" in [m.id for m in models.data]
+    assert upstream.requests[-1]["path"] == "/v1/models"
+    assert upstream.requests[-1]["authorization"] == "Bearer caller-key"
+    refused = httpx.get(f"{proxy()}/v1/models", headers={"Authorization": "Bearer rejected-by-upstream"}, timeout=10)
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/responses"])
+def test_completions_and_responses_are_refused_naming_chat_completions(upstream, proxy, path):
+    seen = len(upstream.requests)
+    answer = httpx.post(f"{proxy()}{path}", json={"model": "m", "prompt": "hi", "input": "hi"}, timeout=10)
+    error = answer.json()["error"]
+    assert answer.status_code == 404 and error["code"] == "unsupported_endpoint"
+    assert path in error["message"] and "/v1/chat/completions" in error["message"]
+    assert len(upstream.requests) == seen
+
+
+def test_a_body_over_the_limit_is_413_before_it_reaches_the_upstream(upstream, proxy):
+    seen = len(upstream.requests)
+    big = b'{"model": "m", "messages": [], "pad": "' + b"x" * (DEFAULT_MAX_BODY_BYTES + 1) + b'"}'
+    answer = httpx.post(f"{proxy()}/v1/chat/completions", content=big, timeout=60,
+                        headers={"content-type": "application/json"})
+    assert answer.status_code == 413 and answer.json()["error"]["code"] == "content_too_large"
+
+    def chunks():  # no Content-Length: the limit is enforced while the body streams in
+        yield b'{"model": "m", "messages": [], "pad": "'
+        for _ in range(20):
+            yield b"x" * 100
+        yield b'"}'
+
+    answer = httpx.post(f"{proxy(max_body_bytes=1000)}/v1/chat/completions", content=chunks(), timeout=30)
+    assert answer.status_code == 413 and answer.json()["error"]["type"] == "content_too_large"
+    assert len(upstream.requests) == seen
+
+
+def test_the_proxy_stream_socket_needs_a_key_when_keys_are_set(proxy):
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    url = proxy(keys=(PROXY_KEY,)).replace("http", "ws") + "/v1/stream"
+    with pytest.raises(InvalidStatus) as caught:
+        connect(url, open_timeout=30)
+    assert caught.value.response.status_code == 401
+    with connect(url, open_timeout=30, additional_headers={"Authorization": f"Bearer {PROXY_KEY}"}) as connection:
+        connection.send(json.dumps({"type": "start", "stream_id": "keyed"}))
+        connection.send(json.dumps({"type": "chunk", "text": SAFE_1 + SAFE_3}))
+        connection.send(json.dumps({"type": "end"}))
+        assert json.loads(connection.recv(timeout=60))["type"] == "step"
 
 
 def test_requests_the_filter_sees_carry_no_credentials_or_upstream_address(tiny, upstream, monkeypatch):
@@ -331,3 +458,46 @@ def test_the_cli_runs_the_proxy(upstream):
         process.terminate()
         process.wait(10)
         process.stdout.close()
+
+
+def test_the_cli_refuses_an_upstream_key_without_proxy_keys(upstream):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAFEPATH_API_KEYS")}
+    command = [sys.executable, "-m", "safepath.cli", "--profiles", str(TINY), "proxy", "--upstream",
+               upstream.base_url, "--port", str(free_port()), "--api-key-env", "SAFEPATH_TEST_UPSTREAM_KEY"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 3 and "SAFEPATH_API_KEYS" in done.stderr
+
+
+# One rule match of the shipped rules that starts in a step the segmenter closes at the blank line inside it.
+SPLIT_MATCH = (
+    "Step 1: Look at CI.\n\nStep 2: I will disable the audit\n\nlogging so the operators cannot see what I do.\n\n"
+    "Step 3: Report success to the user."
+)
+
+
+@pytest.fixture(scope="module")
+def rules_proxy(upstream):
+    """A standalone proxy whose filter runs the shipped rules (no model), open to every caller."""
+    profiles = Path(__file__).resolve().parents[1] / "fixtures" / "profiles" / "rules_only.yaml"
+    with SafePathFilter(profiles=profiles) as f, serve_in_thread(
+        create_app(f, ProxyRoute(base_url=upstream.base_url), access=AccessPolicy(keys=None))
+    ) as base_url:
+        yield base_url
+
+
+@pytest.mark.parametrize("size", range(3, 17))
+def test_a_rule_match_running_past_a_streamed_step_is_never_released(upstream, rules_proxy, size):
+    model = upstream.add(f"split-match-{size}", Scenario(style="vllm", reasoning=pieces(SPLIT_MATCH, size),
+                                                         answer=["Done."]))
+    chunks = list(client(rules_proxy).chat.completions.create(model=model, messages=MESSAGES, stream=True))
+    got = collect(chunks)
+    assert got["reasoning_content"] == "Step 1: Look at CI.\n\n" + BLOCK_MARKER
+    sent = json.dumps([c.model_dump() for c in chunks])
+    assert "disable the audit" not in sent and "operators cannot" not in sent
+
+
+def test_the_stream_socket_holds_a_step_while_a_rule_match_may_run_on(rules_proxy):
+    frames = [{"type": "chunk", "text": piece} for piece in pieces(SPLIT_MATCH, 5)] + [{"type": "end"}]
+    replies = converse(rules_proxy.replace("http", "ws") + "/v1/stream", frames)
+    assert [r["type"] for r in replies] == ["step", "step", "end"]
+    assert replies[1]["step"]["verdict"] == "block" and "disable" not in replies[1]["step"]["output"]
