@@ -45,10 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        code = args.handler(args)
-        sys.stdout.flush()  # a reader that went away shows here, not in the interpreter's last flush
-        return code
-    except BrokenPipeError:
+        return args.handler(args)
+    except OutputClosed:
         _drop_stdout()
         return EXIT_BROKEN_PIPE
     except CliError as exc:
@@ -60,6 +58,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ModelLoadError) as exc:  # a missing model file is the installation's fault, not the input's
         print(f"safepath: configuration error: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+
+
+class OutputClosed(Exception):
+    """Standard output's reader went away (`safepath ... | head`)."""
+
+
+def _out(text: str) -> None:
+    """Print to standard output and flush, so a closed pipe shows here (and only a closed standard output counts
+    as one: a BrokenPipeError from a socket elsewhere stays the error it is)."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise OutputClosed() from None
 
 
 def _drop_stdout() -> None:
@@ -133,9 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     proxy.add_argument("--upstream", required=True, help="the upstream's OpenAI base URL, e.g. http://127.0.0.1:8001/v1")
     proxy.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     proxy.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080)")
-    proxy.add_argument("--api-key-env", help="environment variable holding the upstream's API key, sent only for "
-                       "callers that present one of SAFEPATH_API_KEYS (required with this option); other callers' "
-                       "own Authorization goes upstream as sent")
+    proxy.add_argument("--api-key-env", help="environment variable holding the upstream's API key")
     proxy.add_argument("-p", "--profile", help="safety profile (default: the profiles file's default)")
     proxy.add_argument("--filter", choices=["reasoning", "reasoning_and_answer"], default="reasoning",
                        help="what is judged (default: reasoning)")
@@ -164,7 +174,7 @@ def _cmd_filter(args: argparse.Namespace) -> int:
     context = _parse_context(args.context)
     with SafePathFilter(profiles=profiles) as safepath_filter:  # closing flushes an audit writer it opened
         result = safepath_filter.filter(text, context, profile=args.profile, request_id=args.request_id)
-    print(result.model_dump_json(indent=None if args.compact else 2))
+    _out(result.model_dump_json(indent=None if args.compact else 2))
     return 0
 
 
@@ -174,7 +184,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     profiles.get(args.profile)  # an unknown profile fails before the models load
     with SafePathFilter(profiles=profiles) as safepath_filter:
         report = evaluate(safepath_filter, examples, profile=args.profile, dataset=str(args.dataset))
-    print(report.model_dump_json(indent=2) if args.json else format_report(report))
+    _out(report.model_dump_json(indent=2) if args.json else format_report(report))
     return 0
 
 
@@ -197,13 +207,13 @@ def _cmd_rules_check(args: argparse.Namespace) -> int:
             print(f"FAIL {exc}", file=sys.stderr)
             failed = True
         else:
-            print(f"ok   {path}: {len(rule_file.rules)} rules, version {rule_file.version}")
+            _out(f"ok   {path}: {len(rule_file.rules)} rules, version {rule_file.version}")
     return EXIT_CHECK_FAILED if failed else 0
 
 
 def _cmd_profiles(args: argparse.Namespace) -> int:
     profiles = _load_profiles(args.profiles)
-    print(profiles.model_dump_json(indent=2))
+    _out(profiles.model_dump_json(indent=2))
     return 0
 
 
@@ -240,7 +250,7 @@ def _cmd_audit_query(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(str(exc), EXIT_BAD_INPUT) from None
     summary = _with_audit_backend(args.url, lambda backend: backend.query(since, args.group_by))
-    print(summary.model_dump_json(indent=2) if args.json else format_summary(summary))
+    _out(summary.model_dump_json(indent=2) if args.json else format_summary(summary))
     return 0
 
 
@@ -250,7 +260,7 @@ def _cmd_audit_retention(args: argparse.Namespace) -> int:
     cutoff = datetime.now(UTC) - timedelta(days=args.keep_days)
     removed = _with_audit_backend(args.url, lambda backend: backend.apply_retention(cutoff, args.archive_dir))
     where = f", archived under {args.archive_dir}" if args.archive_dir else ""
-    print(f"removed {removed} audit records older than {cutoff:%Y-%m-%d %H:%M} UTC{where}")
+    _out(f"removed {removed} audit records older than {cutoff:%Y-%m-%d %H:%M} UTC{where}")
     return 0
 
 

@@ -196,6 +196,7 @@ def _run_into_a_closed_pipe(args: list[str], env: dict[str, str] | None = None) 
     [
         [*TINY, "filter", "Step 1: build a bomb."],
         [*TINY, "eval", str(EVAL_SET)],
+        ["rules", "check"],
         ["profiles"],
     ],
 )
