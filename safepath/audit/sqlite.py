@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from safepath.audit.base import AuditUnavailable, DecisionCounts, minute, window, write_archive
@@ -72,9 +73,7 @@ class SqliteBackend:
 
     @contextmanager
     def _connect(self, timeout_s: float | None = None) -> Iterator[sqlite3.Connection]:
-        # Without `create`, mode=rw: a file removed since start-up is an error here, not a fresh empty database.
-        target = self.path if self.create else f"file:{quote(str(self.path.absolute()))}?mode=rw"
-        conn = sqlite3.connect(target, timeout=timeout_s or self.timeout_s, isolation_level=None, uri=not self.create)
+        conn = self._open(timeout=timeout_s or self.timeout_s, isolation_level=None)
         try:
             if not self._schema_ready:
                 conn.execute("PRAGMA journal_mode=WAL")
@@ -91,10 +90,16 @@ class SqliteBackend:
         finally:
             conn.close()
 
+    def _open(self, **kwargs: Any) -> sqlite3.Connection:
+        if self.create:
+            return sqlite3.connect(self.path, **kwargs)
+        # mode=rw: a file removed since start-up is an error here, not a fresh empty database
+        return sqlite3.connect(f"file:{quote(str(self.path.absolute()))}?mode=rw", uri=True, **kwargs)
+
     def _keep_open(self) -> None:
         with self._keeper_lock:
             if self._keeper is None:
-                self._keeper = sqlite3.connect(self.path, check_same_thread=False)
+                self._keeper = self._open(check_same_thread=False)
                 self._keeper.execute("SELECT count(*) FROM sqlite_master").fetchone()  # maps the WAL index
 
     def _release_keeper(self) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from safepath import SafePathFilter
-from safepath.audit import AuditRecord, read_archive
+from safepath.audit import AuditRecord, AuditUnavailable, read_archive
 from safepath.audit.sqlite import SqliteBackend
 from safepath.errors import ConfigError
 
@@ -184,3 +184,20 @@ def test_a_database_folder_that_cannot_be_created_is_a_config_error(tmp_path: Pa
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError, match="cannot create the folder of the audit database"):
         SqliteBackend(tmp_path / "file" / "sub" / "audit.db")
+
+
+def test_a_reader_does_not_recreate_a_file_removed_after_it_opened(tmp_path: Path, tiny_filter: SafePathFilter):
+    path = tmp_path / "audit.db"
+    with closing(SqliteBackend(path)) as writer:
+        writer.write([_record(tiny_filter, BLOCK_TEXT)])
+    reader = SqliteBackend(path, create=False)
+    try:
+        assert reader.query(timedelta(hours=1), "verdict").recorded == 1
+        reader.close()
+        for leftover in tmp_path.iterdir():
+            leftover.unlink()
+        with pytest.raises(AuditUnavailable):
+            reader.query(timedelta(hours=1), "verdict")
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        reader.close()
