@@ -22,8 +22,7 @@ from pathlib import Path
 
 from safepath.detectors.rules import load_rule_file
 from safepath.detectors.semantic import load_semantic_rules
-from safepath.errors import (ConfigError, ContentTooLarge, EmptyContent, InvalidRequest, ModelLoadError,
-                             UnknownProfile)
+from safepath.errors import ConfigError, ContentTooLarge, EmptyContent, InvalidRequest, ModelLoadError, UnknownProfile
 from safepath.evaluation import evaluate, format_report, load_dataset
 from safepath.filter import SafePathFilter
 from safepath.profiles import ProfileSet, load_profiles
