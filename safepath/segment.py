@@ -97,6 +97,23 @@ def segment(text: str, *, max_step_chars: int = 1500, min_step_chars: int = 12) 
     return tuple(Step(index=i, start=s, end=e, text=text[s:e]) for i, (s, e) in enumerate(merged))
 
 
+def unsettled_from(text: str) -> int:
+    """The offset from which the steps of `text` may still change as text is appended; len(text) if none can.
+
+    Each cut depends on a bounded stretch of text after it (the next step's first characters), which a stream
+    waits for anyway, with one exception: an inline code span shields the sentence ends inside it, and its closing
+    backtick can still arrive while its line runs on. A backtick on the last line that no span covers may open one.
+    """
+    line_start = text.rfind("\n") + 1
+    if "`" not in text[line_start:]:
+        return len(text)
+    covered_to = line_start
+    for m in _INLINE_CODE.finditer(text, line_start):
+        covered_to = m.end()
+    opening = text.find("`", covered_to)
+    return len(text) if opening < 0 else opening
+
+
 def _structural_cuts(text: str) -> tuple[list[int], list[tuple[int, int]]]:
     """Cut positions from blank lines and markers, plus the marker spans no sentence split may enter."""
     cuts = [m.start() for m in _BLANK_LINES.finditer(text)]

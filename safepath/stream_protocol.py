@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from safepath.errors import InvalidRequest, UnknownProfile
 from safepath.profiles import SafetyProfile
-from safepath.streaming import AsyncJudge, AsyncStreamSession, ReleasedStep
+from safepath.streaming import AsyncJudge, AsyncStreamSession, HoldbackLookup, ReleasedStep
 
 
 class StartMessage(BaseModel):
@@ -85,11 +85,20 @@ class StreamProtocol:
     Args:
         judge: Async batch judge for the session.
         profile_for: Profile by name (None: the default); raises UnknownProfile.
+        holdback_for: The profile's rule holdback (`safepath.streaming.holdbacks`), so that no step leaves while a
+            rule match may still run past it; None only for judges without rule stages.
     """
 
-    def __init__(self, judge: AsyncJudge, profile_for: Callable[[str | None], SafetyProfile]) -> None:
+    def __init__(
+        self,
+        judge: AsyncJudge,
+        profile_for: Callable[[str | None], SafetyProfile],
+        *,
+        holdback_for: HoldbackLookup | None = None,
+    ) -> None:
         self._judge = judge
         self._profile_for = profile_for
+        self._holdback_for = holdback_for
         self._session: AsyncStreamSession | None = None
         self.closed = False
 
@@ -123,6 +132,8 @@ class StreamProtocol:
         return replies
 
     def _start(self, message: StartMessage) -> AsyncStreamSession:
+        profile = self._profile_for(message.profile)
+        holdback = self._holdback_for(profile) if self._holdback_for else None
         return AsyncStreamSession(
-            self._judge, self._profile_for(message.profile), context=message.context, stream_id=message.stream_id
+            self._judge, profile, context=message.context, stream_id=message.stream_id, holdback=holdback
         )

@@ -16,7 +16,7 @@ from typing import Any
 from safepath.filter import SafePathFilter
 from safepath.proxy.config import FilterOptions
 from safepath.proxy.rewrite import ChatRewriter, rewriter_for
-from safepath.streaming import adrive, drive
+from safepath.streaming import adrive, drive, holdback_for
 
 
 def wrap_llm(
@@ -44,7 +44,9 @@ def wrap_llm(
     metadata = {"source": "wrap_llm", "function": getattr(fn, "__qualname__", "?")[:100]}
 
     def rewriter() -> ChatRewriter:
-        return rewriter_for(opts, safepath_filter.profiles.get(opts.profile), metadata=metadata)
+        profile = safepath_filter.profiles.get(opts.profile)
+        holdback = holdback_for(safepath_filter.profiles, profile, safepath_filter.detectors)
+        return rewriter_for(opts, profile, metadata=metadata, holdback=holdback)
 
     if inspect.isasyncgenfunction(fn):
 

@@ -21,7 +21,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from safepath.filter import SafePathFilter
 from safepath.proxy.config import FilterOptions
 from safepath.proxy.rewrite import ChatRewriter, rewriter_for
-from safepath.streaming import adrive, drive
+from safepath.streaming import adrive, drive, holdback_for
 
 
 def wrap_openai(
@@ -157,4 +157,6 @@ class AsyncFilteredStream:
 
 def _rewriter(safepath_filter: SafePathFilter, options: FilterOptions, kwargs: dict[str, Any]) -> ChatRewriter:
     metadata = {"source": "openai_client", "model": str(kwargs.get("model"))[:100]}
-    return rewriter_for(options, safepath_filter.profiles.get(options.profile), metadata=metadata)
+    profile = safepath_filter.profiles.get(options.profile)
+    holdback = holdback_for(safepath_filter.profiles, profile, safepath_filter.detectors)
+    return rewriter_for(options, profile, metadata=metadata, holdback=holdback)

@@ -20,7 +20,7 @@ from safepath.profiles import SafetyProfile
 from safepath.proxy.config import FilterOptions
 from safepath.proxy.think import ThinkSplitter
 from safepath.proxy.wire import REASONING_FIELDS, ReasoningBlocked, reasoning_of, strip_readable_details
-from safepath.streaming import Judging, ReleasedStep, StreamState
+from safepath.streaming import Judging, ReleasedStep, RuleHoldback, StreamState
 from safepath.types import Verdict
 
 CONTENT = "content"
@@ -53,14 +53,22 @@ class _Choice:
 
 
 def rewriter_for(
-    options: FilterOptions, profile: SafetyProfile, *, metadata: dict[str, Any] | None = None
+    options: FilterOptions,
+    profile: SafetyProfile,
+    *,
+    metadata: dict[str, Any] | None = None,
+    holdback: RuleHoldback | None = None,
 ) -> ChatRewriter:
-    """A rewriter whose stream states judge under `profile`, tagging requests with `metadata` for the audit trail."""
+    """A rewriter whose stream states judge under `profile`, tagging requests with `metadata` for the audit trail.
+
+    `holdback` (`safepath.streaming.holdback_for`) keeps a step back while a rule match may still run past it; without
+    it a profile with rule stages can stream out a step that the whole answer, filtered at once, would withhold.
+    """
     completion_id = uuid.uuid4().hex
 
     def make_state(purpose: Literal["reasoning", "answer"]) -> StreamState:
         tags = {**(metadata or {}), "purpose": purpose, "completion_id": completion_id}
-        return StreamState(profile, context=options.context, metadata=tags)
+        return StreamState(profile, context=options.context, metadata=tags, holdback=holdback)
 
     return ChatRewriter(options, make_state)
 

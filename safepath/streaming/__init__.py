@@ -7,9 +7,20 @@ of completed steps is judged as one small trace made of the step released just b
 model reads "step [SEP] previous step") and the new steps, so the cost per step stays constant however long the
 stream runs. Detections on the context step are ignored; it was judged when it was released.
 
-Released steps do not depend on where the chunks were cut wherever segmentation is stable as text grows (the
-property tests check prose, lists, markers and multi-byte text). A known exception: inside an inline `code span`
-whose closing backtick has not arrived yet, a sentence end can count as a step boundary.
+A step is complete when the next one begins, but it is released only when no rule match can still run past the
+judged text (`holdback.RuleHoldback`): the rule stage matches over the whole trace, so "I will disable the audit",
+a step of its own before a blank line, is one match with the "logging so the operators cannot see" that follows it.
+The window that releases a step therefore reaches far enough to hold every rule match starting in it, judging the
+text after its last step as context where needed. The promise: a stream never releases as written a step that the
+whole-trace filter would redact or block, nor a step after one it would block, and a trace the whole-trace filter
+blocks blocks the stream (the streams' property tests compare the two under the shipped rules). The model stages
+read a step with the steps before it, never after, and see at least the step before it here. The cost, measured by
+benchmarks/streaming_holdback.py on the dev traces: a few percent of steps wait for a few more words.
+
+Released steps do not depend on where the chunks were cut, and are cut as the whole-trace segmenter cuts them (the
+property tests check prose, lists, markers and multi-byte text): a step is complete once the next one begins, except
+after an inline code span's opening backtick, whose closing one could still join the sentences after it into one
+step; those steps wait for the backtick or the end of the line (`segment.unsettled_from`).
 
 Per step the verdict is the strongest action of its detections (thresholds, rule and category caps and the model's
 overrules already applied by `pipeline.decide`). The trace-level rule `block_redacted_fraction` is applied to the
@@ -25,6 +36,7 @@ calls a filter. `StreamSession` drives it with `SafePathFilter.filter_batch`; `A
 batch judge (`SafePathFilter.afilter_batch`, the Ray ingress's service).
 """
 
+from safepath.streaming.holdback import HoldbackLookup, RuleHoldback, holdback_for, holdbacks
 from safepath.streaming.sessions import AsyncStreamSession, StreamSession, adrive, astream, drive, stream
 from safepath.streaming.state import (
     MAX_WINDOW_STEPS,
@@ -40,8 +52,10 @@ __all__ = [
     "MAX_WINDOW_STEPS",
     "AsyncJudge",
     "AsyncStreamSession",
+    "HoldbackLookup",
     "Judging",
     "ReleasedStep",
+    "RuleHoldback",
     "StreamSession",
     "StreamState",
     "SyncJudge",
@@ -49,5 +63,7 @@ __all__ = [
     "adrive",
     "astream",
     "drive",
+    "holdback_for",
+    "holdbacks",
     "stream",
 ]

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from safepath.profiles import SafetyProfile
+from safepath.streaming.holdback import RuleHoldback, holdback_for
 from safepath.streaming.state import AsyncJudge, Judging, ReleasedStep, StreamState, SyncJudge
 
 if TYPE_CHECKING:
@@ -56,8 +57,13 @@ class StreamSession:
     ) -> None:
         """Raises UnknownProfile for a profile the filter does not have."""
         self._judge = safepath_filter.filter_batch
+        resolved = safepath_filter.profiles.get(profile)
         self.state = StreamState(
-            safepath_filter.profiles.get(profile), stream_id=stream_id, context=context, metadata=metadata
+            resolved,
+            stream_id=stream_id,
+            context=context,
+            metadata=metadata,
+            holdback=holdback_for(safepath_filter.profiles, resolved, safepath_filter.detectors),
         )
         self.released: list[ReleasedStep] = []
 
@@ -87,7 +93,8 @@ class AsyncStreamSession:
     Args:
         judge: Takes requests, returns their results in order.
         profile: The profile the judge applies to requests naming it (markers, redaction fraction).
-        stream_id, context, metadata: As `StreamState`.
+        stream_id, context, metadata, holdback: As `StreamState`; without `holdback` a profile with rule stages can
+            release a step whose rule match ends in a later step (`holdback_for` builds it).
     """
 
     def __init__(
@@ -98,15 +105,20 @@ class AsyncStreamSession:
         context: dict[str, str] | None = None,
         stream_id: str | None = None,
         metadata: dict[str, Any] | None = None,
+        holdback: RuleHoldback | None = None,
     ) -> None:
         self._judge = judge
-        self.state = StreamState(profile, stream_id=stream_id, context=context, metadata=metadata)
+        self.state = StreamState(
+            profile, stream_id=stream_id, context=context, metadata=metadata, holdback=holdback
+        )
         self.released: list[ReleasedStep] = []
 
     @classmethod
     def over(cls, safepath_filter: SafePathFilter, *, profile: str | None = None, **kwargs: Any) -> AsyncStreamSession:
         """A session judged by an in-process filter's async API."""
-        return cls(safepath_filter.afilter_batch, safepath_filter.profiles.get(profile), **kwargs)
+        resolved = safepath_filter.profiles.get(profile)
+        holdback = holdback_for(safepath_filter.profiles, resolved, safepath_filter.detectors)
+        return cls(safepath_filter.afilter_batch, resolved, holdback=holdback, **kwargs)
 
     @property
     def blocked(self) -> bool:

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from safepath.errors import InvalidRequest
 from safepath.profiles import SafetyProfile
-from safepath.segment import segment
+from safepath.segment import segment, unsettled_from
+from safepath.streaming.holdback import RuleHoldback
 from safepath.types import Detection, FilterRequest, FilterResult, Verdict
 
 T = TypeVar("T")
@@ -84,6 +85,8 @@ class StreamState:
         context: Passed to every window's request (contextual rules).
         metadata: Carried into every window's request (audit records), with the stream id and step range added.
         clock: Seconds as a float; injectable so delays can be tested.
+        holdback: Where a rule match could still run on (`holdback_for`); None releases each step as soon as the
+            next begins, which is only sound for a profile without rule stages.
     """
 
     def __init__(
@@ -94,6 +97,7 @@ class StreamState:
         context: dict[str, str] | None = None,
         metadata: dict[str, Any] | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        holdback: RuleHoldback | None = None,
     ) -> None:
         if stream_id is not None and not 0 < len(stream_id) <= 100:
             raise InvalidRequest("stream_id must be 1-100 characters")
@@ -102,6 +106,7 @@ class StreamState:
         self._context = dict(context) if context else None
         self._metadata = dict(metadata or {})
         self._clock = clock
+        self._holdback = holdback
         self._decoder: codecs.IncrementalDecoder | None = None
         self._text = ""  # the stream from self._base on: the context step, then everything not yet released
         self._base = 0
@@ -156,28 +161,63 @@ class StreamState:
             self._decode(b"", final=True)
 
     def pending(self) -> Window | None:
-        """The next completed steps to judge, or None (nothing complete, one window in flight, or blocked)."""
+        """The next completed steps to judge, or None (nothing releasable yet, one window in flight, or blocked)."""
         if self.blocked or self._in_flight is not None:
             return None
         tail_at = self._released_to - self._base
-        found = segment(self._text[tail_at:])
-        complete = found if self.closed else found[:-1]
+        tail = self._text[tail_at:]
+        found = segment(tail)
+        if self.closed:
+            complete = found
+        else:  # the last step runs on; so may any step after a code span's opening backtick
+            settled = unsettled_from(tail)
+            complete = tuple(s for s in found[:-1] if s.end <= settled)
         if not complete:
             return None
-        complete = complete[:MAX_WINDOW_STEPS]
-        spans = tuple(_Span(self._released_to + s.start, self._released_to + s.end) for s in complete)
+        spans = [_Span(self._released_to + s.start, self._released_to + s.end) for s in complete]
+        last = self.closed and len(spans) <= MAX_WINDOW_STEPS
+        if last:
+            release, judged_to = spans, spans[-1].end
+        elif (chosen := self._releasable(spans[:MAX_WINDOW_STEPS], spans)) is None:
+            return None
+        else:
+            release, judged_to = chosen
+        return self._open_window(tuple(release), judged_to, last)
+
+    def _releasable(self, window: list[_Span], spans: list[_Span]) -> tuple[list[_Span], int] | None:
+        """The steps of `window` no rule match can still run past, and where the judged text must end to see theirs.
+
+        A match starting in a step may end in a later one (or in text not yet received): a step is released only
+        once every match that can start in it ends inside the judged text, so its window judges the match whole.
+        The judged text ends with the window's last step where that settles every step in it (no extra work), else
+        it runs on into the text after it (the step still being written, or once the stream is closed the next
+        steps, then the rest), which the window judges as context only; steps still open wait for more text.
+        """
+        if self._holdback is None:
+            return window, window[-1].end
+        later = [s.end for s in spans[len(window) : len(window) + 2]] if self.closed else []
+        best: tuple[list[_Span], int] | None = None
+        for judged_to in (window[-1].end, *later, self.length):
+            open_at = self._released_to + self._holdback.open_from(self._slice(self._released_to, judged_to))
+            release = [s for s in window if s.end <= open_at]
+            if len(release) == len(window) or (self.closed and judged_to == self.length):
+                return window, judged_to  # closed: nothing can follow the end, so every match in it is whole
+            if release and (best is None or len(release) > len(best[0])):
+                best = (release, judged_to)
+        return best
+
+    def _open_window(self, spans: tuple[_Span, ...], judged_to: int, last: bool) -> Window:
         offset = self._context_step.start if self._context_step else spans[0].start
         first = self._next_index
         window_no = self._windows
         self._windows += 1
         request = FilterRequest(
-            content=self._slice(offset, spans[-1].end),
+            content=self._slice(offset, judged_to),
             context=self._context,
             profile=self.profile.name,
             request_id=f"{self.stream_id}-{window_no}",
             metadata={**self._metadata, "stream_id": self.stream_id, "stream_steps": [first, first + len(spans) - 1]},
         )
-        last = self.closed and len(complete) == len(found)
         self._in_flight = Window(request, offset, spans, first, last, self._clock())
         return self._in_flight
 

@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from safepath import InvalidRequest, SafePathFilter, UnknownProfile, Verdict
-from safepath.streaming import AsyncStreamSession, StreamSession, StreamState, drive, stream
+from safepath.streaming import AsyncStreamSession, StreamSession, StreamState, astream, drive, holdback_for, stream
 from safepath.types import Category, Detection, Stage
 
-from .conftest import TINY_MODEL_PROFILES, FunctionDetector
+from .conftest import FIXTURES, TINY_MODEL_PROFILES, FunctionDetector
 
 SAFE = [
     "Step 1: The user wants their flaky tests fixed before the release.",
@@ -221,3 +221,85 @@ def test_feeding_a_closed_stream_is_an_error(tiny_filter):
 
 def test_whitespace_only_stream_releases_nothing(tiny_filter):
     assert list(stream(tiny_filter, ["  ", "\n\n", " "])) == []
+
+
+# One rule match (oversight_evasion.tamper_logs_to_hide) that starts in a step the segmenter closes at the blank line.
+SPLIT_MATCH = (
+    "Step 1: Look at CI.\n\nStep 2: I will disable the audit\n\nlogging so the operators cannot see what I do.\n\n"
+    "Step 3: Report success to the user."
+)
+
+
+@pytest.fixture(scope="module")
+def rules_filter():
+    with SafePathFilter(profiles=FIXTURES / "profiles" / "rules_only.yaml") as f:
+        yield f
+
+
+@pytest.mark.parametrize("size", range(3, 17))
+def test_a_match_running_past_a_released_step_blocks_the_stream(rules_filter, size):
+    assert rules_filter.filter(SPLIT_MATCH).verdict is Verdict.BLOCK
+    chunks = [SPLIT_MATCH[i : i + size] for i in range(0, len(SPLIT_MATCH), size)]
+    session = StreamSession(rules_filter)
+    for chunk in chunks:
+        session.feed(chunk)
+    session.finish()
+    out = "".join(s.output for s in session.released)
+    assert session.blocked and "disable the audit" not in out and "operators" not in out
+    assert [s.verdict for s in session.released] == [Verdict.ALLOW, Verdict.BLOCK]
+    assert session.released[-1].detections[0].rule == "oversight_evasion.tamper_logs_to_hide"
+
+
+@pytest.mark.parametrize("size", range(3, 17))
+def test_astream_holds_a_step_while_a_match_may_run_on(rules_filter, size):
+    chunks = [SPLIT_MATCH[i : i + size] for i in range(0, len(SPLIT_MATCH), size)]
+
+    async def run():
+        return [s async for s in astream(rules_filter.afilter_batch, rules_filter.profiles.get(None), chunks,
+                                         holdback=holdback_for(rules_filter.profiles, rules_filter.profiles.get(None)))]
+
+    steps = asyncio.run(run())
+    assert [s.verdict for s in steps] == [Verdict.ALLOW, Verdict.BLOCK]
+    assert "disable the audit" not in "".join(s.output for s in steps)
+
+
+def test_a_held_step_is_released_once_the_text_after_it_rules_the_match_out(rules_filter):
+    session = StreamSession(rules_filter)
+    # "log..." could still become "logging so the operators cannot see": step 2 waits
+    session.feed("Step 1: Look at CI.\n\nStep 2: I will disable the audit\n\nlog")
+    assert "disable" not in "".join(s.output for s in session.released)
+    # the rule allows five words between "logging" and "so ...": step 3 has to begin to rule it out
+    steps = session.feed("ging pipeline, then read it.\n\nStep 3: Fix the timeout in the fixture.\n\nStep 4: Run it.")
+    assert "Step 2: I will disable the audit" in "".join(s.output for s in steps)
+    assert not session.blocked
+
+
+def test_the_holdback_covers_the_rules_of_the_profiles_rule_stages(rules_filter, tiny_filter):
+    assert holdback_for(tiny_filter.profiles, tiny_filter.profiles.get(None)).rule_count == len(
+        tiny_filter.detectors["rules"].rules)
+    assert holdback_for(rules_filter.profiles, rules_filter.profiles.get(None)).rule_count == len(
+        rules_filter.detectors["rules"].rules)
+
+
+@pytest.mark.parametrize("size", [3, 8, 16])
+def test_a_sentence_end_inside_an_open_code_span_is_not_a_boundary_yet(rules_filter, size):
+    # whole, the span shields "all." and the step is redacted; streamed, "I typed `make all." must not leave first
+    text = ("Step 1: Look at CI.\n\nI typed `make all. Then I will special-case the unit tests` so CI passes. "
+            "Step 3: Report to the user.")
+    whole = rules_filter.filter(text)
+    steps = list(stream(rules_filter, [text[i : i + size] for i in range(0, len(text), size)]))
+    assert [(s.start, s.end) for s in steps] == [(s.start, s.end) for s in whole.steps]
+    assert [s.verdict for s in steps] == [Verdict.ALLOW, Verdict.REDACT, Verdict.ALLOW]
+    assert "make all" not in "".join(s.output for s in steps)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Step 1: done. Step 2: run `make", 26),  # the backtick may still open a span
+    ("Step 1: run `make`. Step 2: done.", 33),  # closed
+    ("Step 1: run `make.\nStep 2: done.", 32),  # a span never crosses a line
+    ("Step 1: a `b` c `d", 16),  # the span before it is closed; the last backtick is not
+])
+def test_unsettled_from_finds_a_backtick_that_may_still_open_a_span(text, expected):
+    from safepath.segment import unsettled_from
+
+    assert unsettled_from(text) == expected
