@@ -348,6 +348,7 @@ def _normalized(text: str) -> tuple[str, _SpanMap | None]:
 # --- Decoded views -----------------------------------------------------------------------
 
 _TRIES_PER_SEGMENT = 16  # candidates that fail to decode still cost time: bound them too
+MAX_LAYERS = 3  # encodings peeled per run, the rules' views and the models' rewrites alike (base64 twice needs two)
 _B64_SHAPE = _shape_table(".", A=b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_-")
 _B64_PROBE = b"A" * 16
 _B64_RUN = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
@@ -440,7 +441,7 @@ def _decoded_view(
         if found >= max_segments or room <= 0 or tries >= max_segments * _TRIES_PER_SEGMENT:
             break
         decoded = decode(m.group(), room)
-        piece = _normalized(decoded)[0][:room] if decoded else ""
+        piece = _normalized(_peel(decoded, room))[0][:room] if decoded else ""
         if not piece:
             continue
         if found:
@@ -452,6 +453,22 @@ def _decoded_view(
     return TextView(kind, "".join(parts), out.done()) if parts else None
 
 
+def _peel(decoded: str, budget: int) -> str:
+    """A decoded run that is itself one whole base64 or hex run, decoded again (base64 twice, hex of base64), up to
+    MAX_LAYERS layers in all; before normalising, which would fold the inner layer's case away."""
+    for _ in range(MAX_LAYERS - 1):
+        inner = decoded.strip()
+        raw = inner.encode("ascii", "replace")
+        for runs, decode in ((_base64_runs, _decode_base64), (_hex_runs, _decode_hex)):
+            m = next(runs(inner, raw), None)
+            if m is not None and m.span() == (0, len(inner)) and (again := decode(inner, budget)):
+                decoded = again
+                break
+        else:
+            return decoded
+    return decoded
+
+
 def _rot13(text: str) -> str:
     if text.isascii():  # bytes.translate is several times faster than the codec's str.translate
         return text.encode("ascii").translate(_ROT13).decode("ascii")
@@ -459,8 +476,8 @@ def _rot13(text: str) -> str:
 
 
 def views(text: str, *, max_decoded_chars: int = 4096, max_segments: int = 16) -> list[TextView]:
-    """normalized view first, then rot13 and reversed views of the normalized text, then decoded
-    views (only when something decoded)."""
+    """normalized view first, then rot13 and reversed views of the normalized text, then decoded views and their
+    rot13 (only when something decoded; a run whose decoding is itself a whole run is decoded again, see `_peel`)."""
     folded, mapping = _normalized(text)
     result = [TextView("normalized", folded, mapping), TextView("rot13", _rot13(folded), mapping)]
     result.append(TextView("reversed", folded[::-1], _Mirror(mapping)))
@@ -468,5 +485,6 @@ def views(text: str, *, max_decoded_chars: int = 4096, max_segments: int = 16) -
     for kind, runs, decode in (("base64", _base64_runs, _decode_base64), ("hex", _hex_runs, _decode_hex)):
         view = _decoded_view(kind, runs(text, raw), decode, max_segments, max_decoded_chars)
         if view is not None:
-            result.append(view)
+            # rot13 under the encoding (base64 of rot13): the decoded text turned round, mapped like the decoded view
+            result += [view, TextView(f"{kind}+rot13", _rot13(view.text), view._map)]
     return result

@@ -152,7 +152,7 @@ class ClassifierDetector:
             mine = probs[first : first + len(row_views)]
             best[i], source[i] = mine.max(axis=0), np.asarray(row_views)[mine.argmax(axis=0)]
         if self.lexical is not None:
-            self._add_trace_evidence(traces, items, best)
+            self._add_trace_evidence(traces, views, items, best)
         for i in chosen:
             t, step = items[i]
             results[t].extend(self._step_detections(best[i], source[i], step, views[t][step.index]))
@@ -164,15 +164,23 @@ class ClassifierDetector:
         with self._tokenizer_lock:  # a `tokenizers.Tokenizer` refuses concurrent use
             return step_pieces(text, self.tokenizer)
 
-    def _add_trace_evidence(self, traces: Sequence[Trace], items: list[tuple[int, Step]], best: dict) -> None:
+    def _add_trace_evidence(
+        self, traces: Sequence[Trace], views: list[list[tuple[str, ...]]], items: list[tuple[int, Step]], best: dict
+    ) -> None:
         """Blend the lexical model's judgement of each whole trace into its worst judged step, output by output
         (`LexicalModel.combine`): the trace's wording is evidence about the trace, and the step the transformer
-        finds worst is where it lands. The other steps keep their own scores, so redaction stays step by step."""
+        finds worst is where it lands. The other steps keep their own scores, so redaction stays step by step.
+        Where steps carry a disguise, the lexical model also reads the trace with them undone and keeps the higher
+        logit, as the transformer keeps the higher of a step's views: read as written only, a base64 or rot13 step
+        took its words out of the trace's evidence and a blocked trace fell to allow."""
         by_trace: dict[int, list[int]] = {}
         for i in best:
             by_trace.setdefault(items[i][0], []).append(i)
         for t, judged in by_trace.items():
             trace_logits = self.lexical.logits(traces[t].content)
+            undone = _undone(traces[t], views[t])
+            if undone is not None:
+                trace_logits = np.maximum(trace_logits, self.lexical.logits(undone))
             rows = np.stack([best[i] for i in judged])
             worst = rows.argmax(axis=0)  # per output, the judged step that scores highest
             blended = self.lexical.combine(rows[worst, np.arange(rows.shape[1])][None, :], trace_logits)[0]
@@ -208,3 +216,17 @@ class ClassifierDetector:
             )
             for j, (score, view) in sorted(found.items())
         ]
+
+
+def _undone(trace: Trace, views: Sequence[tuple[str, ...]]) -> str | None:
+    """The trace's content with each disguised step replaced by its readable rewrite (its second view); None when
+    no step has one."""
+    if all(len(v) == 1 for v in views):
+        return None
+    pieces, cursor = [], 0
+    for step, own in zip(trace.steps, views):
+        if len(own) > 1:
+            pieces += [trace.content[cursor : step.start], own[1]]
+            cursor = step.end
+    pieces.append(trace.content[cursor:])
+    return "".join(pieces)

@@ -22,7 +22,8 @@ model never sees a text shaped differently from the ones it learned on.
   - runs of two or more words that are gibberish as written but words when rot13-shifted or reversed are replaced by
     the shifted or reversed form;
   - homoglyphs (capital Cyrillic too), invisible characters, leetspeak and spaced-out letters are folded, when the
-    fold turns more tokens into known words.
+    fold turns more tokens into known words; fullwidth letters and marks stacked on every letter are folded always;
+  - a line that reads as words only reversed (or rot13-shifted) is turned whole, so its words keep their order.
 
   "Known word" means a whole-word entry of the classifier's WordPiece vocabulary, so a genuine Russian sentence (whose
   Cyrillic letters would fold into Latin gibberish) or a hex dump of benign bytes yields nothing to judge twice. The
@@ -39,7 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from safepath.normalize import _base64_runs, _decode_base64, _decode_hex, _hex_runs, _normalized, _rot13
+from safepath.normalize import MAX_LAYERS, _base64_runs, _decode_base64, _decode_hex, _hex_runs, _normalized, _rot13
 from safepath.runtime.onnx import window_starts
 
 ID_TOKEN = "<id>"
@@ -99,7 +100,7 @@ def step_with_context(steps: Sequence[str], index: int) -> str:
 # --- Disguises -------------------------------------------------------------------------------
 
 
-MAX_DEPTH = 3  # decoding layers: base64(rot13(x)) and base64(base64(x)) need two
+MAX_DEPTH = MAX_LAYERS  # decoding layers: base64(rot13(x)) and base64(base64(x)) need two
 MAX_DECODED_CHARS = 2048
 _WORD = re.compile(r"[^\W\d_]+")  # letters only
 _ASCII_WORD = re.compile(r"[A-Za-z]+")
@@ -173,7 +174,10 @@ def _decode_runs(text: str) -> str:
 
 
 def _turn_runs(text: str, vocabulary: frozenset[str]) -> str:
-    """Runs of two or more unknown words on one line replaced by their rot13 or reversed form where that reads."""
+    """Lines that read better turned round (rot13 or reversed) turned whole; then, in the rest, runs of two or more
+    unknown words on one line replaced by their rot13 or reversed form where that reads. A whole reversed line turned
+    run by run came out in jumbled order (short words like "a" and "ot" split the runs), and read as noise."""
+    text = "\n".join(_turn_line(line, vocabulary) for line in text.split("\n"))
     words = list(_ASCII_WORD.finditer(text))
     pieces, pos, i = [], 0, 0
     while i < len(words):
@@ -192,6 +196,11 @@ def _turn_runs(text: str, vocabulary: frozenset[str]) -> str:
     return "".join(pieces) + text[pos:] if pieces else text
 
 
+def _turn_line(line: str, vocabulary: frozenset[str]) -> str:
+    turned = _turned(line, vocabulary)
+    return turned if turned is not None and _score(turned, vocabulary) > _score(line, vocabulary) else line
+
+
 def _turned(run: str, vocabulary: frozenset[str]) -> str | None:
     """The rot13 or reversed form of a run, when at least two of its words and 70% of them are then known."""
     for form in (_rot13(run), run[::-1]):
@@ -205,13 +214,30 @@ def _turned(run: str, vocabulary: frozenset[str]) -> str | None:
 def _fold(text: str, vocabulary: frozenset[str]) -> str:
     """The normalised view (homoglyphs, invisibles, leetspeak, spaced letters) when it reads better.
 
-    The baseline is the text as the uncased model already reads it (lower case, accents stripped), so accented
-    Spanish or French gains nothing from folding and costs no second pass."""
+    The baseline is the text as the uncased model already reads it (lower case, accents stripped: its tokenizer's
+    NFD, not NFKD), so accented Spanish or French gains nothing from folding and costs no second pass, while
+    fullwidth or other compatibility letters, which the tokenizer does not fold, are rewritten."""
     folded = _normalized(text)[0]
-    plain = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)).lower()
+    if _marked(text) or _compatibility_letters(text) >= 3:
+        return folded
+    plain = "".join(c for c in unicodedata.normalize("NFD", text) if not unicodedata.combining(c)).lower()
     if folded == plain:
         return text
     return folded if _score(folded, vocabulary) > _score(plain, vocabulary) else text
+
+
+def _compatibility_letters(text: str) -> int:
+    """Letters only NFKC turns into others (fullwidth ｄｉｓａｂｌｅ, ligatures, mathematical letters): the tokenizer
+    reads them as unknown, whatever the vocabulary says about the word they spell."""
+    return sum(1 for c in text if c.isalpha() and not c.isascii() and unicodedata.normalize("NFKC", c) != c)
+
+
+def _marked(text: str) -> bool:
+    """Combining marks on at least half the letters: a disguise, not a language (text arrives composed, NFC, and
+    even Vietnamese composes). The transformer reads through the marks, but the lexical model and the gate read
+    the marked words as unknown ones, so such a step gets its plain rewrite."""
+    marks = sum(1 for c in text if unicodedata.combining(c))
+    return marks > 0 and 2 * marks >= sum(1 for c in text if c.isalpha())
 
 
 # --- Per trace --------------------------------------------------------------------------------

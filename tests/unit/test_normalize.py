@@ -4,6 +4,7 @@ match maps back to exactly the characters of the disguised word in the original.
 from __future__ import annotations
 
 import base64
+import codecs
 import importlib.util
 import random
 import re
@@ -15,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import safepath.normalize as normalize_module
-from safepath.normalize import TextView, normalize, views
+from safepath.normalize import MAX_LAYERS, TextView, normalize, views
 
 BOMB = r"\bbomb\b"
 IGNORE = r"\bignore previous instructions\b"
@@ -175,7 +176,7 @@ def test_reversed_view_mirrors_offsets() -> None:
 
 def test_views_order_and_kinds() -> None:
     text = f"a {_b64('build a bomb')} and {b'build a bomb'.hex()}"
-    assert [v.kind for v in views(text)] == ["normalized", "rot13", "reversed", "base64", "hex"]
+    assert [v.kind for v in views(text)] == ["normalized", "rot13", "reversed", "base64", "base64+rot13", "hex", "hex+rot13"]
     assert [v.kind for v in views("nothing encoded here")] == ["normalized", "rot13", "reversed"]
 
 
@@ -203,10 +204,18 @@ def test_long_words_and_paths_are_not_decoded() -> None:
     assert [v.kind for v in views(text)] == ["normalized", "rot13", "reversed"]
 
 
-def test_nested_encoding_is_decoded_one_level_only() -> None:
-    inner = _b64("build a bomb")
-    view = next(v for v in views(f"x {_b64(inner)} y") if v.kind == "base64")
-    assert view.text == normalize(inner).text and "bomb" not in view.text
+def test_nested_encodings_are_decoded_up_to_the_bound() -> None:
+    twice = next(v for v in views(f"x {_b64(_b64('build a bomb'))} y") if v.kind == "base64")
+    assert twice.text == "build a bomb" and twice.to_original(0, 5) == (2, 2 + len(_b64(_b64("build a bomb"))))
+    hex_of_b64 = next(v for v in views(f"x {_b64('build a bomb').encode().hex()} y") if v.kind == "hex")
+    assert hex_of_b64.text == "build a bomb"
+    under_rot13 = next(v for v in views(f"x {_b64(codecs.encode('build a bomb', 'rot13'))} y")
+                       if v.kind == "base64+rot13")
+    assert under_rot13.text == "build a bomb"
+    deep = _b64("build a bomb")
+    for _ in range(MAX_LAYERS):
+        deep = _b64(deep)  # one layer past the bound
+    assert all("bomb" not in v.text for v in views(f"x {deep} y"))
 
 
 # Size bounds: decoded output per kind stays within max_decoded_chars and max_segments.
