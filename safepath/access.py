@@ -169,13 +169,14 @@ class RedisLimiter:
         retry_s: After a failure, how long the per-process fallback decides alone.
         prefix: Key prefix (the cache's, so one Redis serves both).
         metrics: Where failures and fallbacks are counted; the process default when None.
+        clock: Wall-clock seconds, which place a request in its window (shared by every process).
     """
 
     blocking = True
 
     def __init__(self, url: str, *, limit: int, window_s: int = WINDOW_S, cluster: bool = False,
                  timeout_s: float = 0.05, retry_s: float = 5.0, prefix: str = "safepath:",
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, clock=time.time) -> None:  # noqa: ANN001
         import redis
         from redis.backoff import NoBackoff
         from redis.cluster import RedisCluster
@@ -194,12 +195,13 @@ class RedisLimiter:
         self.retry_s = retry_s
         self.prefix = f"{prefix}ratelimit:"
         self._metrics = metrics
-        self.fallback = MemoryLimiter(limit, window_s=window_s)
+        self._clock = clock
+        self.fallback = MemoryLimiter(limit, window_s=window_s, clock=clock)
         self._down_until = 0.0
 
     def hit(self, identity: str) -> Decision:
         if time.monotonic() >= self._down_until:
-            index, retry_after_s = _window(time.time(), self.window_s)
+            index, retry_after_s = _window(self._clock(), self.window_s)
             # The identity is hashed: a raw key (or address) never becomes a Redis key name.
             name = f"{self.prefix}{hashlib.sha256(identity.encode()).hexdigest()[:32]}:{index}"
             try:

@@ -37,6 +37,11 @@ KEY_A, KEY_B = "sk-safepath-alpha-0001", "sk-safepath-bravo-0002"
 MINUTE = 60.0
 
 
+def frozen(seconds_into_minute: float = 15.0):
+    """A wall clock stopped inside one minute: no window boundary can fall between a test's requests."""
+    return lambda: 28_000_000 * MINUTE + seconds_into_minute
+
+
 def _request(app, method: str, url: str, *, client: tuple[str, int] = ("10.0.0.1", 5000), **kwargs) -> httpx.Response:
     async def send() -> httpx.Response:
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False, client=client)
@@ -266,7 +271,7 @@ def test_the_proxy_reads_its_keys_from_the_environment(tiny_filter, monkeypatch)
 
 
 def test_the_limit_is_per_minute_with_retry_after_until_the_window_ends():
-    now = [100 * MINUTE + 15]
+    now = [28_000_000 * MINUTE + 15]
     limiter = MemoryLimiter(2, clock=lambda: now[0])
     assert [limiter.hit("k").allowed for _ in range(3)] == [True, True, False]
     assert limiter.hit("k").retry_after_s == 45
@@ -275,11 +280,11 @@ def test_the_limit_is_per_minute_with_retry_after_until_the_window_ends():
 
 
 def test_a_key_over_its_limit_gets_429_with_retry_after():
-    app = _plain_app(AccessPolicy(keys=KeySet([KEY_A, KEY_B]), limiter=MemoryLimiter(2)))
+    app = _plain_app(AccessPolicy(keys=KeySet([KEY_A, KEY_B]), limiter=MemoryLimiter(2, clock=frozen(50))))
     answers = [_request(app, "GET", "/v1/whoami", headers=_bearer(KEY_A)) for _ in range(3)]
     assert [a.status_code for a in answers] == [200, 200, 429]
     assert answers[2].json()["error"]["type"] == "rate_limited"
-    assert 1 <= int(answers[2].headers["retry-after"]) <= 60
+    assert answers[2].headers["retry-after"] == "10"  # the rest of the minute
     # per key: the other key has its own allowance, from the same client address
     assert _request(app, "GET", "/v1/whoami", headers=_bearer(KEY_B)).status_code == 200
     # open routes are not counted
@@ -287,7 +292,7 @@ def test_a_key_over_its_limit_gets_429_with_retry_after():
 
 
 def test_without_keys_the_limit_is_per_client_address():
-    app = _plain_app(AccessPolicy(limiter=MemoryLimiter(1)))
+    app = _plain_app(AccessPolicy(limiter=MemoryLimiter(1, clock=frozen())))
     assert _request(app, "GET", "/v1/whoami", client=("10.0.0.1", 1)).json() == {"key_id": None}
     assert _request(app, "GET", "/v1/whoami", client=("10.0.0.1", 2)).status_code == 429  # same address, new port
     assert _request(app, "GET", "/v1/whoami", client=("10.0.0.2", 1)).status_code == 200
@@ -295,7 +300,7 @@ def test_without_keys_the_limit_is_per_client_address():
 
 def test_the_redis_limit_is_shared_between_limiters_and_names_no_key(redis_url):
     prefix = f"test-access-{uuid.uuid4().hex}:"
-    first, second = (RedisLimiter(redis_url, limit=3, prefix=prefix) for _ in range(2))
+    first, second = (RedisLimiter(redis_url, limit=3, prefix=prefix, clock=frozen()) for _ in range(2))
     identity = f"key:{KEY_A}"
     try:
         allowed = [limiter.hit(identity).allowed for limiter in (first, second, first, second)]
@@ -310,7 +315,8 @@ def test_the_redis_limit_is_shared_between_limiters_and_names_no_key(redis_url):
 def test_with_redis_down_the_process_limits_alone_and_counts_it(caplog):
     registry = prometheus_client.CollectorRegistry()
     metrics = Metrics("prometheus", registry=registry)
-    limiter = RedisLimiter(f"redis://127.0.0.1:{free_port()}/0", limit=2, timeout_s=0.2, retry_s=60, metrics=metrics)
+    limiter = RedisLimiter(f"redis://127.0.0.1:{free_port()}/0", limit=2, timeout_s=0.2, retry_s=60, metrics=metrics,
+                           clock=frozen())
     caplog.set_level(logging.WARNING, logger="safepath.access")
     assert [limiter.hit("key:abc").allowed for _ in range(3)] == [True, True, False]  # still limited, never open
     value = registry.get_sample_value
@@ -332,7 +338,7 @@ def test_the_policy_follows_the_settings(redis_url):
 def test_refusals_are_counted_and_no_key_is_logged(caplog):
     registry = prometheus_client.CollectorRegistry()
     metrics = Metrics("prometheus", registry=registry)
-    app = _plain_app(AccessPolicy(keys=KeySet([KEY_A]), limiter=MemoryLimiter(1), metrics=metrics))
+    app = _plain_app(AccessPolicy(keys=KeySet([KEY_A]), limiter=MemoryLimiter(1, clock=frozen()), metrics=metrics))
     caplog.set_level(logging.DEBUG)
     _request(app, "GET", "/v1/whoami")
     _request(app, "GET", "/v1/whoami", headers=_bearer(KEY_B))
@@ -347,7 +353,7 @@ def test_refusals_are_counted_and_no_key_is_logged(caplog):
 
 
 def test_a_websocket_over_the_limit_without_the_denial_extension_is_closed_with_1008(tiny_filter):
-    app = create_app(tiny_filter, access=AccessPolicy(limiter=MemoryLimiter(1)))
+    app = create_app(tiny_filter, access=AccessPolicy(limiter=MemoryLimiter(1, clock=frozen())))
     assert _handshake(app, "/v1/stream", [], denial_extension=False)[-1]["type"] == "websocket.accept"
     assert _handshake(app, "/v1/stream", [], denial_extension=False) == [
         {"type": "websocket.close", "code": 1008, "reason": "rate_limited"}]
