@@ -26,12 +26,12 @@ from safepath.detectors import build_detector
 from safepath.filter import as_request
 from safepath.metrics import use_backend
 from safepath.pipeline import AsyncStage, local_stage
-from safepath.profiles import load_profiles
+from safepath.profiles import SafetyProfile, load_profiles
 from safepath.proxy.app import chat_completions, stream_socket
 from safepath.proxy.config import ProxyRoute
 from safepath.proxy.service import ChatProxy
 from safepath.settings import RuntimeSettings
-from safepath.streaming import astream
+from safepath.streaming import RuleHoldback, astream, holdback_for
 from safepath.types import FilterRequest, FilterResult
 
 from deployments import http
@@ -201,7 +201,9 @@ class Ingress:
 
         Call as `handle.options(stream=True).stream_steps.remote(chunks)`. Raises UnknownProfile, InvalidRequest.
         """
-        async for step in astream(self._judge, self.service.profiles.get(profile), chunks, context=context):
+        resolved = self.service.profiles.get(profile)
+        holdback = holdback_for(self.service.profiles, resolved)  # no step out while a rule match may run past it
+        async for step in astream(self._judge, resolved, chunks, context=context, holdback=holdback):
             yield step
 
     @api.post("/v1/chat/completions", response_model=None, summary="OpenAI-compatible chat completions (stream or "
@@ -212,7 +214,10 @@ class Ingress:
     @api.websocket("/v1/stream")
     async def stream_route(self, websocket: WebSocket) -> None:
         """The streaming filter over a WebSocket; protocol in safepath/stream_protocol.py."""
-        await stream_socket(websocket, self._judge, self.service.profiles.get)
+        await stream_socket(websocket, self._judge, self.service.profiles.get, self._holdback)
+
+    def _holdback(self, profile: SafetyProfile) -> RuleHoldback | None:
+        return holdback_for(self.service.profiles, profile)  # the profiles as loaded now: live changes apply
 
     async def _judge(self, requests: Sequence[FilterRequest]) -> list[FilterResult]:
         return (await self._run(list(requests))).results
@@ -222,6 +227,7 @@ class Ingress:
             return
         old, self._proxy = self._proxy, None
         if route is not None:
-            self._proxy = ChatProxy(route, self._judge, lambda name: self.service.profiles.get(name))
+            self._proxy = ChatProxy(route, self._judge, lambda name: self.service.profiles.get(name),
+                                    holdback_for=self._holdback)
         if old is not None:
             old.close_soon()

@@ -32,7 +32,7 @@ from safepath.proxy.service import ChatProxy, ProfileLookup
 from safepath.proxy.wire import ProxyError
 from safepath.settings import RuntimeSettings
 from safepath.stream_protocol import ErrorReply, StreamProtocol
-from safepath.streaming import AsyncJudge
+from safepath.streaming import AsyncJudge, HoldbackLookup, holdbacks
 
 NOT_CONFIGURED = ProxyError(
     503, "the reasoning proxy is not configured here: give it an upstream (`proxy:` in the Ingress user_config, or "
@@ -90,10 +90,12 @@ def _caller(request: Request) -> dict:
     return {"headers": request.headers.items(), "authenticated": client_key_id(request.scope) is not None}
 
 
-async def stream_socket(websocket: WebSocket, judge: AsyncJudge, profile_for: ProfileLookup) -> None:
+async def stream_socket(
+    websocket: WebSocket, judge: AsyncJudge, profile_for: ProfileLookup, holdback_for: HoldbackLookup | None = None
+) -> None:
     """Serve one `/v1/stream` connection."""
     await websocket.accept()
-    protocol = StreamProtocol(judge, profile_for)
+    protocol = StreamProtocol(judge, profile_for, holdback_for=holdback_for)
     replies: list = []
     try:
         while not protocol.closed:
@@ -110,7 +112,9 @@ async def stream_socket(websocket: WebSocket, judge: AsyncJudge, profile_for: Pr
     await websocket.close(code=1008 if failed else 1000)
 
 
-def proxy_router(proxy: ChatProxy | None, judge: AsyncJudge, profile_for: ProfileLookup) -> APIRouter:
+def proxy_router(
+    proxy: ChatProxy | None, judge: AsyncJudge, profile_for: ProfileLookup, holdback_for: HoldbackLookup | None = None
+) -> APIRouter:
     """`POST /v1/chat/completions` through `proxy` (503 when None) and `WS /v1/stream` judged by `judge`."""
     router = APIRouter()
 
@@ -129,7 +133,7 @@ def proxy_router(proxy: ChatProxy | None, judge: AsyncJudge, profile_for: Profil
 
     @router.websocket("/v1/stream")
     async def stream_route(websocket: WebSocket) -> None:
-        await stream_socket(websocket, judge, profile_for)
+        await stream_socket(websocket, judge, profile_for, holdback_for)
 
     return router
 
@@ -159,7 +163,9 @@ def create_app(
             f"the upstream key ({route.api_key_env}) is only used for callers that authenticate to the proxy: "
             "set SAFEPATH_API_KEYS or SAFEPATH_API_KEYS_FILE, or drop --api-key-env and let callers send their own"
         )
-    proxy = ChatProxy(route, safepath_filter.afilter_batch, safepath_filter.profiles.get) if route else None
+    holdback_for = holdbacks(safepath_filter.profiles, safepath_filter.detectors)
+    proxy = ChatProxy(route, safepath_filter.afilter_batch, safepath_filter.profiles.get,
+                      holdback_for=holdback_for) if route else None
     if route is not None:
         safepath_filter.profiles.get(route.profile)  # a bad profile name fails now, not on the first request
 
@@ -170,7 +176,7 @@ def create_app(
             await proxy.aclose()
 
     app = FastAPI(title="CoT SafePath proxy", version=__version__, lifespan=lifespan)
-    app.include_router(proxy_router(proxy, safepath_filter.afilter_batch, safepath_filter.profiles.get))
+    app.include_router(proxy_router(proxy, safepath_filter.afilter_batch, safepath_filter.profiles.get, holdback_for))
     app.add_middleware(BodySizeLimit, error_body=openai_error_body, max_bytes=max_body_bytes)
     app.add_middleware(AccessControl, error_body=openai_error_body, policy=access)  # outermost: runs first
 

@@ -20,7 +20,7 @@ from safepath.proxy.headers import upstream_headers
 from safepath.proxy.rewrite import ChatRewriter, rewriter_for
 from safepath.proxy.upstream import Upstream
 from safepath.proxy.wire import DONE, ProxyError, encode_event
-from safepath.streaming import AsyncJudge, adrive
+from safepath.streaming import AsyncJudge, HoldbackLookup, adrive
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +37,23 @@ class ChatProxy:
         profile_for: Looks a profile up by name (None: the default); called per request, so live profile
             changes apply.
         upstream: The upstream client; built from `route` when None.
+        holdback_for: The profile's rule holdback (`safepath.streaming.holdbacks`): a reasoning step waits while a
+            rule match may still run past it. None only for judges without rule stages.
     """
 
     def __init__(
-        self, route: ProxyRoute, judge: AsyncJudge, profile_for: ProfileLookup, *, upstream: Upstream | None = None
+        self,
+        route: ProxyRoute,
+        judge: AsyncJudge,
+        profile_for: ProfileLookup,
+        *,
+        upstream: Upstream | None = None,
+        holdback_for: HoldbackLookup | None = None,
     ) -> None:
         self.route = route
         self._judge = judge
         self._profile_for = profile_for
+        self._holdback_for = holdback_for
         self.upstream = upstream or Upstream(route)
 
     async def complete(
@@ -118,4 +127,6 @@ class ChatProxy:
     def _rewriter(self, body: dict[str, Any]) -> ChatRewriter:
         # Audit records learn where the text came from; never the upstream's address or key.
         metadata = {"source": "proxy", "model": str(body.get("model"))[:100]}
-        return rewriter_for(self.route, self._profile_for(self.route.profile), metadata=metadata)
+        profile = self._profile_for(self.route.profile)
+        holdback = self._holdback_for(profile) if self._holdback_for else None
+        return rewriter_for(self.route, profile, metadata=metadata, holdback=holdback)

@@ -467,3 +467,37 @@ def test_the_cli_refuses_an_upstream_key_without_proxy_keys(upstream):
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 3 and "SAFEPATH_API_KEYS" in done.stderr
 
+
+# One rule match of the shipped rules that starts in a step the segmenter closes at the blank line inside it.
+SPLIT_MATCH = (
+    "Step 1: Look at CI.\n\nStep 2: I will disable the audit\n\nlogging so the operators cannot see what I do.\n\n"
+    "Step 3: Report success to the user."
+)
+
+
+@pytest.fixture(scope="module")
+def rules_proxy(upstream):
+    """A standalone proxy whose filter runs the shipped rules (no model), open to every caller."""
+    profiles = Path(__file__).resolve().parents[1] / "fixtures" / "profiles" / "rules_only.yaml"
+    with SafePathFilter(profiles=profiles) as f, serve_in_thread(
+        create_app(f, ProxyRoute(base_url=upstream.base_url), access=AccessPolicy(keys=None))
+    ) as base_url:
+        yield base_url
+
+
+@pytest.mark.parametrize("size", range(3, 17))
+def test_a_rule_match_running_past_a_streamed_step_is_never_released(upstream, rules_proxy, size):
+    model = upstream.add(f"split-match-{size}", Scenario(style="vllm", reasoning=pieces(SPLIT_MATCH, size),
+                                                         answer=["Done."]))
+    chunks = list(client(rules_proxy).chat.completions.create(model=model, messages=MESSAGES, stream=True))
+    got = collect(chunks)
+    assert got["reasoning_content"] == "Step 1: Look at CI.\n\n" + BLOCK_MARKER
+    sent = json.dumps([c.model_dump() for c in chunks])
+    assert "disable the audit" not in sent and "operators cannot" not in sent
+
+
+def test_the_stream_socket_holds_a_step_while_a_rule_match_may_run_on(rules_proxy):
+    frames = [{"type": "chunk", "text": piece} for piece in pieces(SPLIT_MATCH, 5)] + [{"type": "end"}]
+    replies = converse(rules_proxy.replace("http", "ws") + "/v1/stream", frames)
+    assert [r["type"] for r in replies] == ["step", "step", "end"]
+    assert replies[1]["step"]["verdict"] == "block" and "disable" not in replies[1]["step"]["output"]
