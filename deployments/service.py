@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -17,6 +18,7 @@ from pathlib import Path
 
 
 from safepath.cache import ResultCache, TwoLevelCache
+from safepath.cancellation import watching
 from safepath.detectors import Detector, is_inline
 from safepath.errors import ProfileError
 from safepath.metrics import Metrics, default_metrics, timed_detects
@@ -234,6 +236,8 @@ def _watched(name: str, stage: AsyncStage, failed: set[str]) -> AsyncStage:
 
 StageCall = tuple[str, list[Trace]]
 StageAnswer = list[list[Detection]] | BaseException
+# Set when the caller of a stage call stops waiting (timeout, disconnected client): see safepath.cancellation.
+CancelFlag = threading.Event
 
 
 class StageRunner:
@@ -277,7 +281,17 @@ class StageRunner:
     def versions(self) -> dict[str, str]:
         return {name: d.version for name, d in self.detectors.items()}
 
-    async def run(self, calls: Sequence[StageCall]) -> list[StageAnswer]:
+    def model_rows(self) -> dict[str, dict[str, int]]:
+        """Per model stage (those that count), model inputs run and dropped because their caller stopped waiting."""
+        return {name: {"run": d.rows_to_model, "dropped": d.rows_dropped}
+                for name, d in self.detectors.items() if hasattr(d, "rows_to_model")}
+
+    async def run(
+        self, calls: Sequence[StageCall], flags: Sequence[CancelFlag | None] | None = None
+    ) -> list[StageAnswer]:
+        """Answer a batch of calls; `flags`, one per call, say which callers stopped waiting (their model rows are
+        dropped from the batch as soon as the model stage next looks)."""
+        flags = list(flags) if flags is not None else [None] * len(calls)
         self.batch_sizes.append(len(calls))
         self.metrics.observe("batch_size", len(calls), deployment=self.deployment)
         by_stage: dict[str, list[int]] = {}
@@ -287,7 +301,8 @@ class StageRunner:
         for stage, members in by_stage.items():
             traces = [t for i in members for t in calls[i][1]]
             try:
-                detected = await self._detect(stage, traces)
+                with watching([flags[i] for i in members for _ in calls[i][1]]):
+                    detected = await self._detect(stage, traces)
             except Exception as exc:  # noqa: BLE001 - handed to the callers of this stage, who raise it
                 for i in members:
                     answers[i] = exc
@@ -306,14 +321,23 @@ class StageRunner:
             raise ProfileError(f"stage {stage!r} is not hosted here; hosted: {sorted(self.detectors)}") from None
         if is_inline(detector):
             return detect(traces)
-        # Model inference blocks: keep the replica's event loop free to accept the next batch's calls.
+        # Model inference blocks: keep the replica's event loop free to accept the next batch's calls. The thread
+        # gets a copy of this context, and so the cancel flags `run` is watching.
         return await asyncio.to_thread(detect, traces)
 
 
 def remote_stage(handle, stage: str) -> AsyncStage:  # noqa: ANN001 - a Ray DeploymentHandle (no Ray import here)
-    """A stage callable that runs `stage` on its deployment. The pipeline's timeout cancels the awaited call."""
+    """A stage callable that runs `stage` on its deployment. When the pipeline's timeout (or a disconnected client)
+    cancels the awaiting task, the call on the replica is cancelled too."""
 
     async def call(traces: Sequence[Trace]) -> list[list[Detection]]:
-        return await handle.detect.remote(stage, list(traces))
+        response = handle.detect.remote(stage, list(traces))
+        try:
+            return await response
+        except asyncio.CancelledError:
+            # Cancelling the task that awaits a DeploymentResponse does not cancel the request (Ray 2.60,
+            # DeploymentResponse.__await__): without this the replica computes on for nobody.
+            response.cancel()
+            raise
 
     return call

@@ -8,6 +8,7 @@ method runs them, `reconfigure` applies `user_config`. Stages of one type share 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from ray import serve
@@ -19,7 +20,7 @@ from safepath.settings import RuntimeSettings
 from safepath.types import Detection, Trace
 
 from deployments.schemas import BatchingConfig
-from deployments.service import StageAnswer, StageCall, StageRunner
+from deployments.service import CancelFlag, StageAnswer, StageCall, StageRunner
 
 _DEFAULTS = BatchingConfig()
 
@@ -46,10 +47,16 @@ class StageHost:
         self._runner = StageRunner(detectors, deployment=deployment, metrics=use_backend("ray"))
 
     async def detect(self, stage: str, traces: Sequence[Trace]) -> list[list[Detection]]:
-        """Detections per trace from one stage; concurrent calls are batched together."""
+        """Detections per trace from one stage; concurrent calls are batched together. When the caller cancels
+        (Serve cancels this task: the ingress's stage timeout, a disconnected client), the call's model rows are
+        dropped from its batch, which goes on for the other calls in it."""
         self._runner.call_started()
+        cancelled = CancelFlag()
         try:
-            answer = await self._detect_batch((stage, list(traces)))
+            answer = await self._detect_batch((stage, list(traces)), cancelled)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
         finally:
             self._runner.call_finished()
         if isinstance(answer, BaseException):
@@ -57,8 +64,8 @@ class StageHost:
         return answer
 
     @serve.batch(max_batch_size=_DEFAULTS.max_batch_size, batch_wait_timeout_s=_DEFAULTS.batch_wait_timeout_s)
-    async def _detect_batch(self, calls: list[StageCall]) -> list[StageAnswer]:
-        return await self._runner.run(calls)
+    async def _detect_batch(self, calls: list[StageCall], flags: list[CancelFlag]) -> list[StageAnswer]:
+        return await self._runner.run(calls, flags)
 
     def reconfigure(self, user_config: dict) -> None:
         """Live batching knobs from serve_config.yaml (`user_config`), applied without a restart."""
@@ -69,6 +76,10 @@ class StageHost:
     def versions(self) -> dict[str, str]:
         """Version per hosted stage; answering at all means the models are loaded (used by /readyz)."""
         return self._runner.versions
+
+    def model_rows(self) -> dict[str, dict[str, int]]:
+        """Per hosted model stage, model inputs run and dropped (their caller stopped waiting) since start."""
+        return self._runner.model_rows()
 
     def batch_sizes(self) -> list[int]:
         """Sizes of the most recent batches, oldest first."""

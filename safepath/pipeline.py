@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Generator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from safepath.cache import ResultCache, result_key
+from safepath.cancellation import run_watched
+from safepath.detectors.budget import split_unread
 from safepath.errors import ContentTooLarge, EmptyContent, InvalidRequest, StageError, StageTimeout, UnknownProfile
 from safepath.metrics import Metrics, default_metrics, record_results
 from safepath.profiles import ProfileSet, SafetyProfile
@@ -55,6 +59,7 @@ class _Job:
     detections: list[Detection] = field(default_factory=list)
     latency_ms: dict[str, float] = field(default_factory=dict)
     failed_stages: list[str] = field(default_factory=list)
+    unread: set[int] = field(default_factory=set)  # steps a model stage left unread (its budget)
     done: bool = False  # short-circuited: later tiers skip it
 
 
@@ -103,7 +108,8 @@ class Pipeline:
             raise EmptyContent()
         if len(request.content) > profile.max_content_chars:
             raise ContentTooLarge(len(request.content), profile.max_content_chars)
-        trace = Trace(content=request.content, steps=segment(request.content), context=request.context or {})
+        trace = Trace(content=request.content, steps=segment(request.content), context=request.context or {},
+                      max_model_rows=profile.model_budget.max_rows)
         return profile, trace
 
     def cache_keys(self, requests: Sequence[FilterRequest]) -> list[str | None]:
@@ -172,7 +178,9 @@ class Pipeline:
             if outcome.error is not None:
                 jobs[j].failed_stages.append(name)
             else:
-                jobs[j].detections.extend(results[position])  # type: ignore[index]
+                found, unread = split_unread(results[position], jobs[j].trace.steps)  # type: ignore[index]
+                jobs[j].detections.extend(found)
+                jobs[j].unread.update(unread)
 
     def _finish(self, job: _Job) -> FilterResult:
         job.latency_ms["total"] = (time.perf_counter() - job.started) * 1000
@@ -185,6 +193,7 @@ class Pipeline:
             latency_ms=job.latency_ms,
             model_versions=versions,
             failed_stages=job.failed_stages,
+            unread_steps=job.unread,
         )
 
     def run_sync(
@@ -223,13 +232,16 @@ class Pipeline:
             calls = next(flow)
             while True:
                 offloaded = [] if executor is None else [n for n in calls if n not in inline]
-                futures = {n: executor.submit(_timed_call, stages[n], calls[n]) for n in offloaded}  # type: ignore[union-attr]
+                flags = {n: threading.Event() for n in offloaded}
+                futures = {n: executor.submit(run_watched, flags[n], partial(_timed_call, stages[n]), calls[n])
+                           for n in offloaded}  # type: ignore[union-attr]
                 outcomes = {n: _timed_call(stages[n], t) for n, t in calls.items() if n not in futures}
                 for name, future in futures.items():
                     timeout_s = self.profiles.stages[name].timeout_ms / 1000
                     try:
                         outcomes[name] = future.result(timeout=timeout_s)
                     except FutureTimeout:
+                        flags[name].set()  # a worker thread cannot be stopped: told, it drops its remaining model rows
                         outcomes[name] = StageOutcome(None, timeout_s * 1000, StageTimeout(f"stage {name!r} timed out"))
                 calls = flow.send(outcomes)
         except StopIteration as stop:
@@ -297,7 +309,12 @@ def local_stage(detect: SyncStage, executor: Executor | None = None) -> AsyncSta
     async def call(traces: Sequence[Trace]) -> list[list[Detection]]:
         if executor is None:
             return detect(traces)
-        return await asyncio.get_running_loop().run_in_executor(executor, detect, traces)
+        flag = threading.Event()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, run_watched, flag, detect, traces)
+        except asyncio.CancelledError:  # the stage timed out or the caller went away: stop the model work too
+            flag.set()
+            raise
 
     return call
 
@@ -345,13 +362,18 @@ def decide(
     latency_ms: Mapping[str, float] | None = None,
     model_versions: Mapping[str, str] | None = None,
     failed_stages: Sequence[str] = (),
+    unread_steps: Collection[int] = (),
 ) -> FilterResult:
     """Combine all stages' detections on one trace into a verdict and the content that may leave.
 
     Only detections that cause at least a flag are kept in the result, each carrying the action it took; findings the
     safety model overruled are kept apart, with the reason. A failed stage makes the result `degraded` and is named
-    in `failed_stages`; `fails_closed` says when that also blocks.
+    in `failed_stages`; `fails_closed` says when that also blocks. Steps a model stage left unread for its budget
+    (`unread_steps`, and any unread markers among `detections`) are listed in the result and raise the verdict to
+    the profile's `model_budget.over_budget` at least: size alone blocks only where the profile says so.
     """
+    detections, marked = split_unread(detections, trace.steps)
+    unread = tuple(sorted(marked.union(unread_steps)))
     kept, overruled = _overrule(detections, profile)
     acted = [d.model_copy(update={"action": a}) for d in kept if (a := effective_action(d, profile)) is not Verdict.ALLOW]
     acted.sort(key=lambda d: (d.step_index, d.span, d.stage.value))
@@ -359,6 +381,8 @@ def decide(
     redacted = _steps_to_redact(acted)
     if verdict is Verdict.REDACT and trace.steps and len(redacted) / len(trace.steps) > profile.block_redacted_fraction:
         verdict = Verdict.BLOCK
+    if unread and Verdict(profile.model_budget.over_budget).rank > verdict.rank:
+        verdict = Verdict(profile.model_budget.over_budget)
     if fails_closed(profile, failed_stages):
         verdict = Verdict.BLOCK
     if verdict is Verdict.BLOCK:
@@ -381,6 +405,7 @@ def decide(
         model_versions=dict(model_versions or {}),
         degraded=bool(failed_stages),
         failed_stages=tuple(failed_stages),
+        unread_steps=unread,
     )
 
 

@@ -105,6 +105,33 @@ class ModelOverrule(BaseModel):
         )
 
 
+class ModelBudget(BaseModel):
+    """How much model work one trace may cost, and what the steps past it mean.
+
+    The rules read every step whatever the length (linear, milliseconds for 200,000 characters). The model stages
+    cost per input row, so without a bound a long trace outlasts its stage timeout and, failing closed, is blocked
+    for its size alone, while the replica keeps computing for nobody. Each model stage therefore reads at most
+    `max_rows` inputs per trace, choosing the steps it reads by risk: steps an earlier tier flagged and disguised
+    steps first, then by the cascade gate's harm probability (trace order where the stage has no gate). The steps
+    left over are listed in `FilterResult.unread_steps`, and `over_budget` decides what they mean.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_rows: int | None = Field(
+        default=64,
+        gt=0,
+        description="Most model inputs each model stage reads per trace (a step is one input per view and, past the "
+        "model's length, per overlapping piece); None: no limit. The longest trace in shared/eval/dev.jsonl costs 36.",
+    )
+    over_budget: Literal["allow", "flag", "block"] = Field(
+        default="flag",
+        description="The verdict's floor when a trace leaves steps unread: `flag` passes the content on marked for "
+        "review, `block` withholds it, `allow` leaves the verdict to what was read (the unread steps are still "
+        "listed in the result).",
+    )
+
+
 def _all_block() -> dict[Category, Verdict]:
     return {c: Verdict.BLOCK for c in Category}
 
@@ -154,6 +181,9 @@ class SafetyProfile(BaseModel):
         description="Block the whole trace when more than this fraction of its steps would be redacted.",
     )
     max_content_chars: int = Field(default=200_000, gt=0, description="Longer content is rejected.")
+    model_budget: ModelBudget = Field(
+        default_factory=ModelBudget, description="Model work per trace, and what steps past it mean (`ModelBudget`)."
+    )
     redaction_marker: str = Field(
         default="[REDACTED: {categories}]", description="Replaces a redacted step; `{categories}` is filled in."
     )

@@ -153,6 +153,11 @@ class FilterResult(BaseModel):
     model_versions: dict[str, str] = Field(default_factory=dict)
     cached: bool = False
     degraded: bool = False
+    unread_steps: tuple[int, ...] = Field(
+        default=(),
+        description="Steps a model stage left unread because the trace needed more model rows than the profile's "
+        "`model_budget` allows (the rules read every step); the budget's `over_budget` policy set the verdict.",
+    )
     failed_stages: tuple[str, ...] = Field(
         default=(), description="The stages that failed or timed out on this trace; not empty exactly when degraded."
     )
@@ -174,4 +179,9 @@ class Trace(BaseModel):
     context: dict[str, str] = Field(default_factory=dict)
     flagged_steps: frozenset[int] = Field(
         default=frozenset(), description="Steps an earlier tier already flagged: a cascade gate always lets them through."
+    )
+    max_model_rows: int | None = Field(
+        default=None,
+        description="The most model inputs each model stage may spend on this trace (the profile's `model_budget`); "
+        "None: no limit.",
     )

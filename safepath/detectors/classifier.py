@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from safepath.detectors.gate import GateOptions, StaticGate, route
+from safepath.detectors.budget import run_rows, unread_markers, within_budget
+from safepath.detectors.gate import GateOptions, StaticGate, ranked_route
 from safepath.detectors.lexical import LexicalModel
 from safepath.detectors.model_input import load_vocabulary, step_pieces, step_views, step_with_context
 from safepath.errors import ConfigError, ModelLoadError
@@ -89,6 +90,8 @@ class ClassifierDetector:
         self._tokenizer_lock = threading.Lock()
         self.steps_seen = 0  # for the cascade report: how many steps were judged, how many reached the model
         self.steps_to_model = 0
+        self.rows_to_model = 0  # model inputs run, and those dropped because their caller stopped waiting
+        self.rows_dropped = 0
 
     @property
     def version(self) -> str:
@@ -127,36 +130,55 @@ class ClassifierDetector:
     def detect(self, traces: Sequence[Trace]) -> list[list[Detection]]:
         results: list[list[Detection]] = [[] for _ in traces]
         views = [step_views([s.text for s in trace.steps], self.vocabulary, context=False) for trace in traces]
-        items, chosen = route(traces, self.gate, views, one_per_trace=self.lexical is not None)
+        items, chosen, risk = ranked_route(traces, self.gate, views, one_per_trace=self.lexical is not None)
         self.steps_seen += len(items)
+        pieces: dict[int, list[list[str]]] = {}  # item -> its views' pieces, tokenized once for cost and inputs
+
+        def cost(k: int) -> int:
+            t, step = items[k]
+            pieces[k] = [self._pieces(text) for text in views[t][step.index]]
+            return sum(map(len, pieces[k]))
+
+        chosen, unread = within_budget(traces, items, chosen, risk, cost)
+        for t, steps in unread.items():
+            results[t].extend(unread_markers(traces[t], steps, Stage.SAFETY_MODEL))
         self.steps_to_model += len(chosen)
         if len(chosen) == 0:
             return results
         # Each judged step's inputs: every view (as written, undone), each in pieces when long, each piece followed
         # by the preceding steps as written (masked), as in training (`step_views(..., context=True)`).
         inputs: list[str] = []
+        owners: list[int] = []
         rows: dict[int, tuple[int, list[int]]] = {}  # judged step -> (first input row, view index of each row)
         for i in chosen:
             t, step = items[i]
             before = [v[0] for v in views[t][: step.index]]
+            if i not in pieces:  # no budget on this trace: its cost was never asked
+                cost(i)
             row_views = []
-            for v, text in enumerate(views[t][step.index]):
-                for piece in self._pieces(text):
+            for v, view_pieces in enumerate(pieces[i]):
+                for piece in view_pieces:
                     inputs.append(step_with_context([*before, piece], step.index))
                     row_views.append(v)
+                    owners.append(t)
             rows[i] = (len(inputs) - len(row_views), row_views)
-        probs = self.encoder.run(inputs)["probs"]
+        ran = run_rows(self.encoder, inputs, owners, "probs")
+        self.rows_to_model += ran.rows_run
+        self.rows_dropped += ran.rows_dropped
         # Per judged step: the highest probability over its inputs, and which view gave it.
         best, source = {}, {}
         for i, (first, row_views) in rows.items():
-            mine = probs[first : first + len(row_views)]
+            if items[i][0] in ran.cancelled:
+                continue
+            mine = ran.values[first : first + len(row_views)]  # type: ignore[index]  # a trace not cancelled ran
             best[i], source[i] = mine.max(axis=0), np.asarray(row_views)[mine.argmax(axis=0)]
         if self.lexical is not None:
             self._add_trace_evidence(traces, views, items, best)
         for i in chosen:
             t, step = items[i]
-            results[t].extend(self._step_detections(best[i], source[i], step, views[t][step.index]))
-        return results
+            if t not in ran.cancelled:
+                results[t].extend(self._step_detections(best[i], source[i], step, views[t][step.index]))
+        return [[] if t in ran.cancelled else found for t, found in enumerate(results)]
 
     def _pieces(self, text: str) -> list[str]:
         if self.tokenizer is None:

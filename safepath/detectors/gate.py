@@ -105,8 +105,14 @@ class StaticGate:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-length static embeddings, one row per text."""
         model, lock = _static_model(self.model_dir)
+        # Each distinct text once: `judge` embeds the steps and their predecessors (the same texts, shifted by one),
+        # and long traces repeat themselves.
+        unique = list(dict.fromkeys(texts))
         with lock:
-            vectors = np.asarray(model.encode(list(texts)), dtype=np.float32)
+            vectors = np.asarray(model.encode(unique), dtype=np.float32)
+        if len(unique) < len(texts):
+            where = {text: i for i, text in enumerate(unique)}
+            vectors = vectors[[where[text] for text in texts]]
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.maximum(norms, 1e-9)
 
@@ -139,8 +145,11 @@ class StaticGate:
         """Per step, the head's harm probability and whether the transformer must judge it (`needs_model`)."""
         if not steps:
             return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=bool)
-        embedded = self.embed(steps)
-        probability = self._probability(self.features(embedded, previous))
+        # One embedding call for the steps and their predecessors (`embed` reads each distinct text once).
+        both = self.embed([*steps, *(p or "" for p in previous)])
+        embedded = both[: len(steps)]
+        wide = self._weights.shape[0] == 2 * embedded.shape[1]
+        probability = self._probability(np.hstack([embedded, both[len(steps) :]]) if wide else embedded)
         needed = probability >= self.skip_below
         if self._exemplar_texts:
             needed |= (embedded @ self._exemplar_matrix().T).max(axis=1) >= self.exemplar_similarity
@@ -172,19 +181,39 @@ def route(
         one_per_trace: also send each trace's likeliest step (by the gate) when the gate clears them all: a stage
             that lands trace-level evidence on its worst judged step needs one.
     """
+    items, chosen, _ = ranked_route(traces, gate, views, one_per_trace=one_per_trace)
+    return items, chosen
+
+
+# A step the transformer must read whatever the gate thinks (flagged earlier, or disguised) ranks above any
+# probability the gate can give when a budget decides which steps are read.
+FORCED_RISK = 2.0
+
+
+def ranked_route(
+    traces: Sequence[Trace],
+    gate: StaticGate | None,
+    views: Sequence[Sequence[tuple[str, ...]]],
+    *,
+    one_per_trace: bool = False,
+) -> tuple[list[tuple[int, Step]], np.ndarray, np.ndarray]:
+    """`route`, and per item how risky it looks, for a budget to read the riskiest first: `FORCED_RISK` for steps an
+    earlier tier flagged or that have a readable rewrite, else the gate's harm probability (0 for every step when
+    there is no gate: the budget then reads in trace order)."""
     items = [(t, step) for t, trace in enumerate(traces) for step in trace.steps]
+    forced = np.array(
+        [step.index in traces[t].flagged_steps or len(views[t][step.index]) > 1 for t, step in items], dtype=bool
+    )
     if gate is None or not items:
-        return items, np.arange(len(items))
+        return items, np.arange(len(items)), np.where(forced, FORCED_RISK, 0.0)
     masked = [mask_identifiers(step.text) for _, step in items]
     previous = [masked[k - 1] if step.index else "" for k, (_, step) in enumerate(items)]
     probability, needed = gate.judge(masked, previous)
-    needed |= np.array(
-        [step.index in traces[t].flagged_steps or len(views[t][step.index]) > 1 for t, step in items], dtype=bool
-    )
+    needed = needed | forced
     if one_per_trace:
         owners = np.array([t for t, _ in items])
         for t in set(range(len(traces))) - set(owners[needed].tolist()):
             mine = np.flatnonzero(owners == t)
             if len(mine):
                 needed[mine[np.argmax(probability[mine])]] = True
-    return items, np.flatnonzero(needed)
+    return items, np.flatnonzero(needed), np.where(forced, FORCED_RISK, np.asarray(probability, dtype=np.float64))

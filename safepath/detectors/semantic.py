@@ -19,7 +19,8 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from safepath.detectors.gate import GateOptions, StaticGate, route
+from safepath.detectors.budget import run_rows, unread_markers, within_budget
+from safepath.detectors.gate import GateOptions, StaticGate, ranked_route
 from safepath.detectors.model_input import load_vocabulary, step_views
 from safepath.detectors.rules import SEVERITY_SCORE, Severity
 from safepath.errors import RuleFileError
@@ -119,6 +120,8 @@ class SemanticDetector:
         self._lock = threading.Lock()
         self.steps_seen = 0  # for the cascade report, as in ClassifierDetector
         self.steps_to_model = 0
+        self.rows_to_model = 0  # as in ClassifierDetector
+        self.rows_dropped = 0
         if gate is not None:
             gate.add_exemplars([e for r in self.rules for e in r.exemplars])
 
@@ -159,15 +162,24 @@ class SemanticDetector:
         if not self.rules:
             return results
         views = [step_views([s.text for s in trace.steps], self.vocabulary, context=False) for trace in traces]
-        items, chosen = route(traces, self.gate, views)
+        items, chosen, risk = ranked_route(traces, self.gate, views)
         self.steps_seen += len(items)
+        # A step costs one input per view (the encoder windows a step longer than the model reads, at most a few).
+        chosen, unread = within_budget(traces, items, chosen, risk, lambda k: len(views[items[k][0]][items[k][1].index]))
+        for t, steps in unread.items():
+            results[t].extend(unread_markers(traces[t], steps, Stage.SEMANTIC))
         self.steps_to_model += len(chosen)
         if len(chosen) == 0:
             return results
         exemplars = self.exemplar_embeddings()
         owners = [(i, v) for i in chosen for v in range(len(views[items[i][0]][items[i][1].index]))]
         texts = [views[items[i][0]][items[i][1].index][v] for i, v in owners]
-        embedded = self.encoder.run(texts)["embedding"].astype(np.float32)
+        ran = run_rows(self.encoder, texts, [items[i][0] for i, _ in owners], "embedding")
+        self.rows_to_model += ran.rows_run
+        self.rows_dropped += ran.rows_dropped
+        if ran.values is None:  # every trace was cancelled
+            return [[] for _ in traces]
+        embedded = ran.values.astype(np.float32)
         # A step read twice (as written and with a disguise undone) keeps, per exemplar, the closer of its views.
         similarity = np.full((len(chosen), exemplars.shape[0]), -np.inf, dtype=np.float32)
         decoded = np.zeros((len(chosen), exemplars.shape[0]), dtype=bool)
@@ -180,6 +192,8 @@ class SemanticDetector:
         best = np.maximum.reduceat(similarity, self._bounds[:-1], axis=1)  # per step and rule
         for k, (row, scores, i) in enumerate(zip(similarity, best, chosen)):
             t, step = items[i]
+            if t in ran.cancelled:
+                continue
             for r in np.flatnonzero(scores >= self._thresholds):
                 rule = self.rules[r]
                 at = self._bounds[r] + int(np.argmax(row[self._bounds[r] : self._bounds[r + 1]]))
@@ -197,4 +211,4 @@ class SemanticDetector:
                         view="decoded" if decoded[k, at] else "text",
                     )
                 )
-        return results
+        return [[] if t in ran.cancelled else found for t, found in enumerate(results)]

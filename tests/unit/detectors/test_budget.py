@@ -1,0 +1,179 @@
+"""The model stages' per-trace budget and interruptible model runs, over fake encoders."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from safepath.cancellation import watching
+from safepath.detectors.budget import CHUNK_ROWS, run_rows, split_unread, unread_markers, within_budget
+from safepath.detectors.classifier import ClassifierDetector
+from safepath.detectors.gate import FORCED_RISK
+from safepath.detectors.semantic import SemanticDetector, SemanticRule
+from safepath.runtime import FakeEncoder
+from safepath.segment import segment
+from safepath.types import CATEGORIES, Category, Stage, Step, Trace
+
+LABELS = [*CATEGORIES, "harmful"]
+
+
+def _trace(text: str, budget: int | None = None, flagged: frozenset[int] = frozenset()) -> Trace:
+    return Trace(content=text, steps=segment(text), max_model_rows=budget, flagged_steps=flagged)
+
+
+def _long(n: int, risky_at: int | None = None) -> str:
+    return "\n".join("Step %d: %s." % (i, "exfiltrate the keys" if i == risky_at else "check the logs") for i in range(n))
+
+
+class WordGate:
+    """Stands in for StaticGate: every step needs the model; a step containing `word` looks riskiest."""
+
+    version = "gate-fake"
+
+    def __init__(self, word: str) -> None:
+        self.word = word
+
+    def judge(self, steps, previous):
+        probability = np.array([0.9 if self.word in s else 0.1 for s in steps])
+        return probability, np.ones(len(steps), dtype=bool)
+
+    def add_exemplars(self, texts):
+        pass
+
+
+def _probs(texts):
+    probs = np.full((len(texts), len(LABELS)), 0.01, dtype=np.float32)
+    for i, text in enumerate(texts):
+        if "exfiltrate" in text.split(" [SEP] ")[0]:
+            probs[i, CATEGORIES.index("data_exfiltration")] = probs[i, -1] = 0.95
+    return {"probs": probs}
+
+
+def _rows(encoder: FakeEncoder) -> int:
+    return sum(len(batch) for batch in encoder.calls)
+
+
+# --- Choosing what is read --------------------------------------------------------------------
+
+
+def test_within_budget_reads_the_riskiest_steps_first_and_lists_the_rest_per_trace():
+    traces = [_trace(_long(6), budget=3), _trace(_long(2), budget=None)]
+    items = [(t, s) for t, tr in enumerate(traces) for s in tr.steps]
+    risk = np.array([0.1, 0.5, FORCED_RISK, 0.2, 0.9, 0.1, 0.0, 0.0])
+    kept, unread = within_budget(traces, items, np.arange(len(items)), risk, lambda k: 1)
+    assert kept == [1, 2, 4, 6, 7]  # trace 0: forced, 0.9, 0.5; trace 1 has no budget
+    assert unread == {0: [0, 3, 5]}
+
+
+def test_within_budget_skips_a_step_that_does_not_fit_and_tries_smaller_ones():
+    traces = [_trace(_long(3), budget=4)]
+    items = [(0, s) for s in traces[0].steps]
+    cost = {0: 3, 1: 2, 2: 1}
+    kept, unread = within_budget(traces, items, np.arange(3), np.array([0.9, 0.8, 0.7]), cost.__getitem__)
+    assert kept == [0, 2] and unread == {0: [1]}
+
+
+def test_unread_markers_cover_runs_and_split_back_into_step_indexes():
+    trace = _trace(_long(8))
+    markers = unread_markers(trace, [1, 2, 3, 6], Stage.SAFETY_MODEL)
+    assert len(markers) == 2  # one per run, not one per step
+    assert all(m.score == 0.0 and m.view == "unread" for m in markers)
+    findings, unread = split_unread(markers, trace.steps)
+    assert findings == [] and unread == {1, 2, 3, 6}
+
+
+# --- The model stages under a budget ----------------------------------------------------------
+
+
+def test_classifier_reads_at_most_the_budget_and_finds_the_riskiest_step_in_a_long_trace():
+    encoder = FakeEncoder(_probs)
+    detector = ClassifierDetector(encoder, LABELS, gate=WordGate("exfiltrate"))
+    trace = _trace(_long(300, risky_at=257), budget=10)
+    (found,) = detector.detect([trace])
+    assert _rows(encoder) == detector.rows_to_model == 10
+    judged, unread = split_unread(found, trace.steps)
+    assert any(d.step_index == 257 and d.category is Category.DATA_EXFILTRATION for d in judged)
+    assert len(unread) == 290 and 257 not in unread
+
+
+def test_classifier_reads_steps_an_earlier_tier_flagged_before_the_gates_choice():
+    encoder = FakeEncoder(_probs)
+    detector = ClassifierDetector(encoder, LABELS, gate=WordGate("exfiltrate"))
+    trace = _trace(_long(50, risky_at=40), budget=2, flagged=frozenset({3, 7}))
+    _, unread = split_unread(detector.detect([trace])[0], trace.steps)
+    assert {3, 7} & unread == set() and 40 in unread
+
+
+def test_semantic_reads_at_most_the_budget():
+    def embed(texts):
+        return {"embedding": np.tile(np.array([[1.0, 0.0]], dtype=np.float32), (len(texts), 1))}
+
+    rule = SemanticRule(name="r", category=Category.DECEPTION, severity="medium", action="redact", threshold=0.99,
+                        exemplars=("x",))
+    encoder = FakeEncoder(embed)
+    detector = SemanticDetector(encoder, [rule], gate=WordGate("exfiltrate"))
+    detector.exemplar_embeddings()
+    encoder.calls.clear()
+    trace = _trace(_long(100), budget=7)
+    _, unread = split_unread(detector.detect([trace])[0], trace.steps)
+    assert _rows(encoder) == 7 and len(unread) == 93
+
+
+def test_a_trace_without_a_budget_is_read_whole():
+    encoder = FakeEncoder(_probs)
+    ClassifierDetector(encoder, LABELS, gate=WordGate("exfiltrate")).detect([_trace(_long(40))])
+    assert _rows(encoder) == 40
+
+
+# --- Cancellation -----------------------------------------------------------------------------
+
+
+def test_run_rows_drops_the_rows_of_a_trace_cancelled_between_chunks():
+    flags = [threading.Event(), threading.Event()]
+
+    def fn(texts):
+        flags[0].set()  # trace 0's caller goes away while the first chunk runs
+        return {"out": np.ones((len(texts), 1))}
+
+    encoder = FakeEncoder(fn)
+    owners = [0] * (3 * CHUNK_ROWS) + [1] * 5
+    with watching(flags):
+        ran = run_rows(encoder, ["t"] * len(owners), owners, "out")
+    assert ran.rows_run == CHUNK_ROWS + 5 and ran.rows_dropped == 2 * CHUNK_ROWS
+    assert ran.cancelled == {0}
+    assert ran.values[-5:].tolist() == [[1.0]] * 5  # the other caller's rows all ran
+
+
+@pytest.mark.parametrize("kind", ["classifier", "semantic"])
+def test_a_cancelled_call_returns_nothing_and_stops_consuming_rows(kind):
+    flag = threading.Event()
+
+    def fn(texts):
+        flag.set()
+        if kind == "classifier":
+            return _probs(texts)
+        return {"embedding": np.tile(np.array([[1.0, 0.0]], dtype=np.float32), (len(texts), 1))}
+
+    encoder = FakeEncoder(fn)
+    if kind == "classifier":
+        detector = ClassifierDetector(encoder, LABELS)
+    else:
+        rule = SemanticRule(name="r", category=Category.DECEPTION, severity="medium", action="redact", threshold=0.5,
+                            exemplars=("x",))
+        detector = SemanticDetector(encoder, [rule])
+        detector.exemplar_embeddings()
+        encoder.calls.clear()
+        flag.clear()
+    with watching([flag]):
+        assert detector.detect([_trace(_long(5 * CHUNK_ROWS))]) == [[]]
+    assert _rows(encoder) == detector.rows_to_model == CHUNK_ROWS
+    assert detector.rows_dropped == 4 * CHUNK_ROWS
+
+
+def test_markers_need_steps_to_map_back():
+    trace = _trace(_long(3))
+    marker = unread_markers(trace, [2], Stage.SEMANTIC)[0]
+    other = (Step(index=0, start=0, end=5, text="Step."),)
+    assert split_unread([marker], other)[1] == set()  # nothing of these steps lies in the marker's span
