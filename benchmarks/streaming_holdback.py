@@ -1,11 +1,11 @@
 """What the streaming filter's rule holdback costs and what it prevents, on the labelled dev traces.
 
     python benchmarks/streaming_holdback.py [--chunk-chars 4] [--dev /work/shared/eval/dev.jsonl] [--limit 420]
+        [--profiles tests/fixtures/profiles/rules_only.yaml] [--profile NAME]
 
-Every trace is streamed in chunks of `--chunk-chars` under the shipped rules alone (tests/fixtures/profiles/
-rules_only.yaml: the rule stage is where a match can run past a step; the models judge a step with the steps before
-it, never after), twice: with the holdback (`safepath.streaming.holdback_for`) and without it, as streams were
-released before. Reported:
+Every trace is streamed in chunks of `--chunk-chars`, by default under the shipped rules alone (the rule stage is
+where a match can run past a step; `--profiles configs/profiles.yaml` adds the shipped models, slowly), twice: with
+the holdback (`safepath.streaming.holdback_for`) and without it, as streams were released before. Reported:
 
 - leaks: steps released as written that the whole-trace filter redacts or blocks (or released after its block);
 - wait: characters that had arrived past a step's end when it was released, per step (p50 / p90 / max), with and
@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from safepath import SafePathFilter, Verdict
 from safepath.streaming import ReleasedStep, StreamState, drive, holdback_for
 
-PROFILES = ROOT / "tests" / "fixtures" / "profiles" / "rules_only.yaml"
+RULES_ONLY = ROOT / "tests" / "fixtures" / "profiles" / "rules_only.yaml"
 
 
 class _Timed:
@@ -47,9 +47,9 @@ class _Timed:
             self.ms.append((time.perf_counter() - start) * 1000)
 
 
-def stream(f: SafePathFilter, text: str, chunk_chars: int, holdback) -> list[tuple[ReleasedStep, int]]:
+def stream(f: SafePathFilter, text: str, chunk_chars: int, holdback, profile) -> list[tuple[ReleasedStep, int]]:
     """Each released step with the number of characters received past its end when it left."""
-    state = StreamState(f.profiles.get(None), holdback=holdback)
+    state = StreamState(profile, holdback=holdback)
     out: list[tuple[ReleasedStep, int]] = []
     for i in range(0, len(text), chunk_chars):
         state.push(text[i : i + chunk_chars])
@@ -60,8 +60,8 @@ def stream(f: SafePathFilter, text: str, chunk_chars: int, holdback) -> list[tup
     return out + [(s, state.length - s.end) for s in drive(state.flow(), f.filter_batch)]
 
 
-def leaks(f: SafePathFilter, text: str, steps: list[ReleasedStep]) -> int:
-    whole = f.filter(text)
+def leaks(f: SafePathFilter, text: str, steps: list[ReleasedStep], profile: str) -> int:
+    whole = f.filter(text, profile=profile)
     withheld = [whole.steps[d.step_index] for d in whole.detections if d.action.rank >= Verdict.REDACT.rank]
     blocked_at = min((whole.steps[d.step_index].start for d in whole.detections if d.action is Verdict.BLOCK),
                      default=len(text))
@@ -79,21 +79,25 @@ def main() -> int:
     parser.add_argument("--chunk-chars", type=int, default=4, help="characters per chunk (about one token)")
     parser.add_argument("--dev", type=Path, default=Path("/work/shared/eval/dev.jsonl"), help="labelled traces")
     parser.add_argument("--limit", type=int, default=420, help="traces to stream")
+    parser.add_argument("--profiles", type=Path, default=RULES_ONLY, help="profiles file")
+    parser.add_argument("--profile", default=None, help="profile (default: the file's default)")
     args = parser.parse_args()
     texts = [json.loads(line)["text"] for line in args.dev.read_text().splitlines()[: args.limit]]
-    with SafePathFilter(profiles=PROFILES) as f:
-        timed = _Timed(holdback_for(f.profiles, f.profiles.get(None), f.detectors))
+    with SafePathFilter(profiles=args.profiles) as f:
+        profile = f.profiles.get(args.profile)
+        timed = _Timed(holdback_for(f.profiles, profile, f.detectors))
         totals = {"with": [0, [], 0], "without": [0, [], 0]}  # leaks, waits, steps
         held = 0
         for text in texts:
-            runs = {"with": stream(f, text, args.chunk_chars, timed), "without": stream(f, text, args.chunk_chars, None)}
+            runs = {name: stream(f, text, args.chunk_chars, hold, profile)
+                    for name, hold in (("with", timed), ("without", None))}
             for name, released in runs.items():
-                totals[name][0] += leaks(f, text, [s for s, _ in released])
-                totals[name][1] += [wait for _, wait in released]
+                totals[name][0] += leaks(f, text, [s for s, _ in released], profile.name)
+                totals[name][1] += [wait for s, wait in released if s.verdict is not Verdict.BLOCK]  # a block ends it
                 totals[name][2] += len(released)
             before = {s.start: wait for s, wait in runs["without"]}
             held += sum(1 for s, wait in runs["with"] if wait > before.get(s.start, wait))
-    print(f"{len(texts)} traces, chunks of {args.chunk_chars} characters, rules only")
+    print(f"{len(texts)} traces, chunks of {args.chunk_chars} characters, {args.profiles.name}: {profile.name}")
     for name, (leaked, waits, steps) in totals.items():
         print(f"  {name + ' holdback':18} steps {steps:5d}  leaks {leaked:3d}  wait chars p50 {pct(waits, .5):5.0f} "
               f"p90 {pct(waits, .9):5.0f} p99 {pct(waits, .99):5.0f} max {max(waits, default=0):5.0f} "

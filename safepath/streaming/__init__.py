@@ -13,9 +13,11 @@ a step of its own before a blank line, is one match with the "logging so the ope
 The window that releases a step therefore reaches far enough to hold every rule match starting in it, judging the
 text after its last step as context where needed. The promise: a stream never releases as written a step that the
 whole-trace filter would redact or block, nor a step after one it would block, and a trace the whole-trace filter
-blocks blocks the stream (the streams' property tests compare the two under the shipped rules). The model stages
-read a step with the steps before it, never after, and see at least the step before it here. The cost, measured by
-benchmarks/streaming_holdback.py on the dev traces: a few percent of steps wait for a few more words.
+blocks blocks the stream (the streams' property tests compare the two under the shipped rules). That promise is
+exact for the rule stage and the segmenter. The learned stages see less here than in the whole trace: a window gives
+them the step before its steps as context (the whole trace gives the safety model more steps before, the task's
+first step, and a lexical reading of the whole trace), so a model can judge a step differently streamed, either way.
+The cost, measured by benchmarks/streaming_holdback.py on the dev traces: a few percent of steps wait a few words.
 
 Released steps do not depend on where the chunks were cut, and are cut as the whole-trace segmenter cuts them (the
 property tests check prose, lists, markers and multi-byte text): a step is complete once the next one begins, except

@@ -22,12 +22,13 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
+from weakref import WeakKeyDictionary
 from re import _constants as sre  # type: ignore[attr-defined]
 from re import _parser as sre_parse  # type: ignore[attr-defined]
 
 import re2
 
-from safepath.detectors.rules import Rule, RuleDetector, load_rule_file
+from safepath.detectors.rules import RuleDetector, load_rule_file
 from safepath.normalize import views
 from safepath.profiles import ProfileSet, SafetyProfile
 
@@ -213,14 +214,14 @@ def holdback_for(
         detectors: The filter's detectors by stage name, when in-process: a rule stage replaced by another
             `RuleDetector` is held back by the rules it really runs.
     """
-    rules: list[Rule] = []
+    patterns: list[str] = []
     for name in profile.stages:
         detector = (detectors or {}).get(name)
         if isinstance(detector, RuleDetector):
-            rules.extend(detector.rules)
+            patterns.extend(_detector_patterns(detector))
         elif detector is None and profiles.stages[name].type == "rules":
-            rules.extend(_rule_file(profiles.base_dir / profiles.stages[name].options["rules_file"]))
-    return _compiled(tuple(rule.regex() for rule in rules)) if rules else None
+            patterns.extend(_file_patterns(profiles.base_dir / profiles.stages[name].options["rules_file"]))
+    return _compiled(tuple(patterns)) if patterns else None
 
 
 HoldbackLookup = Callable[[SafetyProfile], "RuleHoldback | None"]
@@ -235,14 +236,25 @@ def holdbacks(profiles: ProfileSet, detectors: Mapping[str, object] | None = Non
     return lookup
 
 
-def _rule_file(path: Path) -> tuple[Rule, ...]:
+# Sessions start often; the patterns are read once per detector and per version of a rules file (its mtime and size),
+# and a detector's entry goes with it (a new detector at a recycled id must not inherit another's rules).
+_BY_DETECTOR: WeakKeyDictionary[RuleDetector, tuple[str, ...]] = WeakKeyDictionary()
+
+
+def _detector_patterns(detector: RuleDetector) -> tuple[str, ...]:
+    if detector not in _BY_DETECTOR:
+        _BY_DETECTOR[detector] = tuple(rule.regex() for rule in detector.rules)
+    return _BY_DETECTOR[detector]
+
+
+def _file_patterns(path: Path) -> tuple[str, ...]:
     stat = os.stat(path)
-    return _rules_of(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+    return _patterns_of_file(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
 
 
 @lru_cache(maxsize=16)
-def _rules_of(path: str, _mtime_ns: int, _size: int) -> tuple[Rule, ...]:
-    return load_rule_file(path).rules
+def _patterns_of_file(path: str, _mtime_ns: int, _size: int) -> tuple[str, ...]:
+    return tuple(rule.regex() for rule in load_rule_file(path).rules)
 
 
 @lru_cache(maxsize=16)
