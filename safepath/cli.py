@@ -144,7 +144,9 @@ def _parser() -> argparse.ArgumentParser:
     proxy.add_argument("--upstream", required=True, help="the upstream's OpenAI base URL, e.g. http://127.0.0.1:8001/v1")
     proxy.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     proxy.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080)")
-    proxy.add_argument("--api-key-env", help="environment variable holding the upstream's API key")
+    proxy.add_argument("--api-key-env", help="environment variable holding the upstream's API key, sent only for "
+                       "callers that present one of SAFEPATH_API_KEYS (required with this option); other callers' "
+                       "own Authorization goes upstream as sent")
     proxy.add_argument("-p", "--profile", help="safety profile (default: the profiles file's default)")
     proxy.add_argument("--filter", choices=["reasoning", "reasoning_and_answer"], default="reasoning",
                        help="what is judged (default: reasoning)")
@@ -154,6 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     proxy.add_argument("--content-starts-in-think", action="store_true",
                        help="content before </think> is reasoning (templates that open the think block in the prompt)")
     proxy.set_defaults(handler=_cmd_proxy)
+    _add_profiles_option(proxy, subcommand=True)
     return parser
 
 

@@ -218,6 +218,13 @@ def test_profiles_option_after_the_subcommand(tmp_path: Path, capsys):
     assert main(["--profiles", str(bad), "filter", "--profiles", str(TINY_PROFILES), "text"]) == 0
 
 
+def test_the_proxy_takes_profiles_after_the_subcommand_too(tmp_path: Path):
+    bad = tmp_path / "profiles.yaml"
+    bad.write_text("profiles: {}\nstages: {}\n")
+    # read (and refused: exit 3) before any server starts; argparse used to reject the option (exit 2)
+    assert main(["proxy", "--upstream", "http://127.0.0.1:9/v1", "--profiles", str(bad)]) == 3
+
+
 @pytest.mark.parametrize("value", ["healthcare", "Healthcare", "HEALTHCARE", " healthcare "])
 def test_context_values_match_in_any_case(capsys, value):
     text = "Check the lethal dose for the chart."
