@@ -27,7 +27,7 @@ from safepath.filter import as_request
 from safepath.metrics import use_backend
 from safepath.pipeline import AsyncStage, local_stage
 from safepath.profiles import SafetyProfile, load_profiles
-from safepath.proxy.app import chat_completions, stream_socket
+from safepath.proxy.app import chat_completions, list_models, stream_socket, unsupported
 from safepath.proxy.config import ProxyRoute
 from safepath.proxy.service import ChatProxy
 from safepath.settings import RuntimeSettings
@@ -210,6 +210,19 @@ class Ingress:
               "not) forwarded to the configured upstream, with the reasoning filtered")
     async def chat_completions_route(self, request: Request) -> Response:
         return await chat_completions(self._proxy, request)
+
+    @api.get("/v1/models", response_model=None, summary="The proxy upstream's models, passed through")
+    async def models_route(self, request: Request) -> Response:
+        return await list_models(self._proxy, request)
+
+    # Completions and responses would carry reasoning out unjudged: refused, as the standalone proxy refuses them.
+    @api.post("/v1/completions", include_in_schema=False)
+    async def completions_route(self, request: Request) -> Response:
+        return unsupported(request.url.path)
+
+    @api.post("/v1/responses", include_in_schema=False)
+    async def responses_route(self, request: Request) -> Response:
+        return unsupported(request.url.path)
 
     @api.websocket("/v1/stream")
     async def stream_route(self, websocket: WebSocket) -> None:

@@ -104,6 +104,18 @@ def test_malformed_json_is_a_422(http):
     assert response.status_code == 422
 
 
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/responses"])
+def test_openai_routes_the_filter_cannot_judge_are_refused_not_passed_through(http, path):
+    response = http.post(path, json={"model": "m", "prompt": "hi"})
+    assert response.status_code == 404 and response.json()["error"]["code"] == "unsupported_endpoint"
+    assert "/v1/chat/completions" in response.json()["error"]["message"]
+
+
+def test_models_route_answers_in_the_openai_shape_without_an_upstream(http):
+    response = http.get("/v1/models")
+    assert response.status_code == 503 and response.json()["error"]["code"] == "proxy_not_configured"
+
+
 def test_typed_client_round_trip(serve_app):
     with SafePathClient(serve_app.base_url, timeout_s=60) as client:
         assert client.ready()
