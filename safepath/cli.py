@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from safepath.detectors.rules import load_rule_file
 from safepath.detectors.semantic import load_semantic_rules
 from safepath.errors import ConfigError, ContentTooLarge, EmptyContent, InvalidRequest, ModelLoadError, UnknownProfile
@@ -56,6 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except (ConfigError, ModelLoadError) as exc:  # a missing model file is the installation's fault, not the input's
         print(f"safepath: configuration error: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    except ValidationError as exc:
+        if exc.title != RuntimeSettings.__name__:
+            raise
+        # a SAFEPATH_* variable out of range (SAFEPATH_RATE_LIMIT_PER_MINUTE=0, say): name it, no traceback
+        problems = "; ".join(f"SAFEPATH_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        print(f"safepath: configuration error: {problems}", file=sys.stderr)
         return EXIT_BAD_CONFIG
 
 

@@ -218,6 +218,12 @@ def test_profiles_option_after_the_subcommand(tmp_path: Path, capsys):
     assert main(["--profiles", str(bad), "filter", "--profiles", str(TINY_PROFILES), "text"]) == 0
 
 
+def test_a_setting_out_of_range_is_a_configuration_error_naming_it(monkeypatch, capsys):
+    monkeypatch.setenv("SAFEPATH_RATE_LIMIT_PER_MINUTE", "0")
+    assert main([*TINY, "filter", "A calm step."]) == 3
+    assert "SAFEPATH_RATE_LIMIT_PER_MINUTE" in capsys.readouterr().err
+
+
 def test_the_proxy_takes_profiles_after_the_subcommand_too(tmp_path: Path):
     bad = tmp_path / "profiles.yaml"
     bad.write_text("profiles: {}\nstages: {}\n")
