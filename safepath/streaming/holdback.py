@@ -18,7 +18,10 @@ conditions on rules are ignored): that can only hold text longer, never release 
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -31,6 +34,8 @@ import re2
 from safepath.detectors.rules import RuleDetector, load_rule_file
 from safepath.normalize import views
 from safepath.profiles import ProfileSet, SafetyProfile
+
+logger = logging.getLogger(__name__)
 
 _CATEGORIES = {
     sre.CATEGORY_DIGIT: r"\d",
@@ -150,6 +155,13 @@ class _Writer:
 _RULES_PER_PATTERN = 10  # RE2 compiles one huge alternation slowly (~10 s for 170 rules); ten at a time, ~0.6 s
 
 
+def _parse(pattern: str):
+    """The pattern's syntax tree; raises for RE2 syntax Python's parser reads differently or not at all."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # "possible nested set": a POSIX class such as [[:alpha:]]
+        return sre_parse.parse(pattern)
+
+
 def _compile(alternatives: list[str]) -> list[re2._Regexp]:
     options = re2.Options()
     # A prefix language is several times the size of its rule; under the 8 MiB default the lazy DFA runs out of
@@ -171,11 +183,20 @@ class RuleHoldback:
 
     def __init__(self, patterns: Sequence[str]) -> None:
         forward, backward = [], []
+        self.unreadable: list[str] = []
         for pattern in patterns:
-            parsed = sre_parse.parse(pattern)
-            forward.append(_Writer(backwards=False).prefixes(parsed))
-            backward.append(_Writer(backwards=True).prefixes(parsed))
-        self.rule_count = len(forward)
+            try:
+                parsed = _parse(pattern)
+                forward.append(_Writer(backwards=False).prefixes(parsed))
+                backward.append(_Writer(backwards=True).prefixes(parsed))
+            except (re.error, ValueError, FutureWarning):
+                self.unreadable.append(pattern)
+        if self.unreadable:
+            # RE2 syntax Python's parser cannot read (\pL, \Q..\E, [[:alpha:]]): no prefix language, so nothing is
+            # known to be safe before the stream ends. Held whole rather than guessed at.
+            logger.warning("the streaming holdback cannot read %d rule pattern(s) (first: %.80s); streams under "
+                           "these rules release their steps only at the end", len(self.unreadable), self.unreadable[0])
+        self.rule_count = len(patterns)
         self._forward = _compile(forward)
         self._backward = _compile(backward)
 
@@ -185,6 +206,8 @@ class RuleHoldback:
         Each view the rule stage scans is searched for a prefix of a match that reaches the view's end, and its start
         mapped back to `text`. The reversed view's matches are the rules read backwards over the folded text.
         """
+        if self.unreadable:
+            return 0
         if not self._forward or not text:
             return len(text)
         earliest = len(text)

@@ -190,14 +190,20 @@ class StreamState:
         A match starting in a step may end in a later one (or in text not yet received): a step is released only
         once every match that can start in it ends inside the judged text, so its window judges the match whole.
         The judged text ends with the window's last step where that settles every step in it (no extra work), else
-        it runs on into the text after it (the step still being written, or once the stream is closed the next
-        steps, then the rest), which the window judges as context only; steps still open wait for more text.
+        it runs on into the text after it, which the window judges as context only: the words received of the step
+        still being written (not a word cut off, whose folded form the rest of it can change), or once the stream
+        is closed the next steps, then the rest. Steps still open wait for more text.
         """
         if self._holdback is None:
             return window, window[-1].end
-        later = [s.end for s in spans[len(window) : len(window) + 2]] if self.closed else []
+        if self.closed:
+            later = [*(s.end for s in spans[len(window) : len(window) + 2]), self.length]
+        else:
+            written = self._slice(window[-1].end, self.length)
+            last_space = max(written.rfind(c) for c in " \t\n\r")
+            later = [window[-1].end + last_space] if written[:last_space].strip() else []
         best: tuple[list[_Span], int] | None = None
-        for judged_to in (window[-1].end, *later, self.length):
+        for judged_to in (window[-1].end, *later):
             open_at = self._released_to + self._holdback.open_from(self._slice(self._released_to, judged_to))
             release = [s for s in window if s.end <= open_at]
             if len(release) == len(window) or (self.closed and judged_to == self.length):
