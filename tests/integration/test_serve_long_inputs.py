@@ -22,18 +22,33 @@ def test_a_long_trace_is_answered_within_the_budget(http, content):
         assert body["unread_steps"] and body["verdict"] == "flag"
 
 
-def test_a_timed_out_request_stops_consuming_model_rows(serve_app, http):
+def _rows_once_done(serve_app, stage: str):
+    """The stage's model-row counters once every row of the one long call it got is either run or dropped."""
     from ray import serve
 
-    content = "\n".join(f"Step {i}: compare the totals in column {i} with the ledger." for i in range(CUT_STEPS))
-    response = http.post("/v1/filter", json={"content": content, "profile": "cut"})
-    assert response.status_code == 503  # the stage timed out; `cut` fails closed
-
-    def rows():
+    def done():
         counts = call_handle(lambda: serve.get_deployment_handle("SafetyClassifier", serve_app.name), "model_rows")
-        cut = counts["safety_model_cut"]
-        # The batch ends when its remaining rows are dropped: every row is then either run or dropped.
-        return cut if cut["run"] + cut["dropped"] >= CUT_STEPS else None
+        return counts[stage] if counts[stage]["run"] + counts[stage]["dropped"] >= CUT_STEPS else None
 
-    cut = wait_until(rows, 120, "the cut-off call's batch to end")
-    assert cut["dropped"] > 0 and cut["run"] < CUT_STEPS
+    return wait_until(done, 120, f"the batch of {stage}'s call to end")
+
+
+def _long_content() -> str:
+    return "\n".join(f"Step {i}: compare the totals in column {i} with the ledger." for i in range(CUT_STEPS))
+
+
+def test_a_timed_out_request_stops_consuming_model_rows(serve_app, http):
+    response = http.post("/v1/filter", json={"content": _long_content(), "profile": "cut"})
+    assert response.status_code == 503  # the stage timed out; `cut` fails closed
+    rows = _rows_once_done(serve_app, "safety_model_cut")
+    assert rows["dropped"] > 0 and rows["run"] < CUT_STEPS
+
+
+def test_a_client_that_hangs_up_stops_consuming_model_rows(serve_app):
+    import httpx
+
+    # The stage would wait two minutes; the client gives up after two seconds and closes the connection.
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(f"{serve_app.base_url}/v1/filter", json={"content": _long_content(), "profile": "held"}, timeout=2)
+    rows = _rows_once_done(serve_app, "safety_model_held")
+    assert rows["dropped"] > 0 and rows["run"] < CUT_STEPS
