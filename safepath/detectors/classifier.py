@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,34 +134,19 @@ class ClassifierDetector:
         self.steps_seen += len(items)
         pieces: dict[int, list[list[str]]] = {}  # item -> its views' pieces, tokenized once for cost and inputs
 
-        def cost(k: int) -> int:
-            t, step = items[k]
-            pieces[k] = [self._pieces(text) for text in views[t][step.index]]
-            return sum(map(len, pieces[k]))
+        def pieces_of(k: int) -> list[list[str]]:
+            if k not in pieces:
+                t, step = items[k]
+                pieces[k] = [self._pieces(text) for text in views[t][step.index]]
+            return pieces[k]
 
-        chosen, unread = within_budget(traces, items, chosen, risk, cost)
+        chosen, unread = within_budget(traces, items, chosen, risk, lambda k: sum(map(len, pieces_of(k))))
         for t, steps in unread.items():
             results[t].extend(unread_markers(traces[t], steps, Stage.SAFETY_MODEL))
         self.steps_to_model += len(chosen)
         if len(chosen) == 0:
             return results
-        # Each judged step's inputs: every view (as written, undone), each in pieces when long, each piece followed
-        # by the preceding steps as written (masked), as in training (`step_views(..., context=True)`).
-        inputs: list[str] = []
-        owners: list[int] = []
-        rows: dict[int, tuple[int, list[int]]] = {}  # judged step -> (first input row, view index of each row)
-        for i in chosen:
-            t, step = items[i]
-            before = [v[0] for v in views[t][: step.index]]
-            if i not in pieces:  # no budget on this trace: its cost was never asked
-                cost(i)
-            row_views = []
-            for v, view_pieces in enumerate(pieces[i]):
-                for piece in view_pieces:
-                    inputs.append(step_with_context([*before, piece], step.index))
-                    row_views.append(v)
-                    owners.append(t)
-            rows[i] = (len(inputs) - len(row_views), row_views)
+        inputs, owners, rows = self._model_inputs(items, views, chosen, pieces_of)
         ran = run_rows(self.encoder, inputs, owners, "probs")
         self.rows_to_model += ran.rows_run
         self.rows_dropped += ran.rows_dropped
@@ -179,6 +164,30 @@ class ClassifierDetector:
             if t not in ran.cancelled:
                 results[t].extend(self._step_detections(best[i], source[i], step, views[t][step.index]))
         return [[] if t in ran.cancelled else found for t, found in enumerate(results)]
+
+    def _model_inputs(
+        self, items: list[tuple[int, Step]], views: list, chosen: list[int], pieces_of: Callable[[int], list[list[str]]]
+    ) -> tuple[list[str], list[int], dict[int, tuple[int, list[int]]]]:
+        """Each judged step's inputs: every view (as written, undone), each in pieces when long (`pieces_of`), each
+        piece followed by the preceding steps as written (masked), as in training (`step_views(..., context=True)`).
+
+        Returns:
+            The inputs, the trace of each, and per judged step (first input row, view index of each of its rows).
+        """
+        inputs: list[str] = []
+        owners: list[int] = []
+        rows: dict[int, tuple[int, list[int]]] = {}
+        for i in chosen:
+            t, step = items[i]
+            before = [v[0] for v in views[t][: step.index]]
+            row_views = []
+            for v, view_pieces in enumerate(pieces_of(i)):
+                for piece in view_pieces:
+                    inputs.append(step_with_context([*before, piece], step.index))
+                    row_views.append(v)
+                    owners.append(t)
+            rows[i] = (len(inputs) - len(row_views), row_views)
+        return inputs, owners, rows
 
     def _pieces(self, text: str) -> list[str]:
         if self.tokenizer is None:
