@@ -18,6 +18,7 @@ exact for the rule stage and the segmenter. The learned stages see less here tha
 them the step before its steps as context (the whole trace gives the safety model more steps before, the task's
 first step, and a lexical reading of the whole trace), so a model can judge a step differently streamed, either way.
 The cost, measured by benchmarks/streaming_holdback.py on the dev traces: a few percent of steps wait a few words.
+A match left open for `HOLD_LIMIT_CHARS` is text built to stall the stream: the rest is held whole until the end.
 
 Released steps do not depend on where the chunks were cut, and are cut as the whole-trace segmenter cuts them (the
 property tests check prose, lists, markers and multi-byte text): a step is complete once the next one begins, except

@@ -29,6 +29,11 @@ AsyncJudge = Callable[[Sequence[FilterRequest]], Awaitable[list[FilterResult]]]
 
 # A window judges at most this many new steps: one huge chunk must not become a trace over max_content_chars.
 MAX_WINDOW_STEPS = 16
+# A rule match still open this many characters after it began is no phrase being written (the shipped rules span a
+# few dozen words at most) but text built to keep one open, such as a decoded run ending in a rule's first words.
+# Rechecking it at every chunk would cost the held length each time; the rest of the stream is held whole instead
+# and judged when it closes, as the whole-trace filter would judge it.
+HOLD_LIMIT_CHARS = 4096
 
 
 class ReleasedStep(BaseModel):
@@ -120,6 +125,7 @@ class StreamState:
         self._redacted = 0
         self.closed = False
         self.blocked = False
+        self.held_to_end = False  # a rule match stayed open past HOLD_LIMIT_CHARS: the rest leaves at the close
 
     @property
     def done(self) -> bool:
@@ -162,7 +168,7 @@ class StreamState:
 
     def pending(self) -> Window | None:
         """The next completed steps to judge, or None (nothing releasable yet, one window in flight, or blocked)."""
-        if self.blocked or self._in_flight is not None:
+        if self.blocked or self._in_flight is not None or (self.held_to_end and not self.closed):
             return None
         tail_at = self._released_to - self._base
         tail = self._text[tail_at:]
@@ -210,6 +216,8 @@ class StreamState:
                 return window, judged_to  # closed: nothing can follow the end, so every match in it is whole
             if release and (best is None or len(release) > len(best[0])):
                 best = (release, judged_to)
+        if judged_to - open_at > HOLD_LIMIT_CHARS:
+            self.held_to_end = True
         return best
 
     def _open_window(self, spans: tuple[_Span, ...], judged_to: int, last: bool) -> Window:

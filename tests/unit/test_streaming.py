@@ -4,6 +4,7 @@ the stream, delays are recorded, and both drivers agree. Real filters over the t
 from __future__ import annotations
 
 import asyncio
+import base64
 from itertools import pairwise
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from safepath import InvalidRequest, SafePathFilter, UnknownProfile, Verdict
 from safepath.streaming import AsyncStreamSession, StreamSession, StreamState, astream, drive, holdback_for, stream
+from safepath.streaming.state import HOLD_LIMIT_CHARS
 from safepath.types import Category, Detection, Stage
 
 from .conftest import FIXTURES, TINY_MODEL_PROFILES, FunctionDetector
@@ -303,3 +305,32 @@ def test_unsettled_from_finds_a_backtick_that_may_still_open_a_span(text, expect
     from safepath.segment import unsettled_from
 
     assert unsettled_from(text) == expected
+
+
+def test_a_rule_match_kept_open_for_long_holds_the_rest_whole_without_rechecking(rules_filter):
+    # the decoded run ends in the first words of a rule ("send the API key ..."): it stays open while plain text follows
+    blob = base64.b64encode(b"I will send the").decode()
+    text = f"Step 1: Look at CI.\n\nStep 2: Decoded {blob}\n\n" + "".join(
+        f"Step {n}: The fixture waits for the server, then reads the port from its log.\n\n" for n in range(3, 80))
+    calls = []
+    holdback = holdback_for(rules_filter.profiles, rules_filter.profiles.get(None))
+
+    class Counting:
+        def open_from(self, piece):
+            calls.append(len(piece))
+            return holdback.open_from(piece)
+
+    state = StreamState(rules_filter.profiles.get(None), holdback=Counting())
+    steps = []
+    for i in range(0, len(text), 7):
+        state.push(text[i : i + 7])
+        steps += drive(state.flow(), rules_filter.filter_batch)
+    assert state.held_to_end and [s.end for s in steps] == [len("Step 1: Look at CI.")]
+    checks = len(calls)
+    state.push(" More text.")
+    assert drive(state.flow(), rules_filter.filter_batch) == [] and len(calls) == checks  # no work per chunk now
+    assert max(calls) <= HOLD_LIMIT_CHARS + 200
+    state.close()
+    steps += drive(state.flow(), rules_filter.filter_batch)
+    whole = rules_filter.filter(text + " More text.")
+    assert [(s.start, s.end) for s in steps] == [(s.start, s.end) for s in whole.steps]
