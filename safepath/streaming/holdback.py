@@ -5,12 +5,12 @@ match may start in one step and end several steps later: "I will disable the aud
 cannot see" is one match that starts in a step the segmenter has already closed. A stream that released that step as
 soon as the next one began would let out text the whole-trace filter withholds.
 
-`RuleHoldback` answers the question exactly, for the rules as written: given the text of complete steps, the earliest
-offset from which some rule could still match if more text arrived. It compiles each rule into the regular language
-of its matches' prefixes (every string that some continuation turns into a match) and looks for one that runs to the
-end of the text. Steps before that offset can be judged and released: every match starting in them ends inside the
-text seen, so the window judging them sees it whole. Steps from it on wait for more text, or for the end of the
-stream. Benign text rarely ends in the beginning of a rule's phrase, so the wait is rare and short.
+`RuleHoldback` answers the question exactly, for the rules as written: given the text received (cut at the end of a
+word), the earliest offset from which some rule could still match if more text arrived. It compiles each rule into
+the regular language of its matches' prefixes (every string that some continuation turns into a match) and looks for
+one that runs to the end of the text. Steps before that offset can be judged and released: every match starting in
+them ends inside the text seen, so the window judging them sees it whole. Steps from it on wait for more text, or for
+the end of the stream. Benign text rarely ends in the beginning of a rule's phrase, so the wait is rare and short.
 
 The prefix language over-approximates where it cannot be exact (assertions at the cut are taken to hold; context
 conditions on rules are ignored): that can only hold text longer, never release it early.
@@ -25,9 +25,9 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
-from weakref import WeakKeyDictionary
 from re import _constants as sre  # type: ignore[attr-defined]
 from re import _parser as sre_parse  # type: ignore[attr-defined]
+from weakref import WeakKeyDictionary
 
 import re2
 
