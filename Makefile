@@ -8,7 +8,7 @@ TRAIN_STAMP := $(VENV)/.installed-train
 # Every extra but gpu (onnxruntime-gpu replaces cpu's onnxruntime) and train (torch: the model targets only).
 EXTRAS := cpu,dev,serve,postgres,proxy,openai,langchain,load
 
-.PHONY: install haproxy prometheus services serve bench-serve test run bench benchmark soak regression-guard rules-check data eval-data models folds fp16 evaluate clean
+.PHONY: install haproxy prometheus services serve bench-serve rayservice test run bench benchmark soak regression-guard rules-check data eval-data models folds fp16 evaluate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,14 @@ prometheus:
 ## Serve the app on http://127.0.0.1:8000 (Ctrl-C stops it): the high-throughput mode where haproxy runs.
 serve: haproxy
 	$(BIN)/python -m deployments.launch serve_config.yaml
+
+## The KubeRay RayService manifest (deployments/README.md, "On Kubernetes (KubeRay)"), written to rayservice.yaml:
+## `make rayservice IMAGE=registry.example/safepath:0.1.0`; GPU: SERVE_CONFIG=serve_config.gpu.yaml KUBERAY_ARGS=--gpu.
+SERVE_CONFIG ?= serve_config.yaml
+rayservice: install
+	@test -n "$(IMAGE)" || { echo "rayservice: name the image: make rayservice IMAGE=registry/safepath:tag"; exit 2; }
+	$(BIN)/python -m deployments.kuberay $(SERVE_CONFIG) --image $(IMAGE) $(KUBERAY_ARGS) > rayservice.yaml.tmp
+	mv rayservice.yaml.tmp rayservice.yaml
 
 ## The Serve graph over HTTP against the in-process filter, same traces, same run (docs/BENCHMARKS.md, "Serving").
 bench-serve: haproxy
