@@ -91,6 +91,15 @@ def test_serve_config_v2_is_serve_config_with_the_documented_changes(path):
     assert set(served) == set(original)
 
 
+@pytest.mark.parametrize("path", [CPU_CONFIG, GPU_CONFIG])
+def test_serve_config_v2_passes_serves_own_schema(path):
+    # What KubeRay hands to the dashboard must be a valid `serve deploy` config (imports Ray's schema, starts nothing).
+    schema = pytest.importorskip("ray.serve.schema")
+    served = schema.ServeDeploySchema.model_validate(yaml.safe_load(render(path)["spec"]["serveConfigV2"]))
+    assert served.http_options.host == "0.0.0.0"
+    assert [a.name for a in served.applications] == [a["name"] for a in load(path)["applications"]]
+
+
 def test_sqlite_audit_url_of_serve_config_is_replaced_by_the_secret():
     # serve_config.yaml names a SQLite file; on a cluster each node would keep its own partial trail.
     assert "sqlite" in CPU_CONFIG.read_text()
