@@ -346,6 +346,23 @@ def test_gpu_dockerfile_derives_every_fp16_model_it_ships():
     assert "derive" not in " ".join(a for op, a in instructions(DOCKERFILES["cpu"]) if op == "RUN")
 
 
+def test_gpu_dockerfile_registers_the_cuda_libraries_from_pypi(tmp_path):
+    ops = instructions(DOCKERFILES["gpu"])
+    runs = [a for op, a in ops if op == "RUN"]
+    assert any("onnxruntime-gpu[cuda,cudnn]" in r for r in runs if "pip install" in r)
+    # The build step that lists site-packages/nvidia/*/lib, run against the layout of the CUDA 13 wheels.
+    (listing,) = [r for r in runs if "nvidia.__path__" in r]
+    code = re.search(r'python -c "(.+?)"', listing).group(1)
+    for folder in ("nvidia/cu13/lib", "nvidia/cudnn/lib", "nvidia/cudnn/include"):
+        (tmp_path / folder).mkdir(parents=True)
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)},
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == [str(tmp_path / "nvidia/cu13/lib"), str(tmp_path / "nvidia/cudnn/lib")]
+    assert any("/etc/ld.so.conf.d/" in r and "ldconfig" in r for r in runs)
+    users = [a for op, a in ops if op == "USER"]
+    assert users[-1] == "ray"  # Ray's images run as `ray`; KubeRay's commands expect it
+
+
 def test_dockerignore_keeps_local_state_out_of_the_context():
     patterns = [p.strip().rstrip("/") for p in (ROOT / ".dockerignore").read_text().splitlines()
                 if p.strip() and not p.startswith("#")]
