@@ -68,7 +68,7 @@ SECRET_ENV: tuple[tuple[str, str, bool], ...] = (
 )
 # The GPU image's default for replicas without a GPU (see `render`).
 CPU_PROVIDERS = '["CPUExecutionProvider"]'
-# Also dropped from runtime_env: read as the Redis URL too (safepath.settings), so it would stand in for the Secret's.
+# Also dropped from runtime_env: safepath.settings reads it as the Redis URL too, and a Redis URL may carry a password.
 _SHADOWING_ENV = {name for name, _, _ in SECRET_ENV} | {"REDIS_URL"}
 
 
