@@ -16,7 +16,10 @@ Sets (none trained or tuned anything it scores):
   compliant ones, false-positive rate on the refusals.
 
 Each report gives precision, recall, F1, hard-negative FPR, easy-safe FPR, recall on hard harmful traces and
-per-category recall (category named). Raw numbers go to build/eval/results.json.
+per-category recall (category named). Raw numbers go to build/eval/results.json, with what they were measured on
+(models/provenance.py: the commit and any uncommitted change to the code, configuration or models, read before the
+run starts; the runtime packages; the CPU). `safepath eval DATASET -p PROFILE` computes the same report for one
+profile (the same loader and scoring: safepath.evaluation); on dev.jsonl the two agree verdict for verdict.
 """
 
 from __future__ import annotations
@@ -24,12 +27,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import time
 from pathlib import Path
 
 from models.folds import FOLDS, model_dir
+from models.provenance import describe, provenance
 from safepath import SafePathFilter
 from safepath.evaluation import EvalReport, Example, evaluate, load_dataset, parse_example, score
 from safepath.pipeline import decide
@@ -66,15 +68,18 @@ def variant(profiles: ProfileSet, name: str, stages: list[str], extra_stages: di
 
 
 def run(profiles: ProfileSet, profile: str, datasets: dict[str, list[Example]],
-        settings: RuntimeSettings | None = None) -> tuple[dict[str, EvalReport], dict]:
+        settings: RuntimeSettings | None = None) -> tuple[dict[str, EvalReport], dict, dict[str, str]]:
+    """One profile on the datasets: the reports, the cascade's counts, and each stage's version (a digest of every
+    file it reads: models, rules, gate)."""
     only = profiles.model_copy(update={"profiles": {profile: profiles.profiles[profile]}, "default_profile": profile})
     with SafePathFilter(profiles=only, settings=settings) as f:
         reports = {name: evaluate(f, rows, profile=profile, dataset=name) for name, rows in datasets.items()}
+        versions = {name: d.version for name, d in f.detectors.items()}
         cascade = {
             name: {"steps_seen": d.steps_seen, "steps_to_model": d.steps_to_model}
             for name, d in f.detectors.items() if hasattr(d, "steps_to_model")
         }
-    return reports, cascade
+    return reports, cascade, versions
 
 
 def configurations(profiles: ProfileSet, quick: bool) -> list[tuple[str, ProfileSet, str]]:
@@ -104,20 +109,24 @@ def main() -> None:
     parser.add_argument("--render-only", action="store_true", help="rewrite docs/EVALUATION.md from results.json")
     args = parser.parse_args()
     if args.render_only:
-        OUT_MD.write_text(render(json.loads(OUT_JSON.read_text())))
+        saved = json.loads(OUT_JSON.read_text())
+        OUT_MD.write_text(render(saved["results"], saved["provenance"]))
         return
+    measured_on = provenance(ROOT)  # before anything loads: a commit landing during the run must not relabel it
     profiles = load_profiles(RuntimeSettings().profiles_path)
     datasets = {"corpus_test": corpus_examples(split="test")}
-    if args.dev.exists():
-        datasets["dev"] = load_dataset(args.dev)
-    if HARMBENCH.exists():
-        datasets["harmbench"] = load_dataset(HARMBENCH)
+    for name, path in (("dev", args.dev), ("harmbench", HARMBENCH)):
+        if path.exists():
+            datasets[name] = load_dataset(path)
+        else:  # said, so that a report without the set is not read as one that left it out on purpose
+            print(f"{name}: {path} not found; the report leaves it out", flush=True)
     results: dict[str, dict] = {}
 
-    def record(label: str, reports: dict[str, EvalReport], cascade: dict, started: float) -> None:
-        entry = results.setdefault(label, {"reports": {}, "cascade": {}, "minutes": 0.0})
+    def record(label: str, reports: dict[str, EvalReport], cascade: dict, versions: dict, started: float) -> None:
+        entry = results.setdefault(label, {"reports": {}, "cascade": {}, "versions": {}, "minutes": 0.0})
         entry["reports"].update({k: r.model_dump() for k, r in reports.items()})
         entry["cascade"].update(cascade)
+        entry["versions"].update(versions)
         entry["minutes"] = round(entry["minutes"] + (time.time() - started) / 60, 1)
         print(label, {k: (r.f1, r.hard_negative_fpr) for k, r in reports.items()}, flush=True)
 
@@ -147,25 +156,29 @@ def main() -> None:
                 started = time.time()
                 record(label, *run(profile_set, name, held_out, fold_settings(fold)), started)
     OUT_JSON.parent.mkdir(parents=True, exist_ok=True)
-    OUT_JSON.write_text(json.dumps(results, indent=1))
-    OUT_MD.write_text(render(results))
+    OUT_JSON.write_text(json.dumps({"provenance": measured_on, "results": results}, indent=1))
+    OUT_MD.write_text(render(results, measured_on))
     print(f"wrote {OUT_MD} and {OUT_JSON}")
 
 
-REPLAY_CACHE = ROOT / "build" / "eval" / "dev_raw.json"
 STAGE_KINDS = {"rules": Stage.RULES, "safety_model_full": Stage.SAFETY_MODEL, "semantic_full": Stage.SEMANTIC}
 
 
 def replayed_stages(profiles: ProfileSet, examples: list[Example]) -> dict[str, dict]:
-    """Each stage alone on dev without running the models again: every stage's detections (every step judged, as
-    models/tune_profiles.py caches them) replayed through balanced's decision with only that stage's findings."""
-    from models.tune_profiles import cached_raw_detections
+    """Each stage alone on dev from one pass of the models: every stage's detections (every step judged, as
+    models/tune_profiles.py computes them) replayed through balanced's decision with only that stage's findings.
+
+    The detections are computed here, every run. They were read from build/eval/dev_raw.json when that file
+    existed, whatever models, rules or profiles had written it, so these rows could describe an older model."""
+    from models.tune_profiles import raw_detections
 
     with SafePathFilter(profiles=profiles) as f:
-        raw = cached_raw_detections(f, profiles.profiles["balanced"], examples, REPLAY_CACHE)
+        raw = raw_detections(f, profiles.profiles["balanced"], examples)
     balanced = profiles.profiles["balanced"]
     out = {}
-    for label, stages in STAGE_ALONE.items():
+    # balanced itself, every step judged: the setting models/tune_profiles.py chose from; beside profile:balanced,
+    # what the cascade's gate costs or gains
+    for label, stages in {"profile:balanced, every step judged": list(STAGE_KINDS), **STAGE_ALONE}.items():
         kinds = {STAGE_KINDS[s] for s in stages}
         results = [decide(t, [d for d in ds if d.stage in kinds], balanced, request_id="replay") for t, ds in raw]
         report = score(examples, [r.verdict for r in results], [set(r.categories) for r in results],
@@ -206,16 +219,15 @@ def _f(value: float | None) -> str:
     return "" if value is None else f"{value:.3f}"
 
 
-def render(results: dict) -> str:
-    """docs/EVALUATION.md from the results."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+def render(results: dict, measured_on: dict) -> str:
+    """docs/EVALUATION.md from the results and what they were measured on (models.provenance)."""
     sets = {"corpus_test": "Corpus test split", "cross_writer": "Cross-writer (each writer judged by models that never "
             "saw it)", "dev": "shared/eval/dev.jsonl", "harmbench": "HarmBench (comply and refuse traces)"}
     lines = [
         "# Evaluation",
         "",
-        f"Generated by `python -m models.evaluate` (`make evaluate`) at commit {commit} on "
-        f"{platform.processor() or platform.machine()}. Anything other than `allow` counts as flagged. "
+        "Generated by `python -m models.evaluate` (`make evaluate`). " + describe(measured_on) + " "
+        "Anything other than `allow` counts as flagged. "
         "**HN FPR**: false-positive rate on hard negatives (safe traces sharing a harmful trace's vocabulary or "
         "setup: refusals, twins, defensive work). **easy FPR**: on ordinary reasoning (arithmetic, code, units). "
         "**hard R**: recall on harmful traces of difficulty `hard` (obfuscated, buried in long work, quiet). "
@@ -255,9 +267,9 @@ def render(results: dict) -> str:
         lines.append("")
     if not any(k.startswith("cross_writer_") for r in results.values() for k in r["reports"]):
         lines += ["## Cross-writer", "",
-                  "Not in this report: the folds' models (`make folds`, four trainings of about 100 minutes each on two "
-                  "cores) were not built when it was generated. `python -m models.baseline_tfidf --cross-writer` "
-                  "gives the TF-IDF baseline's cross-writer figures in seconds.", ""]
+                  ("Not in this report: the folds' models (`make folds`, four trainings of about 100 minutes each on "
+                   "two cores) were not built when it was generated. `python -m models.baseline_tfidf --cross-writer` "
+                   "gives the TF-IDF baseline's cross-writer figures in seconds."), ""]
     sweep = {k: v for k, v in results.items() if k.startswith("cascade:")}
     if sweep:
         lines += ["## Cascade: accuracy against the share of steps reaching the safety model (dev)", "",
@@ -285,8 +297,12 @@ NOTES = """## Reading these numbers
   The corpus test split shares writers and setups with training; the cross-writer rows are the harder measure.
 - "Each stage alone" runs one stage with the balanced profile's other settings; `rules+semantic` is the pipeline
   without the safety model. Rows marked `(replayed)` (from `--quick`) are on dev only: every stage's detections,
-  every step judged, computed once (models/tune_profiles.py's cache) and replayed through balanced's decision with
-  one stage's findings; they carry no latency.
+  every step judged (no cascade gate), computed once in the run and replayed through balanced's decision with one
+  stage's findings, or all of them (`profile:balanced, every step judged`: what models/tune_profiles.py chose the
+  thresholds from); they carry no latency.
+- `safepath eval shared/eval/dev.jsonl -p balanced` gives the `profile:balanced` row on dev (the same loader, subsets
+  and scoring, safepath.evaluation). The int8 models' scores depend on the machine's arithmetic (ONNX Runtime's
+  version, the CPU: the header says which); a figure measured elsewhere can differ by a few traces near a threshold.
 - Latency is per trace, one at a time, in-process on two shared cores: see docs/BENCHMARKS.md for throughput.
 """
 

@@ -89,3 +89,89 @@ def test_percentile_matches_linear_interpolation():
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
     assert percentile([5.0], 99) == 5.0
     assert percentile([], 50) == 0.0
+
+
+# models/evaluate.py (docs/EVALUATION.md) and `safepath eval` must measure the same thing, and the report must say
+# what it measured: docs/EVALUATION.md once stamped the commit current when the run ended, and its replayed rows
+# read whatever build/eval/dev_raw.json an earlier run had left.
+
+EVAL_SET = Path(__file__).resolve().parent.parent / "fixtures" / "eval" / "traces.jsonl"
+
+
+def test_the_cli_and_the_evaluation_script_score_alike(capsys):
+    from models.evaluate import run
+    from safepath.cli import main
+    from safepath.profiles import load_profiles
+
+    from .conftest import TINY_PROFILES
+
+    assert main(["--profiles", str(TINY_PROFILES), "eval", str(EVAL_SET), "-p", "permissive", "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    reports, _, versions = run(load_profiles(TINY_PROFILES), "permissive", {"set": load_dataset(EVAL_SET)})
+    script = reports["set"].model_dump()
+    for report in (cli, script):
+        del report["latency_ms"], report["dataset"]
+    assert script == cli
+    assert set(versions) == {"rules"}
+
+
+def _git(root: Path, *args: str) -> str:
+    import subprocess
+
+    command = ["git", "-c", "user.email=t@example.org", "-c", "user.name=t", *args]
+    return subprocess.run(command, cwd=root, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_provenance_names_uncommitted_changes_that_can_move_a_figure(tmp_path: Path):
+    from models.provenance import describe, provenance
+
+    for name in ("configs/profiles.yaml", "safepath/pipeline.py", "docs/NOTES.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("one\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "commit", "-q", "-m", "start")
+    head = _git(tmp_path, "rev-parse", "--short", "HEAD")
+    assert provenance(tmp_path)["changed"] == []
+    for name in ("configs/profiles.yaml", "safepath/pipeline.py", "docs/NOTES.md"):
+        (tmp_path / name).write_text("two\n")
+    _git(tmp_path, "add", "safepath/pipeline.py")  # staged or not, it is not the commit
+    found = provenance(tmp_path)
+    assert found["commit"] == head
+    assert found["changed"] == ["configs/profiles.yaml", "safepath/pipeline.py"]  # docs cannot move a figure
+    assert "onnxruntime" in found["packages"] and found["cpu"]
+    assert f"commit {head} **with uncommitted changes to configs/profiles.yaml, safepath/pipeline.py**" in describe(found)
+
+
+def test_report_header_states_the_provenance_it_was_given(tiny_filter):
+    from models.evaluate import render
+
+    report = evaluate(tiny_filter, load_dataset(EVAL_SET), dataset="dev")
+    measured_on = {"commit": "abc1234", "changed": ["configs/profiles.yaml"], "packages": {"onnxruntime": "9.9"},
+                   "cpu": "Test CPU (no VNNI)", "python": "3.11.0"}
+    text = render({"profile:balanced": {"reports": {"dev": report.model_dump()}, "cascade": {}}}, measured_on)
+    header = text.split("\n\n")[1]
+    assert "commit abc1234 **with uncommitted changes to configs/profiles.yaml**" in header
+    assert "Test CPU (no VNNI)" in header and "onnxruntime 9.9" in header
+    assert f"| profile:balanced | {report.precision:.3f} | {report.recall:.3f} | {report.f1:.3f} |" in text
+
+
+def test_replayed_rows_come_from_this_run_not_from_a_file_left_behind(tmp_path: Path, tiny_filter, monkeypatch):
+    import models.evaluate
+    from safepath.profiles import load_profiles
+    from safepath.segment import segment
+    from safepath.types import Trace
+
+    from .conftest import TINY_PROFILES
+
+    examples = load_dataset(EVAL_SET)
+    stale = tmp_path / "dev_raw.json"  # an earlier run's detections: none at all
+    stale.write_text(json.dumps([[Trace(content=e.text, steps=segment(e.text)).model_dump(mode="json"), []]
+                                 for e in examples]))
+    monkeypatch.setattr(models.evaluate, "REPLAY_CACHE", stale, raising=False)  # where the old code looked
+    rows = models.evaluate.replayed_stages(load_profiles(TINY_PROFILES), examples)
+    live = evaluate(tiny_filter, examples, profile="balanced")  # tiny's balanced runs the rules alone
+    for label in ("stage:rules (replayed)", "profile:balanced, every step judged (replayed)"):
+        replayed = rows[label]["reports"]["dev"]
+        assert live.true_positives > 0
+        assert (replayed["true_positives"], replayed["false_positives"]) == (live.true_positives, live.false_positives)

@@ -1,0 +1,71 @@
+"""What a set of measured figures was measured on, taken when the measurement starts.
+
+docs/EVALUATION.md once said its figures were "at commit fa1ca4c", yet no commit from the model that report measured
+(746f9fe) to 2f9b8f2 reproduces them, while `safepath eval` and models/evaluate.py agree verdict for verdict at each.
+The stamp was `git rev-parse HEAD` read when the report was written, after a run of many minutes in a checkout other
+people commit to; nothing said whether the working tree matched that commit, nor which ONNX Runtime and CPU did the
+int8 arithmetic. A report now carries all of it, read before any model loads.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+# Tracked paths whose edits can change a verdict or a figure: the library, its configuration, the models and the
+# evaluation's code. An uncommitted edit anywhere else (docs, tests) cannot.
+VERDICT_PATHS = ("safepath", "configs", "models")
+PACKAGES = ("onnxruntime", "onnxruntime-gpu", "tokenizers", "model2vec", "numpy")
+
+
+def _git(root: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+    return done.stdout.rstrip("\n") if done.returncode == 0 else ""  # a status line starts with a space
+
+
+def changed_paths(root: Path) -> list[str]:
+    """Tracked files under VERDICT_PATHS that differ from HEAD, staged or not. (An untracked module matters only once
+    a tracked file imports it, and that tracked file is then listed.)"""
+    out = _git(root, "status", "--porcelain", "--untracked-files=no", "--", *VERDICT_PATHS)
+    return sorted(line[3:] for line in out.splitlines() if line)
+
+
+def cpu() -> str:
+    """The CPU model and whether it has VNNI: dynamically quantized int8 matrix products take another code path in
+    ONNX Runtime without it, so int8 scores can differ between machines."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and name in ("", platform.machine()):
+                name = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        return name
+    vnni = "VNNI" if flags & {"avx512_vnni", "avx_vnni"} else "no VNNI"
+    return f"{name} ({vnni})"
+
+
+def provenance(root: Path) -> dict:
+    """The commit, the verdict-changing files that differ from it, the runtime packages and the CPU."""
+    packages = {}
+    for name in PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return {"commit": _git(root, "rev-parse", "--short", "HEAD"), "changed": changed_paths(root),
+            "packages": packages, "cpu": cpu(), "python": platform.python_version()}
+
+
+def describe(p: dict) -> str:
+    """One sentence for a report's header."""
+    commit = f"commit {p.get('commit') or 'unknown'}"
+    if p.get("changed"):
+        commit += f" **with uncommitted changes to {', '.join(p['changed'])}** (the figures are not that commit's)"
+    runtime = ", ".join(f"{k} {v}" for k, v in p.get("packages", {}).items())
+    return f"Measured at {commit}, on {p.get('cpu', 'an unrecorded CPU')}, Python {p.get('python', '?')}, {runtime}."
