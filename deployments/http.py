@@ -61,14 +61,16 @@ def error_for(exc: Exception) -> Response:
     return error_response(500, kind, f"{type(exc).__name__} while handling the request")
 
 
-def stage_unavailable(blocked: Sequence[FilterResult], results: Sequence[FilterResult], failed: set[str]) -> Response:
-    """503: some traces were blocked only because a stage failed under a fail-closed profile."""
+def stage_unavailable(blocked: Sequence[FilterResult], results: Sequence[FilterResult]) -> Response:
+    """503: some traces were blocked only because a stage failed under a fail-closed profile. The failed stages
+    named are those the blocked results name (`FilterResult.failed_stages`)."""
     profiles = sorted({r.profile for r in blocked})
+    failed = sorted({name for r in blocked for name in r.failed_stages})
     message = (
-        f"stage(s) {', '.join(sorted(failed)) or 'unknown'} failed or timed out; profile(s) {', '.join(profiles)} "
+        f"stage(s) {', '.join(failed) or 'unknown'} failed or timed out; profile(s) {', '.join(profiles)} "
         f"fail closed, so {len(blocked)} trace(s) were blocked"
     )
-    return error_response(503, "stage_unavailable", message, details={"failed_stages": sorted(failed)}, results=results)
+    return error_response(503, "stage_unavailable", message, details={"failed_stages": failed}, results=results)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> Response:

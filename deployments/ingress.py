@@ -21,8 +21,7 @@ from starlette.responses import Response
 
 from safepath import __version__
 from safepath.access import load_keys
-from safepath.cache import build_cache
-from safepath.detectors import build_detector
+from safepath.assembly import assemble
 from safepath.filter import as_request
 from safepath.metrics import use_backend
 from safepath.pipeline import AsyncStage, local_stage
@@ -82,30 +81,22 @@ class Ingress:
     ) -> None:
         profiles = load_profiles(profiles_path)
         settings = RuntimeSettings()
-        metrics = use_backend("ray")  # exported by Ray's metrics agent beside Serve's own
-        local = {
-            n: build_detector(n, profiles.stages[n].type, profiles.stages[n].options, profiles.base_dir, settings)
-            for n in inline_stages
-        }
-        stages: dict[str, AsyncStage] = {name: local_stage(d.detect) for name, d in local.items()}
-        stages.update({name: remote_stage(deployments[dep], name) for name, dep in stage_deployments.items()})
         load_keys(settings)  # an unusable API key setting fails the replica at start, not every request after
-        self._audit_token = settings.audit_token
-        self.audit = None
-        if settings.audit_url:
-            from safepath.audit import open_audit
-
-            self.audit = open_audit(settings.audit_settings(), metrics)
         # The cache is built even where SAFEPATH_CACHE_ENABLED is off, so user_config can turn it on live.
+        parts = assemble(profiles, settings, stages=inline_stages, metrics=use_backend("ray"), switchable_cache=True)
+        stages: dict[str, AsyncStage] = {name: local_stage(d.detect) for name, d in parts.detectors.items()}
+        stages.update({name: remote_stage(deployments[dep], name) for name, dep in stage_deployments.items()})
+        self._audit_token = settings.audit_token
+        self.audit = parts.audit
         self.service = FilterService(
             profiles,
             stages,
             probes={dep: handle.versions.remote for dep, handle in deployments.items()},
-            versions={name: d.version for name, d in local.items()},
-            cache=build_cache(settings.model_copy(update={"cache_enabled": True}), metrics),
+            versions=parts.versions,
+            cache=parts.result_cache,
             cache_enabled=settings.cache_enabled,
-            metrics=metrics,
-            audit=self.audit,
+            metrics=parts.metrics,
+            audit=parts.audit,
         )
 
     def reconfigure(self, user_config: dict) -> None:
@@ -188,7 +179,7 @@ class Ingress:
     def _answer(self, outcome: Outcome, body: object) -> Response:
         blocked = outcome.closed_failures(self.service.profiles)
         if blocked:
-            return http.stage_unavailable(blocked, outcome.results, outcome.failed_stages)
+            return http.stage_unavailable(blocked, outcome.results)
         return http.json_response(body)
 
     # The streaming filter and the reasoning proxy (safepath.streaming, safepath.proxy): the same handlers as the

@@ -1,8 +1,9 @@
 """What the deployments do, without Ray: the ingress's service over `Pipeline.run_async`, and the batch runner
 of the stage deployments. Deployments wrap these; unit tests drive them with in-process stage callables.
 
-Nothing here filters: verdicts come from `safepath.pipeline`. This module wires stage callables, records which
-stages failed, applies live config overrides and groups batched calls by stage.
+Nothing here filters: verdicts come from `safepath.pipeline`, and pipelines from `safepath.assembly`. This module
+wires stage callables, applies live config overrides and groups batched calls by stage; which stages failed is
+read from the results (`FilterResult.failed_stages`).
 """
 
 from __future__ import annotations
@@ -13,19 +14,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-
-
-from safepath.cache import ResultCache, TwoLevelCache
-from safepath.cancellation import watching
-from safepath.detectors import Detector, is_inline
-from safepath.errors import ProfileError
-from safepath.metrics import Metrics, default_metrics, timed_detects
-from safepath.pipeline import AsyncStage, DecisionSink, Pipeline, fails_closed
-from safepath.profiles import ProfileSet, SafetyProfile, StageSpec
-from safepath.settings import RuntimeSettings
-from safepath.types import Detection, FilterRequest, FilterResult, Trace
 
 from deployments.schemas import (
     DeploymentReadiness,
@@ -34,6 +24,17 @@ from deployments.schemas import (
     ProfilesResponse,
     ReadyResponse,
 )
+from safepath.assembly import build_pipeline
+from safepath.cache import ResultCache, TwoLevelCache
+from safepath.cancellation import watching
+from safepath.decide import fails_closed
+from safepath.detectors import Detector
+from safepath.errors import ProfileError
+from safepath.metrics import Metrics, default_metrics, timed_detects
+from safepath.pipeline import AsyncStage, DecisionSink, Pipeline
+from safepath.profiles import ProfileSet, SafetyProfile, StageSpec
+from safepath.settings import RuntimeSettings
+from safepath.types import Detection, FilterRequest, FilterResult, Trace
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROBE_TIMEOUT_S = 5.0
@@ -89,10 +90,14 @@ def apply_overrides(profiles: ProfileSet, config: IngressConfig) -> ProfileSet:
 
 @dataclass(slots=True)
 class Outcome:
-    """Results of one call, and the stages that failed or timed out during it."""
+    """Results of one call."""
 
     results: list[FilterResult]
-    failed_stages: set[str] = field(default_factory=set)
+
+    @property
+    def failed_stages(self) -> set[str]:
+        """The stages that failed or timed out for any of the results (each result names its own)."""
+        return {name for r in self.results for name in r.failed_stages}
 
     def closed_failures(self, profiles: ProfileSet) -> list[FilterResult]:
         """Results blocked because stages failed: under a fail-closed profile, or every stage of a fail-open one
@@ -108,7 +113,8 @@ class FilterService:
         stages: An async callable per stage name: in-process detectors or calls to stage deployments.
         probes: Per stage deployment, a coroutine that returns {stage: version} once its models are loaded.
         versions: Versions of the stages that run in this process (the rules), by stage name.
-        cache: The result cache; a hit answers without calling any stage deployment.
+        cache: The result cache (bare, or already wrapped as results); a hit answers without calling any stage
+            deployment.
         cache_enabled: Whether to use `cache` until `reconfigure` says otherwise.
         metrics: Where results are counted; the process's metrics when None.
         audit: Where every decision goes (the audit writer).
@@ -121,12 +127,12 @@ class FilterService:
         *,
         probes: Mapping[str, Probe] | None = None,
         versions: Mapping[str, str] | None = None,
-        cache: TwoLevelCache | None = None,
+        cache: TwoLevelCache | ResultCache | None = None,
         cache_enabled: bool = True,
         metrics: Metrics | None = None,
         audit: DecisionSink | None = None,
     ) -> None:
-        self._cache = ResultCache(cache) if cache is not None else None
+        self._cache = ResultCache(cache) if isinstance(cache, TwoLevelCache) else cache
         self._default_cache_enabled = cache_enabled
         self.cache_enabled = cache_enabled
         self.metrics = metrics or default_metrics()
@@ -157,10 +163,8 @@ class FilterService:
         Raises:
             InvalidRequest, UnknownProfile: as `Pipeline.prepare`.
         """
-        failed: set[str] = set()
-        stages = {name: _watched(name, stage, failed) for name, stage in self._stages.items()}
         pipeline = await self._get_pipeline()
-        return Outcome(await pipeline.run_async(requests, stages), failed)
+        return Outcome(await pipeline.run_async(requests, self._stages))
 
     async def filter_batch(self, requests: Sequence[FilterRequest]) -> list[FilterResult]:
         """Same contract as `SafePathFilter.filter_batch`: a failed stage gives degraded (or blocked) results."""
@@ -205,7 +209,7 @@ class FilterService:
         if self._pipeline is None:
             if self._remote_versions is None and self._probes:
                 await self.readiness()  # first request: learn the model versions (bounded by PROBE_TIMEOUT_S)
-            self._pipeline = Pipeline(
+            self._pipeline = build_pipeline(
                 self.profiles,
                 {**self._versions, **(self._remote_versions or {})},
                 cache=self._cache if self.cache_enabled else None,
@@ -219,19 +223,6 @@ class FilterService:
             self._background.add(task := asyncio.get_running_loop().create_task(self.readiness()))
             task.add_done_callback(self._background.discard)
         return self._pipeline
-
-
-def _watched(name: str, stage: AsyncStage, failed: set[str]) -> AsyncStage:
-    """The stage, recording its name in `failed` when it raises or is cancelled at its timeout."""
-
-    async def call(traces: Sequence[Trace]) -> list[list[Detection]]:
-        try:
-            return await stage(traces)
-        except BaseException:
-            failed.add(name)
-            raise
-
-    return call
 
 
 StageCall = tuple[str, list[Trace]]
@@ -319,7 +310,7 @@ class StageRunner:
             detector, detect = self.detectors[stage], self._timed[stage]
         except KeyError:
             raise ProfileError(f"stage {stage!r} is not hosted here; hosted: {sorted(self.detectors)}") from None
-        if is_inline(detector):
+        if detector.inline:
             return detect(traces)
         # Model inference blocks: keep the replica's event loop free to accept the next batch's calls. The thread
         # gets a copy of this context, and so the cancel flags `run` is watching.

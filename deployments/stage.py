@@ -1,7 +1,7 @@
 """The stage deployment: hosts the detectors of one kind (rules, safety classifier, semantic embedder).
 
 One class, deployed under a stable name per detector type (`RuleFilter`, `SafetyClassifier`, `SemanticEmbedder`;
-see `deployments.app`). The constructor builds the library's detectors and warms them up, one `@serve.batch`
+see `deployments.app`). The constructor builds the library's detectors, warmed up (`safepath.assembly`), one `@serve.batch`
 method runs them, `reconfigure` applies `user_config`. Stages of one type share a deployment, and so a model:
 `safety_model` and `safety_model_full` name the same ONNX file, which the runtime loads once per process.
 """
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from ray import serve
 
-from safepath.detectors import build_detector, warm_up
+from safepath.assembly import build_stages
 from safepath.metrics import use_backend
 from safepath.profiles import load_profiles
 from safepath.settings import RuntimeSettings
@@ -35,14 +35,7 @@ class StageHost:
     """
 
     def __init__(self, profiles_path: str, stages: Sequence[str]) -> None:
-        profiles = load_profiles(profiles_path)
-        settings = RuntimeSettings()
-        detectors = {
-            name: build_detector(name, profiles.stages[name].type, profiles.stages[name].options, profiles.base_dir,
-                                 settings)
-            for name in stages
-        }
-        warm_up(detectors.values())
+        detectors = build_stages(load_profiles(profiles_path), stages, RuntimeSettings())
         deployment = serve.get_replica_context().deployment
         self._runner = StageRunner(detectors, deployment=deployment, metrics=use_backend("ray"))
 

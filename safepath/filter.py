@@ -9,11 +9,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from safepath.cache import ResultCache, build_cache
-from safepath.detectors import Detector, build_detector, is_inline, warm_up
+from safepath.assembly import assemble
+from safepath.detectors import Detector
 from safepath.errors import InvalidRequest
-from safepath.metrics import Metrics, default_metrics, serve_metrics, timed_detects
-from safepath.pipeline import DecisionSink, Pipeline, local_stage
+from safepath.metrics import Metrics, serve_metrics, timed_detects
+from safepath.pipeline import DecisionSink, local_stage
 from safepath.profiles import ProfileSet, load_profiles
 from safepath.settings import RuntimeSettings
 from safepath.types import FilterRequest, FilterResult
@@ -58,33 +58,16 @@ class SafePathFilter:
             profiles.get(profile)  # fail now, not on the first request
             profiles = profiles.model_copy(update={"default_profile": profile})
         self.profiles = profiles
-        used = {name for p in profiles.profiles.values() for name in p.stages}
-        given = dict(detectors or {})
-        self.detectors: dict[str, Detector] = {
-            name: given.get(name) or build_detector(name, spec.type, spec.options, profiles.base_dir, self.settings)
-            for name, spec in profiles.stages.items()
-            if name in used
-        }
-        warm_up(self.detectors.values())
-        self.metrics = metrics or default_metrics()
+        used = [name for name in profiles.stages if any(name in p.stages for p in profiles.profiles.values())]
         if self.settings.metrics_port is not None:
             serve_metrics(self.settings.metrics_port)
-        self._own_audit = audit is None and self.settings.audit_url is not None
-        if self._own_audit:
-            from safepath.audit import open_audit
-
-            audit = open_audit(self.settings.audit_settings(), metrics=self.metrics)
-        self.audit = audit
-        self._cache = build_cache(self.settings, self.metrics)
-        self.pipeline = Pipeline(
-            profiles,
-            {name: d.version for name, d in self.detectors.items()},
-            cache=ResultCache(self._cache) if self._cache is not None else None,
-            metrics=self.metrics,
-            audit=audit,
-        )
+        self._parts = assemble(profiles, self.settings, stages=used, detectors=detectors, metrics=metrics, audit=audit)
+        self.detectors = self._parts.detectors
+        self.metrics = self._parts.metrics
+        self.audit = self._parts.audit
+        self.pipeline = self._parts.pipeline()
         # Cheap detectors (the rules) run on the caller's thread; model stages go to a small pool.
-        self._inline = frozenset(n for n, d in self.detectors.items() if is_inline(d))
+        self._inline = self._parts.inline
         self._detect = timed_detects(self.detectors, self.metrics)
         self._executor: ThreadPoolExecutor | None = None
 
@@ -139,11 +122,8 @@ class SafePathFilter:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
-        if self._own_audit and self.audit is not None:
-            self.audit.close()
-            self.audit = None
-        if self._cache is not None:
-            self._cache.close()
+        self._parts.close()
+        self.audit = self._parts.audit
 
     def __enter__(self) -> SafePathFilter:
         return self

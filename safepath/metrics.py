@@ -221,9 +221,7 @@ _served_ports: set[int] = set()
 
 def timed_detects(detectors: Mapping[str, Any], metrics: Metrics) -> dict[str, Callable[..., Any]]:
     """Each detector's `detect` by stage name; model stages (all but the `inline` ones) timed as inference."""
-    from safepath.detectors.base import is_inline
-
-    return {name: d.detect if is_inline(d) else timed(metrics, name, d.detect) for name, d in detectors.items()}
+    return {name: d.detect if d.inline else timed(metrics, name, d.detect) for name, d in detectors.items()}
 
 
 def serve_metrics(port: int, addr: str = "127.0.0.1") -> None:

@@ -1,4 +1,4 @@
-"""The orchestrator: validate, segment, run the stages tier by tier, decide.
+"""The orchestrator: validate, segment, run the stages tier by tier, decide (`safepath.decide`).
 
 The flow is written once, as a generator that yields "run these stages on these traces" and is sent
 back what each stage produced. Two small drivers feed it: `run_sync` calls detectors in this process,
@@ -13,21 +13,23 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
 from safepath.cache import ResultCache, result_key
 from safepath.cancellation import run_watched
+from safepath.decide import decide, effective_action
 from safepath.detectors.budget import split_unread
 from safepath.errors import ContentTooLarge, EmptyContent, InvalidRequest, StageError, StageTimeout, UnknownProfile
 from safepath.metrics import Metrics, default_metrics, record_results
 from safepath.profiles import ProfileSet, SafetyProfile
 from safepath.segment import segment
-from safepath.types import Detection, FilterRequest, FilterResult, Stage, Step, Trace, Verdict
+from safepath.types import Detection, FilterRequest, FilterResult, Trace, Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +63,27 @@ class _Job:
     failed_stages: list[str] = field(default_factory=list)
     unread: set[int] = field(default_factory=set)  # steps a model stage left unread (its budget)
     done: bool = False  # short-circuited: later tiers skip it
+
+
+@dataclass(slots=True)
+class _Batch:
+    """One call to a driver: its requests (each with an id), their cache keys, and the results found so far."""
+
+    requests: list[FilterRequest]
+    started: float
+    keys: list[str | None] = field(default_factory=list)
+    found: list[FilterResult | None] = field(default_factory=list)
+
+    @property
+    def ids(self) -> list[str | None]:
+        return [r.request_id for r in self.requests]
+
+    def nothing_found(self) -> list[FilterResult | None]:
+        return [None] * len(self.requests)
+
+    def misses(self) -> list[int]:
+        """Positions of the requests still without a result."""
+        return [i for i, r in enumerate(self.found) if r is None]
 
 
 # A tier's work: stage name -> the traces to run it on
@@ -209,22 +232,12 @@ class Pipeline:
         Stages named in `inline` run on the calling thread (cheap ones: their timeout is not enforced);
         the others run on `executor`, concurrently within a tier, and are abandoned at their timeout.
         """
-        started = time.perf_counter()
-        requests = _with_ids(requests)
-        self.metrics.add_in_flight(len(requests))
-        try:
-            keys = self.cache_keys(requests)
-            found = self.cache.lookup(keys, [r.request_id for r in requests]) if self.cache else [None] * len(requests)
-            todo = [i for i, r in enumerate(found) if r is None]
-            if todo:
-                fresh = self._drive_sync([requests[i] for i in todo], todo, len(requests), stages, inline, executor)
-                if self.cache is not None:
-                    self.cache.remember([keys[i] for i in todo], fresh)
-                for i, result in zip(todo, fresh):
-                    found[i] = result
-            return self._finished(requests, found, started)
-        finally:
-            self.metrics.add_in_flight(-len(requests))
+        with self._batch(requests) as batch:
+            batch.found = self.cache.lookup(batch.keys, batch.ids) if self.cache else batch.nothing_found()
+            todo = batch.misses()
+            fresh = self._drive_sync([batch.requests[i] for i in todo], todo, len(batch.requests), stages, inline,
+                                     executor) if todo else []
+            return self._complete(batch, fresh, background=False)
 
     def _drive_sync(self, requests, positions, total, stages, inline, executor) -> list[FilterResult]:  # noqa: ANN001
         flow = self.flow(requests, positions, total)
@@ -249,23 +262,12 @@ class Pipeline:
 
     async def run_async(self, requests: Sequence[FilterRequest], stages: Mapping[str, AsyncStage]) -> list[FilterResult]:
         """Drive the flow with async stage callables, each call bounded by its stage's timeout."""
-        started = time.perf_counter()
-        requests = _with_ids(requests)
-        self.metrics.add_in_flight(len(requests))
-        try:
-            keys = self.cache_keys(requests)
-            ids = [r.request_id for r in requests]
-            found = await self.cache.alookup(keys, ids) if self.cache else [None] * len(requests)
-            todo = [i for i, r in enumerate(found) if r is None]
-            if todo:
-                fresh = await self._drive_async([requests[i] for i in todo], todo, len(requests), stages)
-                if self.cache is not None:
-                    self.cache.remember([keys[i] for i in todo], fresh, background=True)
-                for i, result in zip(todo, fresh):
-                    found[i] = result
-            return self._finished(requests, found, started)
-        finally:
-            self.metrics.add_in_flight(-len(requests))
+        with self._batch(requests) as batch:
+            batch.found = await self.cache.alookup(batch.keys, batch.ids) if self.cache else batch.nothing_found()
+            todo = batch.misses()
+            fresh = await self._drive_async([batch.requests[i] for i in todo], todo, len(batch.requests),
+                                            stages) if todo else []
+            return self._complete(batch, fresh, background=True)
 
     async def _drive_async(self, requests, positions, total, stages) -> list[FilterResult]:  # noqa: ANN001
         flow = self.flow(requests, positions, total)
@@ -277,6 +279,27 @@ class Pipeline:
                 calls = flow.send(dict(zip(names, done)))
         except StopIteration as stop:
             return stop.value
+
+    @contextmanager
+    def _batch(self, requests: Sequence[FilterRequest]) -> Iterator[_Batch]:
+        """The wrapper both drivers share: ids and cache keys for the requests, counted in flight meanwhile."""
+        batch = _Batch(_with_ids(requests), time.perf_counter())
+        self.metrics.add_in_flight(len(batch.requests))
+        try:
+            batch.keys = self.cache_keys(batch.requests)
+            yield batch
+        finally:
+            self.metrics.add_in_flight(-len(batch.requests))
+
+    def _complete(self, batch: _Batch, fresh: list[FilterResult], *, background: bool) -> list[FilterResult]:
+        """Remember the fresh results (`background`: without waiting on Redis), merge them with the cache hits in
+        the callers' order, and finish every result."""
+        todo = batch.misses()
+        if todo and self.cache is not None:
+            self.cache.remember([batch.keys[i] for i in todo], fresh, background=background)
+        for i, result in zip(todo, fresh):
+            batch.found[i] = result
+        return self._finished(batch.requests, batch.found, batch.started)
 
     def _finished(self, requests: Sequence[FilterRequest], results: list, started: float) -> list[FilterResult]:
         """Stamp cache hits' latency, count every result, hand every decision to the audit trail."""
@@ -341,124 +364,3 @@ def _timed_call(stage: SyncStage, traces: list[Trace]) -> StageOutcome:
         return StageOutcome(stage(traces), _ms_since(started))
     except Exception as exc:  # see _await_stage
         return StageOutcome(None, _ms_since(started), exc)
-
-
-def effective_action(detection: Detection, profile: SafetyProfile) -> Verdict:
-    """The action a detection takes under a profile: its score's level, capped by the detection's own
-    action (a rule's `action`) and by the profile's limit for its category."""
-    thresholds = profile.thresholds
-    if detection.stage is Stage.SAFETY_MODEL:
-        thresholds = profile.model_category_thresholds.get(detection.category) or profile.model_thresholds or thresholds
-    candidates = (thresholds.level(detection.score), detection.action, profile.category_actions[detection.category])
-    return min(candidates, key=lambda v: v.rank)
-
-
-def decide(
-    trace: Trace,
-    detections: Sequence[Detection],
-    profile: SafetyProfile,
-    *,
-    request_id: str,
-    latency_ms: Mapping[str, float] | None = None,
-    model_versions: Mapping[str, str] | None = None,
-    failed_stages: Sequence[str] = (),
-    unread_steps: Collection[int] = (),
-) -> FilterResult:
-    """Combine all stages' detections on one trace into a verdict and the content that may leave.
-
-    Only detections that cause at least a flag are kept in the result, each carrying the action it took; findings the
-    safety model overruled are kept apart, with the reason. A failed stage makes the result `degraded` and is named
-    in `failed_stages`; `fails_closed` says when that also blocks. Steps a model stage left unread for its budget
-    (`unread_steps`, and any unread markers among `detections`) are listed in the result and raise the verdict to
-    the profile's `model_budget.over_budget` at least: size alone blocks only where the profile says so.
-    """
-    detections, marked = split_unread(detections, trace.steps)
-    unread = tuple(sorted(marked.union(unread_steps)))
-    kept, overruled = _overrule(detections, profile)
-    acted = [d.model_copy(update={"action": a}) for d in kept if (a := effective_action(d, profile)) is not Verdict.ALLOW]
-    acted.sort(key=lambda d: (d.step_index, d.span, d.stage.value))
-    verdict = max((d.action for d in acted), key=lambda v: v.rank, default=Verdict.ALLOW)
-    redacted = _steps_to_redact(acted)
-    if verdict is Verdict.REDACT and trace.steps and len(redacted) / len(trace.steps) > profile.block_redacted_fraction:
-        verdict = Verdict.BLOCK
-    if unread and Verdict(profile.model_budget.over_budget).rank > verdict.rank:
-        verdict = Verdict(profile.model_budget.over_budget)
-    if fails_closed(profile, failed_stages):
-        verdict = Verdict.BLOCK
-    if verdict is Verdict.BLOCK:
-        content = profile.block_marker
-    elif verdict is Verdict.REDACT:
-        content = redact(trace.content, trace.steps, redacted, profile.redaction_marker)
-    else:
-        content = trace.content
-    worst = max((d.score for d in detections), default=0.0)
-    return FilterResult(
-        request_id=request_id,
-        profile=profile.name,
-        verdict=verdict,
-        filtered_content=content,
-        safety_score=round(1.0 - worst, 6),
-        detections=tuple(acted),
-        overruled=overruled,
-        steps=trace.steps,
-        latency_ms=dict(latency_ms or {}),
-        model_versions=dict(model_versions or {}),
-        degraded=bool(failed_stages),
-        failed_stages=tuple(failed_stages),
-        unread_steps=unread,
-    )
-
-
-def fails_closed(profile: SafetyProfile, failed_stages: Sequence[str]) -> bool:
-    """Whether failed stages block the trace: always under `fail_mode: closed`; under `open` only when every stage
-    of the profile failed, since fail-open answers from the stages that worked, never from none."""
-    if not failed_stages:
-        return False
-    return profile.fail_mode == "closed" or set(profile.stages) <= set(failed_stages)
-
-
-def _overrule(
-    detections: Sequence[Detection], profile: SafetyProfile
-) -> tuple[list[Detection], tuple[Detection, ...]]:
-    """Split the detections into those that stand and those the safety model overruled (see `model_overrule`);
-    the overruled ones carry the reason and the action `allow`."""
-    rule = profile.model_overrule
-    if rule is None:
-        return list(detections), ()
-    model_score: dict[int, float] = {}
-    for d in detections:
-        if d.stage is Stage.SAFETY_MODEL:
-            model_score[d.step_index] = max(model_score.get(d.step_index, 0.0), d.score)
-    kept, overruled = [], []
-    for d in detections:
-        judged = model_score.get(d.step_index)
-        if d.stage is not Stage.SAFETY_MODEL and rule.allows(d, judged):
-            reason = (f"safety model scored step {d.step_index} at {judged:.3f}, below {rule.below} "
-                      f"(profile {profile.name!r}, model_overrule)")
-            overruled.append(d.model_copy(update={"action": Verdict.ALLOW, "overruled": reason}))
-        else:
-            kept.append(d)
-    return kept, tuple(overruled)
-
-
-def _steps_to_redact(acted: Sequence[Detection]) -> dict[int, list[str]]:
-    """Step index -> categories (in first-seen order) for steps with a detection at redact or above."""
-    steps: dict[int, list[str]] = {}
-    for d in acted:
-        if d.action.rank >= Verdict.REDACT.rank:
-            cats = steps.setdefault(d.step_index, [])
-            if d.category.value not in cats:
-                cats.append(d.category.value)
-    return steps
-
-
-def redact(content: str, steps: Sequence[Step], redacted: Mapping[int, Sequence[str]], marker: str) -> str:
-    """Replace exactly the characters of each redacted step with the marker; everything between steps stays."""
-    pieces, cursor = [], 0
-    for step in steps:
-        if step.index in redacted:
-            pieces.append(content[cursor : step.start])
-            pieces.append(marker.format(categories=", ".join(redacted[step.index])))
-            cursor = step.end
-    pieces.append(content[cursor:])
-    return "".join(pieces)

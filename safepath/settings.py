@@ -85,10 +85,3 @@ class RuntimeSettings(BaseSettings):
     @property
     def profiles_path(self) -> Path:
         return self.config_dir / self.profiles_file
-
-    def audit_settings(self):  # noqa: ANN201 - AuditSettings, imported only when the audit trail is on
-        """The audit trail's settings from these (`audit_url` must be set)."""
-        from safepath.audit import AuditSettings
-
-        return AuditSettings(url=self.audit_url, record_all=self.audit_record_all,
-                             store_content=self.audit_store_content, spill_dir=self.audit_spill_dir)

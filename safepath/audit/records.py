@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import to_jsonable_python
 
-from safepath.pipeline import redact
+from safepath.redaction import redact
 from safepath.types import FilterResult, Verdict
 
 EXCERPT_MARKER = "[redacted: {categories}]"

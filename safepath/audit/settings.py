@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from safepath.errors import ConfigError
+from safepath.settings import RuntimeSettings
 
 
 class AuditSettings(BaseModel):
@@ -54,6 +55,12 @@ class AuditSettings(BaseModel):
         pattern=r"^[a-z_][a-z0-9_]{0,39}$",
         description="Tables are <prefix>_records, <prefix>_findings, <prefix>_decision_counts (tests isolate by it).",
     )
+
+    @classmethod
+    def from_runtime(cls, settings: RuntimeSettings) -> AuditSettings:
+        """The audit trail's settings from the `SAFEPATH_AUDIT_*` environment settings (`audit_url` must be set)."""
+        return cls(url=settings.audit_url, record_all=settings.audit_record_all,
+                   store_content=settings.audit_store_content, spill_dir=settings.audit_spill_dir)
 
     @model_validator(mode="after")
     def _check(self) -> AuditSettings:

@@ -17,25 +17,24 @@ class Detector(Protocol):
 
     name: str
     version: str
-    # Optional attribute `inline: bool`: True when detect() is cheap enough (well under a millisecond)
-    # to run on the caller's thread or event loop; other detectors run in worker threads.
+    # True when detect() is cheap enough (well under a millisecond) to run on the caller's thread or event loop;
+    # other detectors run in worker threads, and their detect() is timed as model inference.
+    inline: bool
 
     def detect(self, traces: Sequence[Trace]) -> list[list[Detection]]:
         """Detections for each trace, in the order given (an empty list for a clean trace)."""
         ...
 
-
-def is_inline(detector: Detector) -> bool:
-    """Whether the detector runs on the caller's thread (see `Detector`)."""
-    return getattr(detector, "inline", False)
+    def warmup(self) -> None:
+        """Load and exercise whatever `detect` needs (a model, its first run), so the first request does not pay
+        for it against the stage's timeout; a replica reports ready only after. Nothing to do for some stages."""
+        ...
 
 
 def warm_up(detectors: Iterable[Detector]) -> None:
-    """Load every model now: loading inside the first request would count against the stage's timeout (and, under
-    a fail-closed profile, block that request), and a replica should report ready only once it can answer fast."""
+    """Warm every detector up now (see `Detector.warmup`)."""
     for detector in detectors:
-        if hasattr(detector, "warmup"):
-            detector.warmup()
+        detector.warmup()
 
 
 # type -> factory(name, options, base_dir, settings). A plain dict, no registry magic.
@@ -61,8 +60,10 @@ def build_detector(
 
 def _load_builtin_detectors() -> None:
     # Imported here, not at module top, so that importing safepath never loads a model runtime.
-    from safepath.detectors import classifier, rules, semantic
+    from safepath.detectors.classifier import ClassifierDetector
+    from safepath.detectors.rules import RuleDetector
+    from safepath.detectors.semantic import SemanticDetector
 
-    DETECTORS.setdefault("rules", rules.RuleDetector.from_options)
-    DETECTORS.setdefault("classifier", classifier.ClassifierDetector.from_options)
-    DETECTORS.setdefault("semantic", semantic.SemanticDetector.from_options)
+    DETECTORS.setdefault("rules", RuleDetector.from_options)
+    DETECTORS.setdefault("classifier", ClassifierDetector.from_options)
+    DETECTORS.setdefault("semantic", SemanticDetector.from_options)

@@ -189,6 +189,9 @@ class RuleDetector:
     def rules(self) -> list[Rule]:
         return [c.rule for c in self._compiled]
 
+    def warmup(self) -> None:
+        """Nothing to load: the constructor compiled every pattern."""
+
     def detect(self, traces: Sequence[Trace]) -> list[list[Detection]]:
         return [self._detect_one(t) for t in traces]
 

@@ -19,12 +19,18 @@ TINY_MODEL_PROFILES = FIXTURES / "profiles" / "tiny_models.yaml"
 class FunctionDetector:
     """A stage whose detections come from `fn(trace)`; stands in for a model stage in unit tests."""
 
+    inline = False  # as a model stage: runs in a worker thread, timed as inference
+
     def __init__(self, fn: Callable[[Trace], list[Detection]], *, name: str = "model", delay_s: float = 0.0) -> None:
         self.name = name
         self.version = "fake-1"
         self.calls: list[int] = []  # batch sizes seen
+        self.warmed = False
         self._fn = fn
         self._delay_s = delay_s
+
+    def warmup(self) -> None:
+        self.warmed = True
 
     def detect(self, traces: Sequence[Trace]) -> list[list[Detection]]:
         self.calls.append(len(traces))

@@ -209,7 +209,7 @@ def test_no_writable_spill_folder_fails_with_a_message(tmp_path: Path, spill_hom
 def test_the_spill_folder_comes_from_the_environment(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("SAFEPATH_AUDIT_URL", f"sqlite:///{tmp_path}/db/audit.db")
     monkeypatch.setenv("SAFEPATH_AUDIT_SPILL_DIR", str(tmp_path / "spill"))
-    settings = RuntimeSettings().audit_settings()
+    settings = AuditSettings.from_runtime(RuntimeSettings())
     assert settings.spill_path == tmp_path / "spill" / settings.spill_name
     assert settings.resolve_spill_path() == settings.spill_path
 

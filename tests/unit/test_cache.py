@@ -163,6 +163,10 @@ def test_degraded_results_are_not_cached():
 
     class Broken:
         name, version = "model", "broken-1"
+        inline = False
+
+        def warmup(self):
+            pass
 
         def detect(self, traces):
             raise RuntimeError("model down")

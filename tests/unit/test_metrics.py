@@ -47,6 +47,10 @@ def test_a_filter_call_records_verdicts_detections_latencies_and_in_flight():
 def test_a_failed_stage_counts_a_degraded_result_with_its_fail_mode():
     class Broken:
         name, version = "model", "1"
+        inline = False
+
+        def warmup(self):
+            pass
 
         def detect(self, traces):
             raise RuntimeError("down")

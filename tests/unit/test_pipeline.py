@@ -7,8 +7,9 @@ import asyncio
 import pytest
 
 from safepath import SafePathFilter, Verdict
-from safepath.pipeline import decide, effective_action, redact
+from safepath.pipeline import decide, effective_action
 from safepath.profiles import ModelOverrule, SafetyProfile, Thresholds, load_profiles
+from safepath.redaction import redact
 from safepath.segment import segment
 from safepath.types import Category, Detection, Stage, Trace
 

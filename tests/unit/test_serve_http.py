@@ -16,7 +16,7 @@ from safepath import ContentTooLarge, EmptyContent, UnknownProfile  # noqa: E402
 from safepath.types import FilterRequest, FilterResult, Verdict  # noqa: E402
 
 BLOCKED = FilterResult(request_id="r", profile="strict", verdict=Verdict.BLOCK, filtered_content="[BLOCKED]",
-                       safety_score=1.0, degraded=True)
+                       safety_score=1.0, degraded=True, failed_stages=("safety_model",))
 
 
 class _Client:
@@ -58,7 +58,7 @@ def _app() -> _Client:
 
     @app.get("/unavailable")
     async def unavailable():
-        return http.stage_unavailable([BLOCKED], [BLOCKED], {"safety_model"})
+        return http.stage_unavailable([BLOCKED], [BLOCKED])
 
     return _Client(app)
 

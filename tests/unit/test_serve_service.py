@@ -171,6 +171,10 @@ def test_runner_groups_a_batch_by_stage_and_splits_answers_back():
 def test_runner_fails_only_the_calls_of_the_failing_stage():
     class Broken:
         name, version = "b", "1"
+        inline = False
+
+        def warmup(self):
+            pass
 
         def detect(self, traces):
             raise RuntimeError("model crashed")
