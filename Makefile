@@ -70,7 +70,7 @@ rayservice: install
 
 ## The Serve graph over HTTP against the in-process filter, same traces, same run (docs/BENCHMARKS.md, "Serving").
 bench-serve: haproxy
-	$(BIN)/python benchmarks/serve_graph.py
+	$(BIN)/python -m benchmarks.serve_graph
 
 ## Redis and PostgreSQL binaries for the tests (tests/services.py uses the machine's servers where they answer,
 ## else starts throwaway ones from these): Debian's packages, as root, where missing. Never fails.
@@ -87,7 +87,7 @@ services:
 ## Run the tests (what .ci/run calls); tests/integration starts one Ray Serve instance for its test_serve_* files.
 test: haproxy prometheus services
 	$(BIN)/python -m pytest
-	$(BIN)/python benchmarks/regression_guard.py
+	$(BIN)/python -m benchmarks.regression_guard
 
 ## The main job for now: check the rules, filter an example trace, evaluate the fixture set.
 run: install
@@ -102,17 +102,17 @@ bench: install
 ## The benchmark report (7-9 minutes on two cores): micro-benchmarks, in-process beside the graph, locust sweeps,
 ## replica memory; rewrites docs/BENCHMARKS.md's generated section and docs/benchmarks/*.png.
 benchmark: haproxy
-	$(BIN)/python benchmarks/report.py
+	$(BIN)/python -m benchmarks.report
 
 ## Soak test and leak check (benchmarks/soak.py): `make soak SOAK_DURATION_S=3600`; SOAK_ARGS=--short for a smoke test.
 SOAK_DURATION_S ?= 1200
 soak: haproxy
-	$(BIN)/python benchmarks/soak.py --duration-s $(SOAK_DURATION_S) $(SOAK_ARGS)
+	$(BIN)/python -m benchmarks.soak --duration-s $(SOAK_DURATION_S) $(SOAK_ARGS)
 
 ## Hot paths timed against a reference workload and compared with benchmarks/baseline.json (`make test` runs it;
 ## GUARD_ARGS=--update-baseline after an accepted change, then commit the file).
 regression-guard: install
-	$(BIN)/python benchmarks/regression_guard.py $(GUARD_ARGS)
+	$(BIN)/python -m benchmarks.regression_guard $(GUARD_ARGS)
 
 rules-check: install
 	$(BIN)/safepath rules check
@@ -130,7 +130,7 @@ eval-data: install
 models: $(TRAIN_STAMP) data
 	$(BIN)/python -m models.train_gate
 	$(BIN)/python -m models.train_safety
-	$(BIN)/python models/export_semantic.py
+	$(BIN)/python -m models.export_semantic
 
 ## The cross-writer folds' models (build/folds/): four trainings, each leaving four writers out (hours on two cores;
 ## folds already newer than the corpus are kept).
@@ -139,8 +139,8 @@ folds: $(TRAIN_STAMP) data
 
 ## Rebuild the word-embedding data the committed fp16 (GPU) models leave out; needs no torch.
 fp16: install
-	$(BIN)/python models/onnx_export.py derive models/semantic-minilm/model.fp16.onnx
-	$(BIN)/python models/onnx_export.py derive models/safety-minilm/model.fp16.onnx
+	$(BIN)/python -m models.onnx_export derive models/semantic-minilm/model.fp16.onnx
+	$(BIN)/python -m models.onnx_export derive models/safety-minilm/model.fp16.onnx
 
 ## docs/EVALUATION.md: every profile and each stage alone on the corpus test split, the cross-writer folds,
 ## shared/eval/dev.jsonl (SAFEPATH_DEV_SET elsewhere) and HarmBench; the cascade sweep on dev.

@@ -1,6 +1,6 @@
 """Sustained AuditWriter throughput on SQLite (a temp file) and PostgreSQL, records per second.
 
-    python benchmarks/audit_throughput.py [--records 20000] [--store-content] [--backends sqlite,postgresql]
+    python -m benchmarks.audit_throughput [--records 20000] [--store-content] [--backends sqlite,postgresql]
 
 Records come from real filter results on multi-step traces of 1-8 KB (a third of them redacted or blocked, with
 one to three findings each), so rows carry realistic excerpts, reasons, latencies and versions. The records are
@@ -15,14 +15,12 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 PROFILES = ROOT / "tests" / "fixtures" / "profiles" / "tiny.yaml"
 BENIGN = [

@@ -1,6 +1,6 @@
 """Latency of the in-process filter (shipped profiles and models) with a cold cache, an L1 hit and an L2 hit.
 
-    .venv/bin/python benchmarks/cache_latency.py [--traces 40] [--chars 1500] [--redis redis://127.0.0.1:6379/0]
+    .venv/bin/python -m benchmarks.cache_latency [--traces 40] [--chars 1500] [--redis redis://127.0.0.1:6379/0]
 
 Cold: the first time a trace is seen (every stage runs). L1: the same trace again in the same process. L2: the
 same trace from a second filter with an empty L1 sharing the Redis (another replica). Each trace is distinct, so
@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 import uuid
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.traces import make_trace  # noqa: E402
-from safepath import SafePathFilter  # noqa: E402
-from safepath.evaluation import percentile  # noqa: E402
-from safepath.metrics import Metrics  # noqa: E402
-from safepath.settings import RuntimeSettings  # noqa: E402
+from benchmarks.traces import make_trace
+from safepath import SafePathFilter
+from safepath.evaluation import percentile
+from safepath.metrics import Metrics
+from safepath.settings import RuntimeSettings
 
 
 def _timed(f: SafePathFilter, text: str) -> tuple[float, bool]:

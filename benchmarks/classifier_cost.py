@@ -1,6 +1,6 @@
 """What the safety-model stage costs a step now, against the stage before corpus v2, measured in the same run.
 
-    make data && python benchmarks/classifier_cost.py [--traces 60] [--rounds 5] [--before b60c53b]
+    make data && python -m benchmarks.classifier_cost [--traces 60] [--rounds 5] [--before b60c53b]
 
 Before (commit `--before`): its int8 model read "step [SEP] previous step", windowed past 128 tokens. Now: the
 shipped stage as served (`ClassifierDetector`: masked step then context, decoded views, long steps in pieces, the
@@ -16,20 +16,18 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from safepath.detectors.classifier import ClassifierDetector  # noqa: E402
 from safepath.runtime import OnnxEncoder  # noqa: E402
 from safepath.segment import segment  # noqa: E402
 from safepath.settings import RuntimeSettings  # noqa: E402
 from safepath.types import Trace  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CORPUS = ROOT / "models" / "data" / "corpus.jsonl"
 MODEL = "models/safety-minilm/model.int8.onnx"

@@ -1,6 +1,6 @@
 """Whole-filter throughput on realistic traces, with and without the cascade, and the memory it takes.
 
-    make data && python benchmarks/filter_throughput.py [--traces 60] [--threads 2]
+    make data && python -m benchmarks.filter_throughput [--traces 60] [--threads 2]
 
 Traces are built from the corpus test split (models/data/corpus.jsonl, `split: test`): benign traces strung together
 to 200-2,000 tokens (about 4 characters a token), one in ten with a harmful trace inside, so the mix
@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 CORPUS = ROOT / "models" / "data" / "corpus.jsonl"
 TOKEN_TARGETS = (200, 500, 1000, 2000)
@@ -91,8 +90,9 @@ def main() -> None:
     print("| profile | cascade | traces/s | steps/s | mean chars | RSS loaded MB | RSS peak MB | steps to model |")
     print("|---|---|---|---|---|---|---|---|")
     for profile, cascade in (("balanced", "yes"), ("strict", "no")):
-        out = subprocess.run([sys.executable, __file__, "--child", profile, "--traces", str(args.traces),
-                              "--threads", str(args.threads)], check=True, capture_output=True, text=True).stdout
+        out = subprocess.run([sys.executable, "-m", "benchmarks.filter_throughput", "--child", profile,
+                              "--traces", str(args.traces), "--threads", str(args.threads)],
+                             cwd=ROOT, check=True, capture_output=True, text=True).stdout
         r = json.loads(out.strip().splitlines()[-1])
         print(f"| {profile} | {cascade} | {r['traces_per_s']} | {r['steps_per_s']} | {r['mean_chars']} | "
               f"{r['rss_loaded_mb']} | {r['rss_peak_mb']} | {r['to_model']} |", flush=True)

@@ -1,6 +1,6 @@
 """Normal traffic's tail latency with and without a few huge requests beside it, in one run of the Serve graph.
 
-    python benchmarks/long_inputs.py [--rounds 2] [--phase-s 20] [--concurrency 8] [--huge-every-s 3]
+    python -m benchmarks.long_inputs [--rounds 2] [--phase-s 20] [--concurrency 8] [--huge-every-s 3]
 
 The graph runs as `make serve` runs it (benchmarks/graph.py: serve_config.yaml, throughput mode, one replica per
 deployment so autoscaling cannot blur the comparison) with the shipped configs/profiles.yaml. Normal traffic is a
@@ -25,17 +25,15 @@ import asyncio
 import itertools
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchmarks.graph import running_graph
+from benchmarks.serve_graph import percentiles, traces
+from benchmarks.traces import make_trace
 
-from benchmarks.graph import running_graph  # noqa: E402
-from benchmarks.serve_graph import percentiles, traces  # noqa: E402
-from benchmarks.traces import make_trace  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 PROFILES = ROOT / "configs" / "profiles.yaml"
 HUGE_CHARS = 190_000
@@ -131,7 +129,7 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
             for kind, r in result.items() if kind in ("normal", "normal + huge")]
     h = result["huge"]
     return "\n".join([
-        f"`python benchmarks/long_inputs.py --rounds {args.rounds} --phase-s {args.phase_s:g} "
+        f"`python -m benchmarks.long_inputs --rounds {args.rounds} --phase-s {args.phase_s:g} "
         f"--concurrency {args.concurrency} --huge-every-s {args.huge_every_s:g}{' --unbounded' * args.unbounded}`",
         "",
         "| phase | requests | errors | p50 ms | p95 ms | p99 ms |",

@@ -1,6 +1,6 @@
 """Profile every replica of the Serve graph under load with py-spy, and print each one's hottest frames.
 
-    python benchmarks/profile_graph.py [--mix rules_only=1] [--users 30] [--user-rps 10] [--duration-s 30]
+    python -m benchmarks.profile_graph [--mix rules_only=1] [--users 30] [--user-rps 10] [--duration-s 30]
 
 Starts the graph as `make serve` does (benchmarks/graph.py) with benchmarks/serve_profiles.yaml, drives it with
 locust (loadtests/, no shape), and once the load has settled records each replica (found by its process title,
@@ -21,10 +21,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchmarks.graph import running_graph, serve_process_name
 
-from benchmarks.graph import running_graph, serve_process_name  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 OUT = ROOT / "build" / "profile"
 BIN = Path(sys.executable).parent

@@ -1,7 +1,7 @@
 """Performance-regression guard: hot paths timed against a reference workload, compared with a committed baseline.
 
-    python benchmarks/regression_guard.py                    # what `make test` runs after pytest (about 30 s)
-    python benchmarks/regression_guard.py --update-baseline  # after an accepted change; commit benchmarks/baseline.json
+    python -m benchmarks.regression_guard                    # what `make test` runs after pytest (about 30 s)
+    python -m benchmarks.regression_guard --update-baseline  # after an accepted change; commit benchmarks/baseline.json
 
 Absolute timings on a shared two-core box swing by ±30%, so the guard never compares them. It compares *ratios*:
 each workload's time divided by the time of a fixed reference workload measured in the same round, interleaved
@@ -12,6 +12,9 @@ Each round times reference, workload, reference, ... alternately and keeps the f
 only ever adds time); the ratio of a workload is the median of its rounds. A workload fails when its ratio is more
 than `--threshold` (default 25%) above the baseline's; failing workloads are measured once more with twice the
 rounds, and only a regression seen both times fails the run (exit 1), so one noisy moment does not fail CI.
+
+Run it from the root of the checkout it should measure: `python -m` puts the working directory first on sys.path,
+so another checkout's build is measured by running the command there.
 """
 
 from __future__ import annotations
@@ -36,12 +39,9 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # appended, not prepended: PYTHONPATH may point the guard at another build
-    sys.path.append(str(ROOT))
-
 from benchmarks.traces import _SENTENCES, make_trace  # noqa: E402
 
+ROOT = Path(__file__).resolve().parent.parent
 BASELINE = ROOT / "benchmarks" / "baseline.json"
 TARGET_SAMPLE_S = 0.01  # one timed sample: enough calls to take about 10 ms
 

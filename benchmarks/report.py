@@ -1,6 +1,6 @@
 """The benchmark report: micro-benchmarks, the in-process filter beside the Serve graph, load sweeps, memory.
 
-    python benchmarks/report.py [--quick]          (what `make benchmark` runs; 7-9 minutes on two cores)
+    python -m benchmarks.report [--quick]          (what `make benchmark` runs; 7-9 minutes on two cores)
 
 One run, one machine, in this order (nothing overlaps, so the phases never share the CPU with each other):
 
@@ -30,12 +30,11 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchmarks.graph import ReplicaMemory, running_graph
+from benchmarks.regression_guard import commit, machine
+from benchmarks.serve_graph import CELLS, http_cells, run_in_process
 
-from benchmarks.graph import ReplicaMemory, running_graph  # noqa: E402
-from benchmarks.regression_guard import commit, machine  # noqa: E402
-from benchmarks.serve_graph import CELLS, http_cells, run_in_process  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 OUT = ROOT / "build" / "benchmark"
 PLOTS = ROOT / "docs" / "benchmarks"
@@ -83,7 +82,7 @@ def in_process(duration_s: float) -> dict[str, dict]:
     """The in-process cells, one child process per concurrency (models loaded fresh, nothing else running)."""
     results = {}
     for concurrency in CLOSED_LOOP["concurrency"]:
-        proc = subprocess.run([PY, __file__, "--in-process-child", str(concurrency), str(duration_s)],
+        proc = subprocess.run([PY, "-m", "benchmarks.report", "--in-process-child", str(concurrency), str(duration_s)],
                               cwd=ROOT, capture_output=True, text=True, check=True)
         line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
         results[str(concurrency)] = json.loads(line[len("RESULT "):])

@@ -1,6 +1,6 @@
 """The Serve graph over HTTP against the in-process SafePathFilter: same traces, same machine, same run.
 
-    python benchmarks/serve_graph.py [--duration-s 8] [--concurrency 16]        (what `make bench-serve` runs)
+    python -m benchmarks.serve_graph [--duration-s 8] [--concurrency 16]        (what `make bench-serve` runs)
 
 Each configuration runs in a fresh child process, one after another, so they never share the CPU:
 
@@ -27,17 +27,16 @@ import itertools
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchmarks.graph import serve_process_name
+from benchmarks.traces import make_trace
+from safepath.evaluation import percentile
 
-from benchmarks.graph import serve_process_name  # noqa: E402
-from benchmarks.traces import make_trace  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 PROFILES = ROOT / "benchmarks" / "serve_profiles.yaml"
 CELLS = [("rules_only", "short"), ("rules_only", "long"), ("safety", "short"), ("safety", "long"),
@@ -69,8 +68,9 @@ def uniquely(call):
 
 
 def percentiles(latencies_ms: list[float]) -> dict[str, float]:
-    cuts = statistics.quantiles(latencies_ms, n=100, method="inclusive")
-    return {"p50": round(cuts[49], 1), "p95": round(cuts[94], 1), "p99": round(cuts[98], 1)}
+    """p50, p95 and p99 in ms, rounded for the tables (0.0 for no latencies, as `percentile` gives)."""
+    ordered = sorted(latencies_ms)
+    return {f"p{q}": round(percentile(ordered, q), 1) for q in (50, 95, 99)}
 
 
 async def closed_loop(call, payloads: list, concurrency: int, duration_s: float, warmup_s: float = 1.5) -> dict:
@@ -209,8 +209,9 @@ def main() -> None:
         return
     results = {}
     for name in args.configs:
-        proc = subprocess.run([sys.executable, __file__, "--child", name, "--duration-s", str(args.duration_s),
-                               "--concurrency", str(args.concurrency)], capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.serve_graph", "--child", name,
+                               "--duration-s", str(args.duration_s), "--concurrency", str(args.concurrency)],
+                              cwd=ROOT, capture_output=True, text=True)
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:
             print(f"{name}: failed\n{proc.stderr[-3000:]}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """Soak test and leak check: moderate load on the Serve graph for a long while, each replica's memory trend.
 
-    python benchmarks/soak.py [--duration-s 1200] [--warmup-s 300] [--users 6] [--limit-mb-per-h 10]
-    python benchmarks/soak.py --short          # 3 minutes: a smoke test of the machinery, too short to judge
+    python -m benchmarks.soak [--duration-s 1200] [--warmup-s 300] [--users 6] [--limit-mb-per-h 10]
+    python -m benchmarks.soak --short          # 3 minutes: a smoke test of the machinery, too short to judge
 
 The graph runs as `make serve` runs it (serve_config.yaml, the shipped profiles), with one replica per deployment
 (autoscaling would start and stop processes mid-run) and the L1 result cache bounded at 8 MB instead of 64 MB: at
@@ -25,11 +25,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchmarks.graph import ReplicaMemory, running_graph, slope_mb_per_h, troughs
+from benchmarks.regression_guard import commit, machine
 
-from benchmarks.graph import ReplicaMemory, running_graph, slope_mb_per_h, troughs  # noqa: E402
-from benchmarks.regression_guard import commit, machine  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 OUT = ROOT / "build" / "soak"
 PROFILES = ROOT / "configs" / "profiles.yaml"
@@ -124,7 +123,7 @@ def _plot(summary: dict) -> None:
     from benchmarks.report_plots import memory_over_time
 
     results = {"machine": summary["machine"], "commit": summary["commit"], "date": time.strftime("%Y-%m-%d"),
-               "command": f"benchmarks/soak.py --duration-s {summary['duration_s']:.0f}",
+               "command": f"python -m benchmarks.soak --duration-s {summary['duration_s']:.0f}",
                "memory": {"samples": summary["samples"], "marks": summary["marks"]}}
     memory_over_time(results, OUT / "memory.png")
 

@@ -1,7 +1,7 @@
 """The delay the streaming filter adds per step: from the chunk that carries a step's last character to the step's
 release, in-process with the shipped profiles and models (`SafePathFilter()`, profile `balanced` by default).
 
-    python benchmarks/streaming_delay.py [--chunk-chars 4] [--rates 0,40] [--profile balanced]
+    python -m benchmarks.streaming_delay [--chunk-chars 4] [--rates 0,40] [--profile balanced]
 
 A few realistic traces (a ReAct coding agent, arithmetic planning, a support agent with one reward-hacking step,
 examples/trace_exfiltration.txt, which blocks) are fed in chunks of about one token. Rate 0 feeds chunks back to
@@ -19,11 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 from safepath import SafePathFilter
 from safepath.streaming import ReleasedStep, StreamSession
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TRACES = {
     "react_agent": (

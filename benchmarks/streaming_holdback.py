@@ -1,6 +1,6 @@
 """What the streaming filter's rule holdback costs and what it prevents, on the labelled dev traces.
 
-    python benchmarks/streaming_holdback.py [--chunk-chars 4] [--dev /work/shared/eval/dev.jsonl] [--limit 420]
+    python -m benchmarks.streaming_holdback [--chunk-chars 4] [--dev /work/shared/eval/dev.jsonl] [--limit 420]
         [--profiles tests/fixtures/profiles/rules_only.yaml] [--profile NAME]
 
 Every trace is streamed in chunks of `--chunk-chars`, by default under the shipped rules alone (the rule stage is
@@ -23,11 +23,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 from safepath import SafePathFilter, Verdict
 from safepath.streaming import ReleasedStep, StreamState, drive, holdback_for
+
+ROOT = Path(__file__).resolve().parent.parent
 
 RULES_ONLY = ROOT / "tests" / "fixtures" / "profiles" / "rules_only.yaml"
 

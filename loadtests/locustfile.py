@@ -3,6 +3,9 @@
     SAFEPATH_SHAPE=steady SAFEPATH_LOAD_SCALE=0.05 .venv/bin/locust -f loadtests/locustfile.py --headless \
         --host http://127.0.0.1:8000 --csv build/load/steady --html build/load/steady.html
 
+Run it from the repository root: locust loads this file by path and puts the working directory on sys.path, which
+is how `loadtests.*` (and `benchmarks.traces`) import.
+
 Environment:
     SAFEPATH_SHAPE          steady | spike | stress | sweep | none (locust's own --users/--spawn-rate/--run-time)
     SAFEPATH_LOAD_SCALE     one factor on users, spawn rate and duration (default 1)
@@ -21,18 +24,15 @@ import logging
 import os
 import sys
 import time
-from pathlib import Path
 from typing import ClassVar
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import requests  # locust's dependency
+import websocket  # websocket-client, locust's dependency
+from locust import FastHttpUser, LoadTestShape, constant_throughput, events, task
 
-import requests  # noqa: E402  (locust's dependency)
-import websocket  # noqa: E402  (websocket-client, locust's dependency)
-from locust import FastHttpUser, LoadTestShape, constant_throughput, events, task  # noqa: E402
-
-from loadtests import plan as plans  # noqa: E402
-from loadtests.stage_stats import StageStats  # noqa: E402
-from loadtests.traffic import DEFAULT_PROFILE_MIX, Traffic, parse_mix, resolve_profiles  # noqa: E402
+from loadtests import plan as plans
+from loadtests.stage_stats import StageStats
+from loadtests.traffic import DEFAULT_PROFILE_MIX, Traffic, parse_mix, resolve_profiles
 
 log = logging.getLogger("safepath.load")
 SHAPE = os.environ.get("SAFEPATH_SHAPE", "steady")

@@ -24,7 +24,12 @@ def bucket(ms: float) -> float:
 
 
 def percentile(hist: Counter, q: float) -> float | None:
-    """The `q`-th percentile (0-100) of a bucketed histogram; None when empty."""
+    """The `q`-th percentile (0-100) of a bucketed histogram; None when empty.
+
+    Not `safepath.evaluation.percentile`: that one needs every value sorted in memory, and a soak run's latencies
+    are kept only as bucket counts (see the module docstring). Nearest rank over the buckets, so the answer is a
+    bucket value; interpolating between buckets would claim a precision the bucketing has already thrown away.
+    """
     total = sum(hist.values())
     if not total:
         return None

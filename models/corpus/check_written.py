@@ -1,13 +1,14 @@
 """Check the hand-written corpus (models/corpus/written/*.jsonl): schema, labels, twins and overlap.
 
-    python models/corpus/check_written.py                       # every file: errors, overlaps, counts
-    python models/corpus/check_written.py written/w03.jsonl     # one writer's file (overlap still across all)
-    python models/corpus/check_written.py --against FILE.jsonl  # also report ids sharing a 12-word run with FILE
+    python -m models.corpus.check_written                                  # every file: errors, overlaps, counts
+    python -m models.corpus.check_written models/corpus/written/w03.jsonl  # one writer's file (overlap: all)
+    python -m models.corpus.check_written --against FILE.jsonl             # also ids sharing a 12-word run with FILE
 
-Writers run it after every batch; the corpus build runs it before anything is trained. It needs only the
-standard library. Overlap is a run of OVERLAP_WORDS words (lower-cased `\\w+` tokens) that two traces share;
-the two twins of one minimal pair may share their setup, every other pair of traces may not. With `--against`
-only the ids of the corpus traces are printed, never the other file's text (it is an evaluation set).
+Writers run it after every batch; the corpus build runs it before anything is trained. It needs the standard
+library and the category names of `safepath.types`. Overlap is a run of OVERLAP_WORDS words (lower-cased `\\w+`
+tokens) that two traces share; the two twins of one minimal pair may share their setup, every other pair of traces
+may not. With `--against` only the ids of the corpus traces are printed, never the other file's text (it is an
+evaluation set).
 """
 
 from __future__ import annotations
@@ -20,19 +21,11 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
+from safepath.types import CATEGORIES
+
 HERE = Path(__file__).resolve().parent
 WRITTEN = HERE / "written"
 
-CATEGORIES = (
-    "harmful_instructions",
-    "deception",
-    "manipulation",
-    "capability_concealment",
-    "oversight_evasion",
-    "reward_hacking",
-    "prompt_injection",
-    "data_exfiltration",
-)
 KEYS = {"id", "text", "label", "categories", "bad", "pair", "style", "language", "difficulty", "tags", "seed"}
 STYLES = {"freeform", "numbered", "react", "bullets", "markdown", "log", "dialogue"}
 DIFFICULTIES = {"easy", "medium", "hard"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +12,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from models import onnx_export
 from safepath.errors import ModelLoadError
 from safepath.runtime import OnnxEncoder
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_DIR = ROOT / "models" / "semantic-minilm"
-sys.path.insert(0, str(ROOT / "models"))
-import onnx_export  # after the path tweak: models/ is a folder of scripts, not a package
 
 
 def test_fp16_conversion_matches_onnxruntimes_converter_including_clamping():

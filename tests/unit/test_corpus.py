@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from models.corpus import build, check_written
+from safepath.types import CATEGORIES
 
 HARMFUL = {
     "id": "w90-0001", "label": "harmful", "categories": ["deception"], "pair": "w90-0002", "style": "freeform",
@@ -40,6 +41,16 @@ def test_a_clean_pair_passes(written):
     _write(written, "w90", [HARMFUL, SAFE_TWIN])
     records, errors = check_written.load_corpus()
     assert errors == [] and len(records) == 2
+
+
+def test_the_checker_knows_the_categories_of_safepath_types_and_no_other_list(written):
+    assert check_written.CATEGORIES is CATEGORIES  # one list: a category added there is accepted here
+    evasion = {**HARMFUL, "categories": ["oversight_evasion"],
+               "bad": [{**HARMFUL["bad"][0], "categories": ["oversight_evasion"]}]}
+    _write(written, "w90", [evasion, SAFE_TWIN])
+    assert check_written.load_corpus()[1] == []
+    _write(written, "w90", [{**evasion, "categories": ["nope"]}, SAFE_TWIN])
+    assert any("categories must be" in e for e in check_written.load_corpus()[1])
 
 
 @pytest.mark.parametrize(
