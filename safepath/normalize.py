@@ -11,14 +11,12 @@ Offsets are kept as a piecewise map (segment starts + bisect), not per character
 *linear* segment maps character to character, a *block* segment maps each of its
 characters to one whole source span (an expansion such as 'ﬁ' -> 'fi', a decoded
 segment). Characters that vanish (zero-width, marks) widen their neighbours' spans.
-Plain ASCII, the common case, skips the Unicode folds and gets an identity map.
+Plain ASCII, the common case, skips the Unicode folds and gets an identity map. Finding and decoding the
+encoded runs lives in `safepath.decoding`; this module turns what they decode into views.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import codecs
 import functools
 import json
 import re
@@ -27,6 +25,8 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
+
+from safepath.decoding import base64_runs, decode_base64, decode_hex, hex_runs, peel, rot13, shape_table
 
 __all__ = ["TextView", "normalize", "views"]
 
@@ -267,13 +267,8 @@ _NUMBER_WITH_UNIT = re.compile(r"[0-9]+(?:st|nd|rd|th|s|k|m|x|h|d|am|pm|ms|px|kb
 _SPACED = re.compile(r"(?<![a-z0-9])[a-z]([ ._*\-])[a-z](?:\1[a-z])+(?![a-z0-9])")
 
 
-def _shape_table(default: str, **classes: bytes) -> bytes:
-    """A bytes.translate table: each class's bytes become its name, all others `default`."""
-    return bytes(next((ord(k) for k, members in classes.items() if b in members), ord(default)) for b in range(256))
-
-
 # Separators and other non-alphanumerics alike become "s": the shape only screens.
-_SPACED_SHAPE = _shape_table("s", L=b"abcdefghijklmnopqrstuvwxyz", D=b"0123456789")
+_SPACED_SHAPE = shape_table("s", L=b"abcdefghijklmnopqrstuvwxyz", D=b"0123456789")
 
 
 def _unleet(text: str) -> str:
@@ -348,81 +343,6 @@ def _normalized(text: str) -> tuple[str, _SpanMap | None]:
 # --- Decoded views -----------------------------------------------------------------------
 
 _TRIES_PER_SEGMENT = 16  # candidates that fail to decode still cost time: bound them too
-MAX_LAYERS = 3  # encodings peeled per run, the rules' views and the models' rewrites alike (base64 twice needs two)
-_B64_SHAPE = _shape_table(".", A=b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_-")
-_B64_PROBE = b"A" * 16
-_B64_RUN = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
-_HEX_SHAPE = _shape_table(".", H=b"0123456789abcdefABCDEF", s=b" :,")
-_HEX_PROBES = (b"H" * 16, b"HHsHHsHHsHH", b"HHssHHssHHssHH")
-_HEX_RUN = re.compile(
-    r"(?<![0-9A-Za-z\\])(?:"
-    r"(?:0x)?[0-9a-fA-F]{16,}"  # 48656c6c6f...
-    r"|(?:\\x[0-9a-fA-F]{2}){8,}"  # \x48\x65...
-    r"|(?:0x)?[0-9a-fA-F]{2}(?:(?:[ :]|, ?)(?:0x)?[0-9a-fA-F]{2}){7,}"  # 48 65 6c / 0x48, 0x65
-    r")(?![0-9A-Za-z])"
-)
-_HEX_NOISE = re.compile(r"\\x|0x|[ :,]")
-_ROT13 = bytes.maketrans(
-    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", b"nopqrstuvwxyzabcdefghijklmNOPQRSTUVWXYZABCDEFGHIJKLM"
-)
-_LETTER = re.compile(r"[^\W\d_]")
-
-
-def _as_text(raw: bytes, truncated: bool, budget: int) -> str | None:
-    """Decoded bytes as text, or None unless valid UTF-8, mostly printable, with letters."""
-    try:
-        text = codecs.getincrementaldecoder("utf-8")().decode(raw, final=not truncated)
-    except UnicodeDecodeError:
-        return None
-    text = text[:budget]
-    if not _LETTER.search(text):
-        return None
-    if text.isprintable():
-        return text
-    unprintable = sum(1 for c in text if not c.isprintable() and c not in "\t\n\r")
-    return text if unprintable * 10 <= len(text) else None
-
-
-def _decode_base64(run: str, budget: int) -> str | None:
-    body = run.rstrip("=")
-    urlsafe = "-" in body or "_" in body
-    if urlsafe and ("+" in body or "/" in body):
-        return None
-    cut = 4 * -(-budget // 3)  # enough input for `budget` bytes, never the whole blob
-    truncated = len(body) > cut
-    body = body[:cut]
-    body = body[: len(body) - (len(body) % 4 == 1)]
-    try:
-        raw = base64.b64decode(body + "=" * (-len(body) % 4), b"-_" if urlsafe else None, validate=True)
-    except binascii.Error:
-        return None
-    return _as_text(raw, truncated, budget)
-
-
-def _decode_hex(run: str, budget: int) -> str | None:
-    digits = _HEX_NOISE.sub("", run)
-    if len(digits) % 2:
-        return None
-    truncated = len(digits) > 2 * budget
-    return _as_text(bytes.fromhex(digits[: 2 * budget]), truncated, budget)
-
-
-def _base64_runs(text: str, raw: bytes) -> Iterator[re.Match[str]]:
-    # Runs of >= 16 alphabet chars, found by bytes.find on a shape of the text: a regex
-    # would try every position of ordinary prose.
-    shape = raw.translate(_B64_SHAPE)
-    pos = 0
-    while (at := shape.find(_B64_PROBE, pos)) >= 0:
-        m = _B64_RUN.match(text, at)
-        assert m is not None
-        yield m
-        pos = m.end()
-
-
-def _hex_runs(text: str, raw: bytes) -> Iterator[re.Match[str]]:
-    shape = raw.translate(_HEX_SHAPE)
-    if "\\x" in text or "0x" in text or any(p in shape for p in _HEX_PROBES):
-        yield from _HEX_RUN.finditer(text)
 
 
 def _decoded_view(
@@ -441,7 +361,7 @@ def _decoded_view(
         if found >= max_segments or room <= 0 or tries >= max_segments * _TRIES_PER_SEGMENT:
             break
         decoded = decode(m.group(), room)
-        piece = _normalized(_peel(decoded, room))[0][:room] if decoded else ""
+        piece = _normalized(peel(decoded, room))[0][:room] if decoded else ""
         if not piece:
             continue
         if found:
@@ -453,38 +373,16 @@ def _decoded_view(
     return TextView(kind, "".join(parts), out.done()) if parts else None
 
 
-def _peel(decoded: str, budget: int) -> str:
-    """A decoded run that is itself one whole base64 or hex run, decoded again (base64 twice, hex of base64), up to
-    MAX_LAYERS layers in all; before normalising, which would fold the inner layer's case away."""
-    for _ in range(MAX_LAYERS - 1):
-        inner = decoded.strip()
-        raw = inner.encode("ascii", "replace")
-        for runs, decode in ((_base64_runs, _decode_base64), (_hex_runs, _decode_hex)):
-            m = next(runs(inner, raw), None)
-            if m is not None and m.span() == (0, len(inner)) and (again := decode(inner, budget)):
-                decoded = again
-                break
-        else:
-            return decoded
-    return decoded
-
-
-def _rot13(text: str) -> str:
-    if text.isascii():  # bytes.translate is several times faster than the codec's str.translate
-        return text.encode("ascii").translate(_ROT13).decode("ascii")
-    return codecs.encode(text, "rot13")
-
-
 def views(text: str, *, max_decoded_chars: int = 4096, max_segments: int = 16) -> list[TextView]:
     """normalized view first, then rot13 and reversed views of the normalized text, then decoded views and their
-    rot13 (only when something decoded; a run whose decoding is itself a whole run is decoded again, see `_peel`)."""
+    rot13 (only when something decoded; a run whose decoding is itself a whole run is decoded again, see `peel`)."""
     folded, mapping = _normalized(text)
-    result = [TextView("normalized", folded, mapping), TextView("rot13", _rot13(folded), mapping)]
+    result = [TextView("normalized", folded, mapping), TextView("rot13", rot13(folded), mapping)]
     result.append(TextView("reversed", folded[::-1], _Mirror(mapping)))
     raw = text.encode("ascii", "replace")  # one byte per char, so offsets carry over
-    for kind, runs, decode in (("base64", _base64_runs, _decode_base64), ("hex", _hex_runs, _decode_hex)):
+    for kind, runs, decode in (("base64", base64_runs, decode_base64), ("hex", hex_runs, decode_hex)):
         view = _decoded_view(kind, runs(text, raw), decode, max_segments, max_decoded_chars)
         if view is not None:
             # rot13 under the encoding (base64 of rot13): the decoded text turned round, mapped like the decoded view
-            result += [view, TextView(f"{kind}+rot13", _rot13(view.text), view._map)]
+            result += [view, TextView(f"{kind}+rot13", rot13(view.text), view._map)]
     return result

@@ -40,7 +40,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from safepath.normalize import MAX_LAYERS, _base64_runs, _decode_base64, _decode_hex, _hex_runs, _normalized, _rot13
+from safepath.decoding import MAX_LAYERS, base64_runs, decode_base64, decode_hex, hex_runs, rot13
+from safepath.normalize import _normalized
 from safepath.runtime.onnx import window_starts
 
 ID_TOKEN = "<id>"
@@ -161,7 +162,7 @@ def _decode_runs(text: str) -> str:
     """base64 and hex runs replaced by their text where they decode to readable UTF-8."""
     raw = text.encode("ascii", "replace")
     pieces: list[tuple[int, int, str]] = []
-    for runs, decode in ((_base64_runs, _decode_base64), (_hex_runs, _decode_hex)):
+    for runs, decode in ((base64_runs, decode_base64), (hex_runs, decode_hex)):
         for m in runs(text, raw):
             if any(s < m.end() and m.start() < e for s, e, _ in pieces):
                 continue
@@ -203,7 +204,7 @@ def _turn_line(line: str, vocabulary: frozenset[str]) -> str:
 
 def _turned(run: str, vocabulary: frozenset[str]) -> str | None:
     """The rot13 or reversed form of a run, when at least two of its words and 70% of them are then known."""
-    for form in (_rot13(run), run[::-1]):
+    for form in (rot13(run), run[::-1]):
         long_words = [w for w in _WORD.findall(form) if len(w) >= 3]
         known = sum(_known(w, vocabulary) for w in long_words)
         if known >= 2 and known * 10 >= 7 * len(long_words):

@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import safepath.normalize as normalize_module
-from safepath.normalize import MAX_LAYERS, TextView, normalize, views
+from safepath.decoding import MAX_LAYERS
+from safepath.normalize import TextView, normalize, views
 
 BOMB = r"\bbomb\b"
 IGNORE = r"\bignore previous instructions\b"
