@@ -97,7 +97,7 @@ def test_version_names_the_shipped_file(int8):
 def _fp16_or_skip() -> None:
     if not (MODEL_DIR / "model.fp16.external.bin").is_file():
         pytest.skip(
-            "fp16 external data not derived: python models/onnx_export.py derive models/semantic-minilm/model.fp16.onnx"
+            "fp16 external data not derived: python -m models.onnx_export derive models/semantic-minilm/model.fp16.onnx"
         )
 
 
