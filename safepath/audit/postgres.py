@@ -22,9 +22,9 @@ from safepath.audit.records import AuditFinding, AuditRecord
 from safepath.audit.summary import GROUP_BYS, AuditSummary, GroupBy, build_summary
 
 _COLUMNS = ("record_id", "request_id", "ts", "profile", "verdict", "categories", "scores", "reasons", "latency_ms",
-            "model_versions", "content_hash", "excerpt", "content", "degraded", "cached", "metadata")
+            "model_versions", "content_hash", "excerpt", "content", "degraded", "cached", "metadata", "failed_stages")
 # Columns added after the first release: (name, type) each, added to an older database's table when missing.
-_ADDED_COLUMNS = (("metadata", "jsonb"),)
+_ADDED_COLUMNS = (("metadata", "jsonb"), ("failed_stages", "text[]"))
 
 
 class PostgresBackend:
@@ -102,7 +102,7 @@ class PostgresBackend:
                 verdict text NOT NULL, categories text[] NOT NULL, scores jsonb NOT NULL, reasons text[] NOT NULL,
                 latency_ms jsonb NOT NULL, model_versions jsonb NOT NULL, content_hash text NOT NULL,
                 excerpt text NOT NULL, content text, degraded boolean NOT NULL, cached boolean NOT NULL,
-                metadata jsonb, PRIMARY KEY (record_id, ts)) PARTITION BY RANGE (ts)""",
+                metadata jsonb, failed_stages text[], PRIMARY KEY (record_id, ts)) PARTITION BY RANGE (ts)""",
             f"CREATE INDEX IF NOT EXISTS {r}_ts ON {r} (ts)",
             f"CREATE INDEX IF NOT EXISTS {r}_verdict ON {r} (verdict, ts)",
             f"""CREATE TABLE IF NOT EXISTS {f} (
@@ -280,6 +280,7 @@ class PostgresBackend:
                         f"ORDER BY r.ts", (before,) if before is not None else None)
             for row in cur:
                 values = dict(zip(_COLUMNS, row))
+                values["failed_stages"] = values["failed_stages"] or []  # NULL: written before the column existed
                 values["findings"] = [AuditFinding(category=c, reason=why, score=s) for c, why, s in row[-1] or []]
                 yield AuditRecord(**values)
 
@@ -307,7 +308,7 @@ def _row(rec: AuditRecord) -> tuple:
     return (t(rec.record_id), t(rec.request_id), rec.ts, t(rec.profile), t(rec.verdict), t(rec.categories),
             Jsonb(t(rec.scores)), t(rec.reasons), Jsonb(t(rec.latency_ms)), Jsonb(t(rec.model_versions)),
             rec.content_hash, t(rec.excerpt), t(rec.content), rec.degraded, rec.cached,
-            None if rec.metadata is None else Jsonb(t(rec.metadata)))
+            None if rec.metadata is None else Jsonb(t(rec.metadata)), t(rec.failed_stages))
 
 
 def _no_nul(value: Any) -> Any:

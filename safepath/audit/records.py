@@ -53,6 +53,9 @@ class AuditRecord(BaseModel):
     excerpt: str = Field(description="The start of the content with every flagged step replaced by a marker.")
     content: str | None = Field(default=None, description="The original content; only when store_content is on.")
     degraded: bool = False
+    failed_stages: list[str] = Field(
+        default_factory=list, description="The stages that failed or timed out for this decision (why it is degraded)."
+    )
     cached: bool = False
     metadata: dict[str, Any] | None = Field(
         default=None, description="The request's metadata (tenant, stream id and steps, source), as JSON values."
@@ -116,6 +119,7 @@ class AuditRecord(BaseModel):
             excerpt=redacted_excerpt(content, result, excerpt_chars),
             content=content if store_content else None,
             degraded=result.degraded,
+            failed_stages=list(result.failed_stages),
             cached=result.cached,
             metadata=dict(metadata) if metadata is not None else None,
         )

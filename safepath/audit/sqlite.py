@@ -25,9 +25,9 @@ from safepath.audit.summary import GROUP_BYS, AuditSummary, GroupBy, build_summa
 from safepath.errors import ConfigError
 
 _COLUMNS = ("record_id", "request_id", "ts", "profile", "verdict", "categories", "scores", "reasons", "latency_ms",
-            "model_versions", "content_hash", "excerpt", "content", "degraded", "cached", "metadata")
+            "model_versions", "content_hash", "excerpt", "content", "degraded", "cached", "metadata", "failed_stages")
 # Columns added after the first release: (name, type) each, added to an older file's table when missing.
-_ADDED_COLUMNS = (("metadata", "TEXT"),)
+_ADDED_COLUMNS = (("metadata", "TEXT"), ("failed_stages", "TEXT"))
 
 
 def _ts(value: datetime) -> str:
@@ -131,7 +131,7 @@ class SqliteBackend:
                 verdict TEXT NOT NULL, categories TEXT NOT NULL, scores TEXT NOT NULL, reasons TEXT NOT NULL,
                 latency_ms TEXT NOT NULL, model_versions TEXT NOT NULL, content_hash TEXT NOT NULL,
                 excerpt TEXT NOT NULL, content TEXT, degraded INTEGER NOT NULL, cached INTEGER NOT NULL,
-                metadata TEXT);
+                metadata TEXT, failed_stages TEXT);
             CREATE INDEX IF NOT EXISTS {r}_ts ON {r} (ts);
             CREATE INDEX IF NOT EXISTS {r}_verdict ON {r} (verdict, ts);
             CREATE TABLE IF NOT EXISTS {f} (
@@ -247,7 +247,7 @@ def _row(rec: AuditRecord) -> tuple:
     return (rec.record_id, rec.request_id, _ts(rec.ts), rec.profile, rec.verdict, json.dumps(rec.categories),
             json.dumps(rec.scores), json.dumps(rec.reasons), json.dumps(rec.latency_ms), json.dumps(rec.model_versions),
             rec.content_hash, rec.excerpt, rec.content, int(rec.degraded), int(rec.cached),
-            None if rec.metadata is None else json.dumps(rec.metadata))
+            None if rec.metadata is None else json.dumps(rec.metadata), json.dumps(rec.failed_stages))
 
 
 def _record(row: Sequence) -> AuditRecord:
@@ -257,5 +257,7 @@ def _record(row: Sequence) -> AuditRecord:
     values["ts"] = datetime.fromisoformat(values["ts"])
     values["degraded"], values["cached"] = bool(values["degraded"]), bool(values["cached"])
     values["metadata"] = None if values["metadata"] is None else json.loads(values["metadata"])
+    # NULL in rows written before the column existed: their cause was not kept
+    values["failed_stages"] = json.loads(values["failed_stages"]) if values["failed_stages"] is not None else []
     values["findings"] = [AuditFinding(category=cat, reason=why, score=s) for cat, why, s in json.loads(row[-1])]
     return AuditRecord(**values)

@@ -319,3 +319,35 @@ def test_a_record_carrying_nul_characters_is_stored_not_stuck(settings: AuditSet
     assert (stored.request_id, stored.content, stored.metadata) == ("req\ufffduest", text.replace("\x00", "\ufffd"),
                                                                     {"tenant\ufffd": "a\ufffdb"})
     assert stored.content_hash == nul.content_hash
+
+
+class _DownModel:
+    """A model stage whose server is gone: every call fails."""
+
+    name, version, inline = "model", "down-1", False
+
+    def warmup(self) -> None:
+        pass
+
+    def detect(self, traces):
+        raise RuntimeError("model server gone")
+
+
+def test_a_degraded_record_keeps_its_failed_stages_and_an_older_table_gains_the_column(
+        settings: AuditSettings, postgres_dsn: str, tmp_path: Path):
+    r = f"{settings.table_prefix}_records"
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:  # as the release that added metadata left it
+        conn.execute(f"""CREATE TABLE {r} (
+            record_id text NOT NULL, request_id text NOT NULL, ts timestamptz NOT NULL, profile text NOT NULL,
+            verdict text NOT NULL, categories text[] NOT NULL, scores jsonb NOT NULL, reasons text[] NOT NULL,
+            latency_ms jsonb NOT NULL, model_versions jsonb NOT NULL, content_hash text NOT NULL,
+            excerpt text NOT NULL, content text, degraded boolean NOT NULL, cached boolean NOT NULL,
+            metadata jsonb, PRIMARY KEY (record_id, ts)) PARTITION BY RANGE (ts)""")
+    with open_audit(settings) as writer, SafePathFilter(profiles=PROFILES.with_name("tiny_models.yaml"),
+                                                        detectors={"model": _DownModel()}, audit=writer) as f:
+        f.filter(ALLOW_TEXT, profile="with_model_open")
+        f.filter(BLOCK_TEXT, profile="balanced")
+        assert writer.flush(10) and not writer.down
+        assert writer.backend.apply_retention(datetime.now(UTC) + timedelta(minutes=1), tmp_path / "archive") == 2
+    archived = {rec.profile: rec.failed_stages for path in (tmp_path / "archive").iterdir() for rec in read_archive(path)}
+    assert archived == {"with_model_open": ["model"], "balanced": []}

@@ -140,6 +140,14 @@ def test_should_record(text, profile, record_all, expected):
     assert should_record(result, record_all) is expected
 
 
+def test_a_degraded_record_names_the_stages_that_failed():
+    with SafePathFilter(profiles=TINY_MODEL_PROFILES, detectors={"model": FunctionDetector(_failing)}) as f:
+        degraded = f.filter(ALLOW_TEXT, profile="with_model_open")
+        clean = f.filter(ALLOW_TEXT, profile="balanced")
+    assert AuditRecord.from_result(ALLOW_TEXT, degraded).failed_stages == ["model"]
+    assert AuditRecord.from_result(ALLOW_TEXT, clean).failed_stages == []
+
+
 @pytest.mark.parametrize(
     "text,expected",
     [("30m", timedelta(minutes=30)), ("24h", timedelta(hours=24)), ("7d", timedelta(days=7)), (" 45s ", timedelta(seconds=45))],

@@ -15,7 +15,8 @@ from safepath.audit import AuditRecord, AuditUnavailable, read_archive
 from safepath.audit.sqlite import SqliteBackend
 from safepath.errors import ConfigError
 
-from .test_audit_records import ALLOW_TEXT, BLOCK_TEXT, FLAG_TEXT, REDACT_TEXT
+from .conftest import TINY_MODEL_PROFILES, FunctionDetector
+from .test_audit_records import ALLOW_TEXT, BLOCK_TEXT, FLAG_TEXT, REDACT_TEXT, _failing
 
 
 @pytest.fixture
@@ -172,6 +173,21 @@ def test_an_older_file_gains_the_metadata_column_and_keeps_its_records(tmp_path:
         backend.apply_retention(datetime.now(UTC) + timedelta(minutes=1), tmp_path / "archive")
     (archive,) = (tmp_path / "archive").iterdir()
     assert {r.record_id: r.metadata for r in read_archive(archive)} == {"old1": None, record.record_id: {"tenant": "acme"}}
+
+
+def test_an_older_file_gains_the_failed_stages_column_and_keeps_its_records(tmp_path: Path):
+    path = tmp_path / "audit.db"
+    with closing(sqlite3.connect(path)) as conn:
+        conn.executescript(_OLD_RECORDS_TABLE)
+        conn.execute("ALTER TABLE audit_records ADD COLUMN metadata TEXT")  # as the release that added metadata left it
+    with SafePathFilter(profiles=TINY_MODEL_PROFILES, detectors={"model": FunctionDetector(_failing)}) as f:
+        record = AuditRecord.from_result(ALLOW_TEXT, f.filter(ALLOW_TEXT, profile="with_model_open"))
+    with closing(SqliteBackend(path)) as backend:
+        backend.write([record])
+        assert backend.count() == 2
+        backend.apply_retention(datetime.now(UTC) + timedelta(minutes=1), tmp_path / "archive")
+    (archive,) = (tmp_path / "archive").iterdir()
+    assert {r.record_id: r.failed_stages for r in read_archive(archive)} == {"old1": [], record.record_id: ["model"]}
 
 
 def test_a_reader_never_creates_a_database(tmp_path: Path):
