@@ -1,7 +1,7 @@
 """The decision: every stage's detections on one trace, and the profile, in; a `FilterResult` out.
 
 Pure functions, no I/O: the pipeline calls `decide` once per trace; the streaming filter reuses its pieces
-(`worst_action`, `over_redacted`, `fails_closed`) to release a stream step by step under the same rules; the
+(`worst_action`, `over_redacted`, `fails_closed`, `redacted_categories`) to release a stream step by step under the same rules; the
 evaluation scripts replay `decide` over recorded detections.
 """
 
@@ -124,12 +124,15 @@ def _overrule(
     return kept, tuple(overruled)
 
 
+def redacted_categories(detections: Iterable[Detection]) -> list[str]:
+    """The categories a redaction marker names for a step: those of its detections acting at redact or above, in
+    first-seen order."""
+    return list(dict.fromkeys(d.category.value for d in detections if d.action.rank >= Verdict.REDACT.rank))
+
+
 def _steps_to_redact(acted: Sequence[Detection]) -> dict[int, list[str]]:
-    """Step index -> categories (in first-seen order) for steps with a detection at redact or above."""
-    steps: dict[int, list[str]] = {}
+    """Step index -> categories (see `redacted_categories`) for steps with a detection at redact or above."""
+    by_step: dict[int, list[Detection]] = {}
     for d in acted:
-        if d.action.rank >= Verdict.REDACT.rank:
-            cats = steps.setdefault(d.step_index, [])
-            if d.category.value not in cats:
-                cats.append(d.category.value)
-    return steps
+        by_step.setdefault(d.step_index, []).append(d)
+    return {index: cats for index, found in by_step.items() if (cats := redacted_categories(found))}

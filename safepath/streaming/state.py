@@ -15,8 +15,10 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from safepath.decide import fails_closed, over_redacted, redacted_categories, worst_action
 from safepath.errors import InvalidRequest
 from safepath.profiles import SafetyProfile
+from safepath.redaction import marker_text
 from safepath.segment import segment, unsettled_from
 from safepath.streaming.holdback import RuleHoldback
 from safepath.types import Detection, FilterRequest, FilterResult, Verdict
@@ -242,7 +244,9 @@ class StreamState:
         self._in_flight = None
         now = self._clock()
         judge_ms = (now - window.created) * 1000
-        fail_closed = result.degraded and result.verdict is Verdict.BLOCK
+        # Failed stages block only as the profile's fail mode says (fail-open answers from the stages that worked):
+        # the window's verdict cannot tell, since a blocking step among the window's steps blocks it too.
+        fail_closed = fails_closed(self.profile, result.failed_stages)
         per_step = _detections_by_step(window, result)
         shift = window.offset  # window offsets to stream offsets
         released = []
@@ -252,18 +256,17 @@ class StreamState:
                 d.model_copy(update={"step_index": index, "span": (d.span[0] + shift, d.span[1] + shift)})
                 for d in per_step[position]
             )
-            verdict = max((d.action for d in detections), key=lambda v: v.rank, default=Verdict.ALLOW)
+            verdict = worst_action(detections)
             self._judged += 1
             self._redacted += verdict is Verdict.REDACT
-            too_much = self._redacted / self._judged > self.profile.block_redacted_fraction
-            if fail_closed or (verdict is Verdict.REDACT and too_much):
+            if fail_closed or (verdict is Verdict.REDACT and over_redacted(self.profile, self._redacted, self._judged)):
                 verdict = Verdict.BLOCK
             categories = tuple(dict.fromkeys(d.category.value for d in detections))
             gap = self._slice(self._released_to, span.start)
             if verdict is Verdict.BLOCK:
                 body = self.profile.block_marker
             elif verdict is Verdict.REDACT:
-                body = self.profile.redaction_marker.format(categories=", ".join(categories))
+                body = marker_text(self.profile.redaction_marker, redacted_categories(detections))
             else:
                 body = self._slice(span.start, span.end)
             if window.last and position == len(window.steps) - 1 and verdict is not Verdict.BLOCK:

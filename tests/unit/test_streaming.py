@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from safepath import InvalidRequest, SafePathFilter, UnknownProfile, Verdict
+from safepath.profiles import load_profiles
 from safepath.streaming import AsyncStreamSession, StreamSession, StreamState, astream, drive, holdback_for, stream
 from safepath.streaming.state import HOLD_LIMIT_CHARS
 from safepath.types import Category, Detection, Stage
@@ -164,6 +165,38 @@ def test_a_failed_stage_under_a_fail_closed_profile_blocks_the_stream():
         assert [(s.verdict, s.degraded) for s in steps] == [(Verdict.BLOCK, True)]
         open_steps = list(stream(f, [f"{SAFE[0]} {SAFE[1]}"], profile="with_model_open"))
         assert [(s.verdict, s.degraded) for s in open_steps] == [(Verdict.ALLOW, True)] * 2
+
+
+def test_a_failed_stage_under_a_fail_open_profile_never_blocks_a_clean_step():
+    # one window (a third step follows): a clean step, then one the rules block; the model stage (run despite the block) fails. Fail-open
+    # answers from the rules: the block stops the stream at the second step; the first, clean, leaves as it is.
+    def broken(trace):
+        raise RuntimeError("model replica died")
+
+    profiles = load_profiles(TINY_MODEL_PROFILES)
+    no_short_cut = profiles.get("with_model_open").model_copy(update={"short_circuit_on_block": False})
+    profiles = profiles.model_copy(update={"profiles": {**profiles.profiles, "with_model_open": no_short_cut}})
+    with SafePathFilter(profiles=profiles, detectors={"model": FunctionDetector(broken)}) as f:
+        steps = list(stream(f, [f"{SAFE[0]} {BLOCKED} {SAFE[3]}"], profile="with_model_open"))
+        whole = f.filter(f"{SAFE[0]} {BLOCKED}", profile="with_model_open")
+    assert whole.verdict is Verdict.BLOCK and whole.failed_stages == ("model",)
+    assert [(s.verdict, s.degraded) for s in steps] == [(Verdict.ALLOW, True), (Verdict.BLOCK, True)]
+    assert steps[0].output == SAFE[0]
+
+
+def test_a_redacted_steps_marker_names_the_categories_redacted_as_the_whole_trace_filter_does():
+    # the model flags the step (deception at flag level) that the rules redact (reward hacking)
+    def model(trace):
+        return [Detection(category=Category.DECEPTION, stage=Stage.SAFETY_MODEL, score=0.55, step_index=s.index,
+                          span=(s.start, s.end)) for s in trace.steps if "special-case" in s.text]
+
+    text = f"{SAFE[0]} {REDACTED} {SAFE[3]}"
+    with SafePathFilter(profiles=TINY_MODEL_PROFILES, detectors={"model": FunctionDetector(model)}) as f:
+        steps = list(stream(f, [text], profile="with_model_open"))
+        whole = f.filter(text, profile="with_model_open")
+    assert {d.action for d in whole.detections} == {Verdict.FLAG, Verdict.REDACT}
+    assert [s.verdict for s in steps] == [Verdict.ALLOW, Verdict.REDACT, Verdict.ALLOW]
+    assert "".join(s.output for s in steps) == whole.filtered_content
 
 
 def test_model_detections_reach_the_step_they_were_made_on():
