@@ -8,6 +8,7 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
 import asyncio  # noqa: E402
+import json  # noqa: E402
 
 from fastapi import FastAPI  # noqa: E402
 
@@ -115,3 +116,13 @@ def test_stage_unavailable_is_a_503_with_the_blocked_results():
     body = response.json()
     assert body["error"]["details"] == {"failed_stages": ["safety_model"]}
     assert body["results"][0]["verdict"] == "block" and body["results"][0]["degraded"] is True
+
+
+def test_a_503_names_the_stages_that_failed_for_the_blocked_traces_only():
+    # a fail-open trace in the same batch lost another stage without being blocked: that stage is no cause of the 503
+    degraded_open = FilterResult(request_id="o", profile="balanced", verdict=Verdict.ALLOW, filtered_content="ok",
+                                 safety_score=1.0, degraded=True, failed_stages=("semantic",))
+    response = http.stage_unavailable([BLOCKED], [BLOCKED, degraded_open])
+    error = json.loads(response.body)["error"]
+    assert error["details"] == {"failed_stages": ["safety_model"]}
+    assert error["message"].startswith("stage(s) safety_model failed")
