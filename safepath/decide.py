@@ -1,7 +1,7 @@
 """The decision: every stage's detections on one trace, and the profile, in; a `FilterResult` out.
 
 Pure functions, no I/O: the pipeline calls `decide` once per trace; the streaming filter reuses its pieces
-(`worst_action`, `over_redacted`, `fails_closed`, `redacted_categories`) to release a stream step by step under the same rules; the
+(`worst_action`, `over_redacted`, `budget_floor`, `fails_closed`, `redacted_categories`) to release a stream step by step under the same rules; the
 evaluation scripts replay `decide` over recorded detections.
 """
 
@@ -53,8 +53,8 @@ def decide(
     redacted = _steps_to_redact(acted)
     if verdict is Verdict.REDACT and over_redacted(profile, len(redacted), len(trace.steps)):
         verdict = Verdict.BLOCK
-    if unread and Verdict(profile.model_budget.over_budget).rank > verdict.rank:
-        verdict = Verdict(profile.model_budget.over_budget)
+    if unread:
+        verdict = budget_floor(profile, verdict)
     if fails_closed(profile, failed_stages):
         verdict = Verdict.BLOCK
     if verdict is Verdict.BLOCK:
@@ -90,6 +90,13 @@ def over_redacted(profile: SafetyProfile, redacted_steps: int, steps: int) -> bo
     """Whether redacting `redacted_steps` of `steps` cuts more than the profile's `block_redacted_fraction`, at
     which point what is left would mislead and the whole trace is blocked instead."""
     return steps > 0 and redacted_steps / steps > profile.block_redacted_fraction
+
+
+def budget_floor(profile: SafetyProfile, verdict: Verdict) -> Verdict:
+    """The verdict where steps were left unread for the model budget: raised to the profile's `over_budget` at
+    least, never lowered."""
+    floor = Verdict(profile.model_budget.over_budget)
+    return floor if floor.rank > verdict.rank else verdict
 
 
 def fails_closed(profile: SafetyProfile, failed_stages: Sequence[str]) -> bool:

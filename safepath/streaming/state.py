@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from safepath.decide import fails_closed, over_redacted, redacted_categories, worst_action
+from safepath.decide import budget_floor, fails_closed, over_redacted, redacted_categories, worst_action
 from safepath.errors import InvalidRequest
 from safepath.profiles import SafetyProfile
 from safepath.redaction import marker_text
@@ -248,6 +248,7 @@ class StreamState:
         # the window's verdict cannot tell, since a blocking step among the window's steps blocks it too.
         fail_closed = fails_closed(self.profile, result.failed_stages)
         per_step = _detections_by_step(window, result)
+        unread = _unread_positions(window, result)
         shift = window.offset  # window offsets to stream offsets
         released = []
         for position, span in enumerate(window.steps):
@@ -257,6 +258,8 @@ class StreamState:
                 for d in per_step[position]
             )
             verdict = worst_action(detections)
+            if position in unread:  # a model stage left it unread: the whole-trace filter's floor, step by step
+                verdict = budget_floor(self.profile, verdict)
             self._judged += 1
             self._redacted += verdict is Verdict.REDACT
             if fail_closed or (verdict is Verdict.REDACT and over_redacted(self.profile, self._redacted, self._judged)):
@@ -332,11 +335,25 @@ def _detections_by_step(window: Window, result: FilterResult) -> list[list[Detec
     The pipeline segments the window content again; almost always into the same steps, but where it cuts
     differently, a detection goes to every new step its step touches (never to none).
     """
-    ranges = {s.index: (s.start + window.offset, s.end + window.offset) for s in result.steps}
+    ranges = _result_step_ranges(window, result)
     out: list[list[Detection]] = [[] for _ in window.steps]
     for d in result.detections:
         start, end = ranges.get(d.step_index, (d.span[0] + window.offset, d.span[1] + window.offset))
-        for position, span in enumerate(window.steps):
-            if start < span.end and span.start < end:
-                out[position].append(d)
+        for position in _overlapping(window, start, end):
+            out[position].append(d)
     return out
+
+
+def _unread_positions(window: Window, result: FilterResult) -> set[int]:
+    """Positions among the window's new steps of those touching a step the result lists as unread."""
+    ranges = _result_step_ranges(window, result)
+    return {position for index in result.unread_steps for position in _overlapping(window, *ranges[index])}
+
+
+def _result_step_ranges(window: Window, result: FilterResult) -> dict[int, tuple[int, int]]:
+    """The result's steps (of the window content) as stream ranges, by step index."""
+    return {s.index: (s.start + window.offset, s.end + window.offset) for s in result.steps}
+
+
+def _overlapping(window: Window, start: int, end: int) -> list[int]:
+    return [position for position, span in enumerate(window.steps) if start < span.end and span.start < end]

@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from safepath import InvalidRequest, SafePathFilter, UnknownProfile, Verdict
-from safepath.profiles import load_profiles
+from safepath.detectors.budget import unread_markers
+from safepath.profiles import ModelBudget, load_profiles
 from safepath.streaming import AsyncStreamSession, StreamSession, StreamState, astream, drive, holdback_for, stream
 from safepath.streaming.state import HOLD_LIMIT_CHARS
 from safepath.types import Category, Detection, Stage
@@ -197,6 +198,22 @@ def test_a_redacted_steps_marker_names_the_categories_redacted_as_the_whole_trac
     assert {d.action for d in whole.detections} == {Verdict.FLAG, Verdict.REDACT}
     assert [s.verdict for s in steps] == [Verdict.ALLOW, Verdict.REDACT, Verdict.ALLOW]
     assert "".join(s.output for s in steps) == whole.filtered_content
+
+
+def test_a_step_a_model_left_unread_takes_the_profiles_over_budget_verdict_as_the_whole_trace_would():
+    # the model's budget ran out before the last step (it says so with an unread marker); over_budget: block
+    def model(trace):
+        return unread_markers(trace, [s.index for s in trace.steps if "summarise" in s.text], Stage.SAFETY_MODEL)
+
+    profiles = load_profiles(TINY_MODEL_PROFILES)
+    blocking = profiles.get("with_model_open").model_copy(
+        update={"model_budget": ModelBudget(max_rows=4, over_budget="block")})
+    profiles = profiles.model_copy(update={"profiles": {**profiles.profiles, "with_model_open": blocking}})
+    with SafePathFilter(profiles=profiles, detectors={"model": FunctionDetector(model)}) as f:
+        steps = list(stream(f, cut(" ".join(SAFE), list(range(0, 300, 9))), profile="with_model_open"))
+        whole = f.filter(" ".join(SAFE), profile="with_model_open")
+    assert whole.verdict is Verdict.BLOCK and whole.unread_steps == (3,)
+    assert [s.verdict for s in steps] == [Verdict.ALLOW, Verdict.ALLOW, Verdict.ALLOW, Verdict.BLOCK]
 
 
 def test_model_detections_reach_the_step_they_were_made_on():
