@@ -29,10 +29,9 @@ def plan(args: AppArgs) -> tuple[str, list[str], dict[str, list[str]]]:
     """The graph's shape without Ray: (profiles path, stages run in the ingress, deployment -> its stages)."""
     path = resolve_profiles_path(args.profiles)
     profiles = load_profiles(path)
-    used = [name for name in profiles.stages if any(name in p.stages for p in profiles.profiles.values())]
     inline: list[str] = []
     hosted: dict[str, list[str]] = {}
-    for name in used:
+    for name in profiles.used_stages:
         kind = profiles.stages[name].type
         if kind == "rules" and args.rules_in_ingress:
             inline.append(name)

@@ -58,10 +58,10 @@ class SafePathFilter:
             profiles.get(profile)  # fail now, not on the first request
             profiles = profiles.model_copy(update={"default_profile": profile})
         self.profiles = profiles
-        used = [name for name in profiles.stages if any(name in p.stages for p in profiles.profiles.values())]
         if self.settings.metrics_port is not None:
             serve_metrics(self.settings.metrics_port)
-        self._parts = assemble(profiles, self.settings, stages=used, detectors=detectors, metrics=metrics, audit=audit)
+        self._parts = assemble(profiles, self.settings, stages=profiles.used_stages, detectors=detectors, metrics=metrics,
+                               audit=audit)
         self.detectors = self._parts.detectors
         self.metrics = self._parts.metrics
         self.audit = self._parts.audit

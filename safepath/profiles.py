@@ -231,6 +231,11 @@ class ProfileSet(BaseModel):
                 raise ValueError(f"profile {profile.name!r} names undefined stages {unknown}; defined: {sorted(self.stages)}")
         return self
 
+    @property
+    def used_stages(self) -> list[str]:
+        """The stages some profile names, in definition order: the ones a host builds (the others never run)."""
+        return [name for name in self.stages if any(name in p.stages for p in self.profiles.values())]
+
     def get(self, name: str | None) -> SafetyProfile:
         """The named profile, or the default one when `name` is None."""
         from safepath.errors import UnknownProfile

@@ -112,3 +112,11 @@ def test_a_stage_host_warms_the_stages_it_hosts(built, monkeypatch):
 def test_the_filter_and_the_assembly_agree_on_the_stages_built():
     with SafePathFilter(profiles=PROFILES, detectors={"model": FunctionDetector(lambda t: [])}) as f:
         assert set(f.detectors) == {"rules", "model"} and f.detectors["model"].warmed
+
+
+def test_a_stage_no_profile_names_is_never_built(built):
+    only_rules = PROFILES.model_copy(update={"profiles": {"balanced": PROFILES.get("balanced")},
+                                             "default_profile": "balanced"})
+    assert only_rules.used_stages == ["rules"]
+    with SafePathFilter(profiles=only_rules) as f:
+        assert set(f.detectors) == {"rules"} and not built
