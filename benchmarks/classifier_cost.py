@@ -21,11 +21,11 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from safepath.detectors.classifier import ClassifierDetector  # noqa: E402
-from safepath.runtime import OnnxEncoder  # noqa: E402
-from safepath.segment import segment  # noqa: E402
-from safepath.settings import RuntimeSettings  # noqa: E402
-from safepath.types import Trace  # noqa: E402
+from safepath.detectors.classifier import ClassifierDetector
+from safepath.runtime import OnnxEncoder
+from safepath.segment import segment
+from safepath.settings import RuntimeSettings
+from safepath.types import Trace
 
 ROOT = Path(__file__).resolve().parent.parent
 

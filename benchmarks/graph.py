@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.services import free_port  # noqa: F401 - re-exported for the benchmark scripts
+from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVE_CONFIG = ROOT / "serve_config.yaml"

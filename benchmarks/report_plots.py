@@ -7,10 +7,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from benchmarks.graph import series_by_process  # noqa: E402
-from benchmarks.report_doc import measured_stages  # noqa: E402
+from benchmarks.graph import series_by_process
+from benchmarks.report_doc import measured_stages
 
 PROFILE_COLOURS = {"rules_only": "tab:green", "safety": "tab:blue", "full": "tab:purple"}
 PERCENTILE_STYLES = {"p50": "-", "p95": "--", "p99": ":"}

@@ -31,15 +31,15 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
-from scipy.sparse import hstack  # noqa: E402
-from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.metrics import f1_score  # noqa: E402
+import numpy as np
+from scipy.sparse import hstack
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
 
-from models.evaluate import CORPUS, DEV, HARMBENCH, corpus_examples  # noqa: E402
-from safepath.evaluation import EvalReport, Example, evaluate, load_dataset  # noqa: E402
-from safepath.types import CATEGORIES, Verdict  # noqa: E402
+from models.evaluate import CORPUS, DEV, HARMBENCH, corpus_examples
+from safepath.evaluation import EvalReport, Example, evaluate, load_dataset
+from safepath.types import CATEGORIES, Verdict
 
 THRESHOLD = 0.5
 C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0)
@@ -152,7 +152,8 @@ def cross_writer() -> dict:
     reports = {}
     for fold, writers in FOLDS.items():
         others = tuple(sorted({w for ws in FOLDS.values() for w in ws} - set(writers)))
-        baseline, _ = train(corpus_examples(split="train", writers=others), corpus_examples(split="val", writers=others))
+        baseline, _ = train(corpus_examples(split="train", writers=others),
+                            corpus_examples(split="val", writers=others))
         reports[fold] = evaluate(BaselineFilter(baseline), corpus_examples(writers=writers), dataset=f"fold {fold}")
     folds = {fold: {"f1": r.f1, "precision": r.precision, "recall": r.recall, "hn_fpr": r.hard_negative_fpr,
                     "easy_fpr": r.easy_safe_fpr} for fold, r in reports.items()}

@@ -198,7 +198,8 @@ def agreement(
     for path in (fp32_path, other_path):
         # int8 as served: one row per call (dynamic quantization scales activations per call).
         rows = 1 if Path(path).name.endswith("int8.onnx") else None
-        encoder = OnnxEncoder(path, tokenizer, providers=["CPUExecutionProvider"], max_batch_rows=rows, name=Path(path).name)
+        encoder = OnnxEncoder(path, tokenizer, providers=["CPUExecutionProvider"], max_batch_rows=rows,
+                              name=Path(path).name)
         runs.append(encoder.run(list(texts))[output].astype(np.float64))
     ref, other = runs
     if output.startswith("embedding"):

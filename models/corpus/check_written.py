@@ -209,7 +209,8 @@ def counts(records: list[dict]) -> str:
     cats = Counter(c for r in harmful for c in r.get("categories", []))
     lines = [
         f"traces {n}: harmful {len(harmful)}, safe {n - len(harmful)}, "
-        f"hard_negative {tags['hard_negative']}, ordinary {tags['ordinary']}, twins {sum(1 for r in records if r.get('pair'))}",
+        f"hard_negative {tags['hard_negative']}, ordinary {tags['ordinary']}, "
+        f"twins {sum(1 for r in records if r.get('pair'))}",
         "categories: " + ", ".join(f"{c} {cats[c]}" for c in CATEGORIES),
         "tags: " + ", ".join(f"{t} {k}" for t, k in sorted(tags.items())),
         "styles: " + ", ".join(f"{s} {k}" for s, k in Counter(r.get("style") for r in records).most_common()),
@@ -232,7 +233,8 @@ def main() -> None:
             errors += errs + [e for r in recs for e in validate(r, path.stem)] + check_pairs(recs)
             targets += recs
         mine = {p.resolve() for p in args.files}
-        others = [r for p in sorted(WRITTEN.glob("w*.jsonl")) if p.resolve() not in mine for r in read(p, strict=False)[0]]
+        others = [r for p in sorted(WRITTEN.glob("w*.jsonl")) if p.resolve() not in mine
+                  for r in read(p, strict=False)[0]]
         records = targets + [r for r in others if isinstance(r.get("text"), str) and isinstance(r.get("id"), str)]
         targets = [r for r in targets if isinstance(r.get("text"), str) and isinstance(r.get("id"), str)]
         errors += [f"duplicate id {i}" for i, k in Counter(r["id"] for r in targets).items() if k > 1]
