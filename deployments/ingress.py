@@ -7,31 +7,15 @@ Handle callers (`serve.get_app_handle("safepath")`) use `filter` and `filter_bat
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures Serve rebuilds for class-based
 # views, and string annotations there turn the JSON body into a query parameter.
-from collections.abc import Mapping, Sequence
-
 import asyncio
 import hmac
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from fastapi import FastAPI, Header, Query
-from fastapi import Request, WebSocket
+from fastapi import FastAPI, Header, Query, Request, WebSocket
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.responses import Response
-
-from safepath import __version__
-from safepath.access import load_keys
-from safepath.assembly import assemble
-from safepath.filter import as_request
-from safepath.metrics import use_backend
-from safepath.pipeline import AsyncStage, local_stage
-from safepath.profiles import SafetyProfile, load_profiles
-from safepath.proxy.app import chat_completions, list_models, stream_socket, unsupported
-from safepath.proxy.config import ProxyRoute
-from safepath.proxy.service import ChatProxy
-from safepath.settings import RuntimeSettings
-from safepath.streaming import RuleHoldback, astream, holdback_for
-from safepath.types import FilterRequest, FilterResult
 
 from deployments import http
 from deployments.schemas import (
@@ -43,6 +27,19 @@ from deployments.schemas import (
     ReadyResponse,
 )
 from deployments.service import FilterService, Outcome, remote_stage
+from safepath import __version__
+from safepath.access import load_keys
+from safepath.assembly import assemble
+from safepath.filter import as_request
+from safepath.metrics import use_backend
+from safepath.pipeline import AsyncStage, local_stage
+from safepath.profiles import SafetyProfile, load_profiles
+from safepath.proxy.app import chat_completions, list_models, stream_socket, unsupported
+from safepath.proxy.config import ProxyConfig
+from safepath.proxy.service import ChatProxy
+from safepath.settings import RuntimeSettings
+from safepath.streaming import RuleHoldback, astream, holdback_for
+from safepath.types import FilterRequest, FilterResult
 
 api = http.install(
     FastAPI(
@@ -226,12 +223,12 @@ class Ingress:
     async def _judge(self, requests: Sequence[FilterRequest]) -> list[FilterResult]:
         return (await self._run(list(requests))).results
 
-    def _configure_proxy(self, route: ProxyRoute | None) -> None:
-        if route == (self._proxy.route if self._proxy else None):
+    def _configure_proxy(self, config: ProxyConfig | None) -> None:
+        if config == (self._proxy.config if self._proxy else None):
             return
         old, self._proxy = self._proxy, None
-        if route is not None:
-            self._proxy = ChatProxy(route, self._judge, lambda name: self.service.profiles.get(name),
+        if config is not None:
+            self._proxy = ChatProxy(config, self._judge, lambda name: self.service.profiles.get(name),
                                     holdback_for=self._holdback)
         if old is not None:
             old.close_soon()

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from safepath.profiles import Thresholds
-from safepath.proxy.config import ProxyRoute
+from safepath.proxy.config import ProxyConfig
 from safepath.types import FilterRequest, FilterResult
 
 MAX_BATCH_TRACES = 256
@@ -68,7 +68,7 @@ class IngressConfig(BaseModel):
     cache_enabled: bool | None = Field(
         default=None, description="Answer repeated traces from the result cache; SAFEPATH_CACHE_ENABLED when unset."
     )
-    proxy: ProxyRoute | None = Field(
+    proxy: ProxyConfig | None = Field(
         default=None,
         description="The OpenAI-compatible reasoning proxy (`POST /v1/chat/completions`): its upstream and options. "
         "Absent: the route answers 503. The upstream's key comes from the replica's environment (`api_key_env`).",

@@ -278,17 +278,17 @@ def _cmd_audit_retention(args: argparse.Namespace) -> int:
 def _cmd_proxy(args: argparse.Namespace) -> int:
     try:
         from safepath.proxy.app import serve
-        from safepath.proxy.config import ProxyRoute
+        from safepath.proxy.config import ProxyConfig
     except ImportError as exc:
         raise CliError(f"the proxy needs the `proxy` extra (pip install 'cot-safepath[proxy]'): {exc}", EXIT_BAD_CONFIG) from None
     try:
-        route = ProxyRoute(
+        config = ProxyConfig(
             base_url=args.upstream, api_key_env=args.api_key_env, timeout_s=args.timeout_s, filter=args.filter,
             on_block=args.on_block, profile=args.profile, content_starts_in_think=args.content_starts_in_think,
         )
     except ValueError as exc:
         raise CliError(f"invalid proxy option: {exc}", EXIT_BAD_INPUT) from None
-    serve(SafePathFilter(profiles=args.profiles), route, host=args.host, port=args.port)
+    serve(SafePathFilter(profiles=args.profiles), config, host=args.host, port=args.port)
     return 0
 
 

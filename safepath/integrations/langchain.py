@@ -21,9 +21,9 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import LLMResult
 
+from safepath.chat.think import ThinkSplitter
+from safepath.chat.wire import ReasoningBlocked
 from safepath.filter import SafePathFilter
-from safepath.proxy.think import ThinkSplitter
-from safepath.proxy.wire import ReasoningBlocked
 from safepath.streaming import ReleasedStep, StreamSession
 from safepath.types import Verdict
 

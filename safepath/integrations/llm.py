@@ -3,7 +3,7 @@
 The function may return text with `<think>…</think>` blocks (the blocks are the reasoning) or a
 (reasoning, answer) pair; it may be a coroutine function, or a generator (sync or async) yielding text pieces.
 The wrapper returns the same shape with the reasoning judged step by step, exactly as the proxy filters a chat
-completion (`safepath.proxy.rewrite`): same options, same markers, same handling of a block.
+completion (`safepath.chat.rewrite`): same options, same markers, same handling of a block.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from safepath.chat.config import FilterOptions
+from safepath.chat.rewrite import ChatRewriter, rewriter_for
 from safepath.filter import SafePathFilter
-from safepath.proxy.config import FilterOptions
-from safepath.proxy.rewrite import ChatRewriter, rewriter_for
 from safepath.streaming import adrive, drive, holdback_for
 
 

@@ -6,7 +6,7 @@
 Same interface as the official client: `create` takes the same arguments and returns a `ChatCompletion`, or
 (with `stream=True`) an iterable of `ChatCompletionChunk`s; everything else is the wrapped client's. The
 `reasoning_content` / `reasoning` fields and think blocks in `content` are filtered by the same rewriter as the
-proxy's (`safepath.proxy.rewrite`). `openai.AsyncOpenAI` clients are wrapped the same way (`await create`,
+proxy's (`safepath.chat.rewrite`). `openai.AsyncOpenAI` clients are wrapped the same way (`await create`,
 `async for`). Needs the `openai` extra.
 """
 
@@ -18,9 +18,9 @@ from typing import Any, Self
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from safepath.chat.config import FilterOptions
+from safepath.chat.rewrite import ChatRewriter, rewriter_for
 from safepath.filter import SafePathFilter
-from safepath.proxy.config import FilterOptions
-from safepath.proxy.rewrite import ChatRewriter, rewriter_for
 from safepath.streaming import adrive, drive, holdback_for
 
 

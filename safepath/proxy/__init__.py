@@ -1,24 +1,20 @@
 """An OpenAI-compatible reasoning proxy: forwards chat completions to an upstream server and filters the reasoning
-(`reasoning_content` / `reasoning` fields, `<think>` blocks) before it reaches the caller.
+(`reasoning_content` / `reasoning` fields, `<think>` blocks) before it reaches the caller. The rewriting itself is
+shared with the client wrappers and lives in safepath/chat/; this package is the server around it.
 
-    config.py    ProxyRoute: upstream, key variable, timeout, what to filter, what a block does
-    wire.py      SSE in and out, reasoning fields, OpenAI-style errors
-    think.py     ThinkSplitter: think tags split across chunks
-    rewrite.py   ChatRewriter: the sans-IO rewrite of chunks and whole completions
+    config.py    ProxyConfig: the chat filter's options plus the upstream, its key variable and timeout
+    headers.py   which of the caller's headers go upstream
     upstream.py  Upstream: the httpx client
     service.py   ChatProxy: upstream + rewriter + an async judge
     app.py       FastAPI handlers and the standalone app (`safepath proxy`); needs FastAPI and uvicorn
 
-The wire, think, rewrite and config modules are plain Python (the client wrappers use them); the upstream
-client needs the `proxy` extra (httpx; FastAPI and uvicorn too for app.py), so it loads on first use.
+config.py is plain pydantic (the Ray ingress validates it without httpx); the rest needs the `proxy` extra
+(httpx; FastAPI and uvicorn too for app.py), so it loads on first use.
 """
 
 from typing import Any
 
-from safepath.proxy.config import FilterOptions, ProxyRoute
-from safepath.proxy.rewrite import ChatRewriter
-from safepath.proxy.think import ThinkSplitter, split_think
-from safepath.proxy.wire import ProxyError, ReasoningBlocked, UpstreamError, UpstreamStatus
+from safepath.proxy.config import ProxyConfig
 
 
 def __getattr__(name: str) -> Any:
@@ -33,16 +29,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'safepath.proxy' has no attribute {name!r}")
 
 
-__all__ = [
-    "ChatProxy",
-    "ChatRewriter",
-    "FilterOptions",
-    "ProxyError",
-    "ProxyRoute",
-    "ReasoningBlocked",
-    "ThinkSplitter",
-    "Upstream",
-    "UpstreamError",
-    "UpstreamStatus",
-    "split_think",
-]
+__all__ = ["ChatProxy", "ProxyConfig", "Upstream"]

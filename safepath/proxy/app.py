@@ -25,11 +25,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from safepath import __version__
 from safepath.access import AccessControl, AccessPolicy, client_key_id, openai_error_body
 from safepath.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
+from safepath.chat.wire import ProxyError
 from safepath.errors import ConfigError, SafePathError
 from safepath.filter import SafePathFilter
-from safepath.proxy.config import ProxyRoute
+from safepath.proxy.config import ProxyConfig
 from safepath.proxy.service import ChatProxy, ProfileLookup
-from safepath.proxy.wire import ProxyError
 from safepath.settings import RuntimeSettings
 from safepath.stream_protocol import ErrorReply, StreamProtocol
 from safepath.streaming import AsyncJudge, HoldbackLookup, holdbacks
@@ -140,34 +140,34 @@ def proxy_router(
 
 def create_app(
     safepath_filter: SafePathFilter,
-    route: ProxyRoute | None = None,
+    config: ProxyConfig | None = None,
     *,
     access: AccessPolicy | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
-    """The standalone app: the proxy (when `route` is given), the streaming WebSocket and `/healthz`.
+    """The standalone app: the proxy (when `config` is given), the streaming WebSocket and `/healthz`.
 
     Args:
         safepath_filter: Judges the reasoning.
-        route: The upstream and the filtering options; without one the proxy routes answer 503.
+        config: The upstream and the filtering options; without one the proxy routes answer 503.
         access: API keys and rate limit; from the `SAFEPATH_*` environment when None.
         max_body_bytes: Larger request bodies are refused with 413.
 
     Raises:
-        ConfigError: `route.api_key_env` is set but no API keys are (see the module doc), or the key setting is
-            unusable, or the route's profile is unknown.
+        ConfigError: `config.api_key_env` is set but no API keys are (see the module doc), or the key setting is
+            unusable, or the config's profile is unknown.
     """
     access = access if access is not None else AccessPolicy.from_settings(RuntimeSettings())
-    if route is not None and route.api_key_env and access.keys is None:
+    if config is not None and config.api_key_env and access.keys is None:
         raise ConfigError(
-            f"the upstream key ({route.api_key_env}) is only used for callers that authenticate to the proxy: "
+            f"the upstream key ({config.api_key_env}) is only used for callers that authenticate to the proxy: "
             "set SAFEPATH_API_KEYS or SAFEPATH_API_KEYS_FILE, or drop --api-key-env and let callers send their own"
         )
     holdback_for = holdbacks(safepath_filter.profiles, safepath_filter.detectors)
-    proxy = ChatProxy(route, safepath_filter.afilter_batch, safepath_filter.profiles.get,
-                      holdback_for=holdback_for) if route else None
-    if route is not None:
-        safepath_filter.profiles.get(route.profile)  # a bad profile name fails now, not on the first request
+    proxy = ChatProxy(config, safepath_filter.afilter_batch, safepath_filter.profiles.get,
+                      holdback_for=holdback_for) if config else None
+    if config is not None:
+        safepath_filter.profiles.get(config.profile)  # a bad profile name fails now, not on the first request
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -187,8 +187,8 @@ def create_app(
     return app
 
 
-def serve(safepath_filter: SafePathFilter, route: ProxyRoute, *, host: str = "127.0.0.1", port: int = 8080) -> None:
+def serve(safepath_filter: SafePathFilter, config: ProxyConfig, *, host: str = "127.0.0.1", port: int = 8080) -> None:
     """Run the standalone app with uvicorn in this process until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(safepath_filter, route), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(safepath_filter, config), host=host, port=port, log_level="info")

@@ -14,12 +14,12 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack
 from typing import Any
 
+from safepath.chat.rewrite import ChatRewriter, rewriter_for
+from safepath.chat.wire import DONE, ProxyError, encode_event
 from safepath.profiles import SafetyProfile
-from safepath.proxy.config import ProxyRoute
+from safepath.proxy.config import ProxyConfig
 from safepath.proxy.headers import upstream_headers
-from safepath.proxy.rewrite import ChatRewriter, rewriter_for
 from safepath.proxy.upstream import Upstream
-from safepath.proxy.wire import DONE, ProxyError, encode_event
 from safepath.streaming import AsyncJudge, HoldbackLookup, adrive
 
 logger = logging.getLogger(__name__)
@@ -32,29 +32,29 @@ class ChatProxy:
     """OpenAI `POST /chat/completions` against one upstream, with the reasoning filtered.
 
     Args:
-        route: The upstream and the filtering options.
+        config: The upstream and the filtering options.
         judge: Async batch judge: requests in, results out in order.
         profile_for: Looks a profile up by name (None: the default); called per request, so live profile
             changes apply.
-        upstream: The upstream client; built from `route` when None.
+        upstream: The upstream client; built from `config` when None.
         holdback_for: The profile's rule holdback (`safepath.streaming.holdbacks`): a reasoning step waits while a
             rule match may still run past it. None only for judges without rule stages.
     """
 
     def __init__(
         self,
-        route: ProxyRoute,
+        config: ProxyConfig,
         judge: AsyncJudge,
         profile_for: ProfileLookup,
         *,
         upstream: Upstream | None = None,
         holdback_for: HoldbackLookup | None = None,
     ) -> None:
-        self.route = route
+        self.config = config
         self._judge = judge
         self._profile_for = profile_for
         self._holdback_for = holdback_for
-        self.upstream = upstream or Upstream(route)
+        self.upstream = upstream or Upstream(config)
 
     async def complete(
         self, body: dict[str, Any], *, headers: Iterable[tuple[str, str]] = (), authenticated: bool = False
@@ -122,11 +122,11 @@ class ChatProxy:
         task.add_done_callback(_closing.discard)
 
     def _forward(self, headers: Iterable[tuple[str, str]], authenticated: bool) -> list[tuple[str, str]]:
-        return upstream_headers(headers, authenticated=authenticated, upstream_key=self.route.api_key())
+        return upstream_headers(headers, authenticated=authenticated, upstream_key=self.config.api_key())
 
     def _rewriter(self, body: dict[str, Any]) -> ChatRewriter:
         # Audit records learn where the text came from; never the upstream's address or key.
         metadata = {"source": "proxy", "model": str(body.get("model"))[:100]}
-        profile = self._profile_for(self.route.profile)
+        profile = self._profile_for(self.config.profile)
         holdback = self._holdback_for(profile) if self._holdback_for else None
-        return rewriter_for(self.route, profile, metadata=metadata, holdback=holdback)
+        return rewriter_for(self.config, profile, metadata=metadata, holdback=holdback)

@@ -5,7 +5,7 @@ reached or answers something that is not the OpenAI format, 504 when it times ou
 body) when it answers a non-2xx. Each call carries the headers `safepath.proxy.headers.upstream_headers` chose
 (the caller's, with the upstream key only for callers that authenticated to the proxy). The API key is read from
 the environment per request and scrubbed from anything the upstream sends back; messages name the upstream by
-`ProxyRoute.safe_url` (no user info, no query).
+`ProxyConfig.safe_url` (no user info, no query).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 
-from safepath.proxy.config import ProxyRoute
-from safepath.proxy.wire import DONE, SSEDecoder, UpstreamError, UpstreamStatus, parse_chunk
+from safepath.chat.wire import DONE, SSEDecoder, UpstreamError, UpstreamStatus, parse_chunk
+from safepath.proxy.config import ProxyConfig
 
 logger = logging.getLogger(__name__)
 
@@ -31,12 +31,12 @@ class Upstream:
     """Sends chat completion requests to one upstream.
 
     Args:
-        route: Where the upstream is, its key's environment variable and the timeout.
+        config: Where the upstream is, its key's environment variable and the timeout.
         transport: An httpx transport to use instead of the network (e.g. `httpx.ASGITransport`).
     """
 
-    def __init__(self, route: ProxyRoute, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.route = route
+    def __init__(self, config: ProxyConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.config = config
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
 
@@ -60,7 +60,7 @@ class Upstream:
         except ValueError:
             data = None
         if not isinstance(data, dict):
-            raise UpstreamError(502, f"the upstream {self.route.safe_url} answered something that is not a JSON object",
+            raise UpstreamError(502, f"the upstream {self.config.safe_url} answered something that is not a JSON object",
                                 type="upstream_error", code="bad_upstream_response")
         return data
 
@@ -81,7 +81,7 @@ class Upstream:
                     raise self._transport_error(exc) from None
                 raise self._status_error(response.status_code, content)
             if not response.headers.get("content-type", "").startswith("text/event-stream"):
-                raise UpstreamError(502, f"the upstream {self.route.safe_url} did not answer with an event stream",
+                raise UpstreamError(502, f"the upstream {self.config.safe_url} did not answer with an event stream",
                                     type="upstream_error", code="bad_upstream_response")
             yield self._events(response)
         finally:
@@ -118,7 +118,7 @@ class Upstream:
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
             self._client = httpx.AsyncClient(
-                base_url=self.route.base_url, timeout=httpx.Timeout(self.route.timeout_s), transport=self._transport
+                base_url=self.config.base_url, timeout=httpx.Timeout(self.config.timeout_s), transport=self._transport
             )
         return self._client
 
@@ -130,14 +130,14 @@ class Upstream:
 
     def _transport_error(self, exc: httpx.HTTPError) -> UpstreamError:
         # Only the exception's class is reported: httpx messages may quote the request URL.
-        logger.warning("upstream %s failed: %s", self.route.safe_url, type(exc).__name__)
+        logger.warning("upstream %s failed: %s", self.config.safe_url, type(exc).__name__)
         if isinstance(exc, httpx.TimeoutException):
-            return UpstreamError(504, f"the upstream {self.route.safe_url} timed out after {self.route.timeout_s:g} s",
+            return UpstreamError(504, f"the upstream {self.config.safe_url} timed out after {self.config.timeout_s:g} s",
                                  type="upstream_error", code="upstream_timeout")
         if isinstance(exc, httpx.ConnectError):
-            return UpstreamError(502, f"could not connect to the upstream {self.route.safe_url}",
+            return UpstreamError(502, f"could not connect to the upstream {self.config.safe_url}",
                                  type="upstream_error", code="upstream_unavailable")
-        return UpstreamError(502, f"the connection to the upstream {self.route.safe_url} failed ({type(exc).__name__})",
+        return UpstreamError(502, f"the connection to the upstream {self.config.safe_url} failed ({type(exc).__name__})",
                              type="upstream_error", code="upstream_unavailable")
 
     def _status_error(self, status: int, content: bytes) -> UpstreamStatus:
@@ -149,12 +149,12 @@ class Upstream:
             text = content.decode("utf-8", "replace")[:300]
             payload = {"error": {"message": f"the upstream answered HTTP {status}: {text}", "type": "upstream_error",
                                  "code": str(status), "param": None}}
-        logger.info("upstream %s answered HTTP %d", self.route.safe_url, status)
+        logger.info("upstream %s answered HTTP %d", self.config.safe_url, status)
         return UpstreamStatus(status, self._scrub(payload))
 
     def _scrub(self, payload: dict[str, Any]) -> dict[str, Any]:
         """The payload with the API key replaced wherever it occurs in a string (upstreams echo bad keys)."""
-        key = self.route.api_key()
+        key = self.config.api_key()
         return _replace(payload, key) if key else payload
 
 

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from safepath import ConfigError, SafePathFilter
 from safepath.access import AccessPolicy, KeySet
 from safepath.body_limit import DEFAULT_MAX_BODY_BYTES
-from safepath.proxy import ChatProxy, ProxyRoute
+from safepath.proxy import ChatProxy, ProxyConfig
 from safepath.proxy.app import create_app
 from safepath.streaming import stream
 from tests.upstream import Scenario, converse, free_port, reasoning_server, serve_in_thread
@@ -61,7 +61,7 @@ def proxy(tiny, upstream):
 
         def make(*, keys: tuple[str, ...] = (), max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, **options) -> str:
             """`keys`: the proxy's API keys (none: open, as with SAFEPATH_API_KEYS unset)."""
-            route = ProxyRoute(**{"base_url": upstream.base_url, **options})
+            route = ProxyConfig(**{"base_url": upstream.base_url, **options})
             key = f"{route.model_dump_json()} {keys} {max_body_bytes}"
             if key not in servers:
                 access = AccessPolicy(keys=KeySet(keys) if keys else None)
@@ -254,7 +254,7 @@ def test_with_proxy_keys_and_no_upstream_key_the_proxy_key_is_not_forwarded(upst
 def test_an_upstream_key_without_proxy_keys_is_refused_at_start(tiny, upstream, monkeypatch):
     monkeypatch.delenv("SAFEPATH_API_KEYS", raising=False)
     monkeypatch.delenv("SAFEPATH_API_KEYS_FILE", raising=False)
-    route = ProxyRoute(base_url=upstream.base_url, api_key_env="SAFEPATH_TEST_UPSTREAM_KEY")
+    route = ProxyConfig(base_url=upstream.base_url, api_key_env="SAFEPATH_TEST_UPSTREAM_KEY")
     with pytest.raises(ConfigError, match="SAFEPATH_API_KEYS"):
         create_app(tiny, route)
 
@@ -346,7 +346,7 @@ def test_requests_the_filter_sees_carry_no_credentials_or_upstream_address(tiny,
     import asyncio
 
     monkeypatch.setenv("SAFEPATH_TEST_UPSTREAM_KEY", KEY)
-    route = ProxyRoute(base_url=upstream.base_url, api_key_env="SAFEPATH_TEST_UPSTREAM_KEY")
+    route = ProxyConfig(base_url=upstream.base_url, api_key_env="SAFEPATH_TEST_UPSTREAM_KEY")
     seen = []
 
     async def judge(requests):
@@ -480,7 +480,7 @@ def rules_proxy(upstream):
     """A standalone proxy whose filter runs the shipped rules (no model), open to every caller."""
     profiles = Path(__file__).resolve().parents[1] / "fixtures" / "profiles" / "rules_only.yaml"
     with SafePathFilter(profiles=profiles) as f, serve_in_thread(
-        create_app(f, ProxyRoute(base_url=upstream.base_url), access=AccessPolicy(keys=None))
+        create_app(f, ProxyConfig(base_url=upstream.base_url), access=AccessPolicy(keys=None))
     ) as base_url:
         yield base_url
 

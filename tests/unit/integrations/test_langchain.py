@@ -10,8 +10,8 @@ pytest.importorskip("langchain_core")
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 
+from safepath.chat.wire import ReasoningBlocked
 from safepath.integrations.langchain import SafePathCallbackHandler
-from safepath.proxy.wire import ReasoningBlocked
 from safepath.types import Verdict
 
 SAFE_1 = "Step 1: The user wants the sum of the two invoices."

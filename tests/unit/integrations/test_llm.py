@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from safepath.chat.wire import ReasoningBlocked
 from safepath.integrations.llm import wrap_llm
-from safepath.proxy.wire import ReasoningBlocked
 
 SAFE_1 = "Step 1: Convert both lengths to metres."
 HARMFUL = "Step 2: I'll special-case the unit tests so the grader passes."

@@ -16,10 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from safepath.chat.config import FilterOptions
+from safepath.chat.think import ThinkSplitter
+from safepath.chat.wire import REASONING_FIELDS, ReasoningBlocked, reasoning_of, strip_readable_details
 from safepath.profiles import SafetyProfile
-from safepath.proxy.config import FilterOptions
-from safepath.proxy.think import ThinkSplitter
-from safepath.proxy.wire import REASONING_FIELDS, ReasoningBlocked, reasoning_of, strip_readable_details
 from safepath.streaming import Judging, ReleasedStep, RuleHoldback, StreamState
 from safepath.types import Verdict
 

@@ -1,11 +1,10 @@
-"""SSE parsing, reasoning fields, route config: the wire details the proxy depends on."""
+"""SSE parsing and reasoning fields: the wire details the proxy and the wrappers depend on."""
 
 from __future__ import annotations
 
 import pytest
 
-from safepath.proxy.config import ProxyRoute
-from safepath.proxy.wire import (
+from safepath.chat.wire import (
     DONE,
     ServerSentEvent,
     SSEDecoder,
@@ -65,18 +64,3 @@ def test_readable_reasoning_details_are_dropped_opaque_ones_kept():
     readable_only = {"reasoning_details": [{"type": "reasoning.text", "text": "t"}]}
     strip_readable_details(readable_only)
     assert readable_only == {}
-
-
-def test_route_never_shows_credentials(monkeypatch):
-    route = ProxyRoute(base_url="https://user:hunter2@llm.example.com:8443/v1/", api_key_env="UPSTREAM_KEY")
-    assert route.safe_url == "https://llm.example.com:8443/v1"
-    monkeypatch.setenv("UPSTREAM_KEY", "sk-live-123")
-    assert route.api_key() == "sk-live-123"
-    assert "sk-live-123" not in repr(route) and "sk-live-123" not in route.model_dump_json()
-    assert "hunter2" not in route.safe_url
-
-
-@pytest.mark.parametrize("url", ["ftp://host/v1", "localhost:8000", "http:///v1", "http://host/v1?key=secret"])
-def test_route_wants_an_http_url(url):
-    with pytest.raises(ValueError):
-        ProxyRoute(base_url=url)

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from safepath.proxy.config import FilterOptions
-from safepath.proxy.rewrite import rewriter_for
-from safepath.proxy.wire import ReasoningBlocked
+from safepath.chat.config import FilterOptions
+from safepath.chat.rewrite import rewriter_for
+from safepath.chat.wire import ReasoningBlocked
 from safepath.streaming import drive, stream
 from tests.upstream import Scenario, chunks, completion
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from safepath.proxy.think import ThinkSplitter, split_think
+from safepath.chat.think import ThinkSplitter, split_think
 
 CONTENT = "<think>First I check the units.\nThen I add them.</think>\n\nThe total is 12 km."
 
