@@ -82,8 +82,8 @@ def _numpy_reference() -> Callable[[], object]:
 def workloads(with_model: bool = True) -> tuple[dict[str, Callable[[], object]], list[Workload]]:
     """The references and the guarded workloads (models load here, before any timing)."""
     from safepath.detectors.rules import RuleDetector
-    from safepath.normalize import views
     from safepath.segment import segment
+    from safepath.text.normalize import views
     from safepath.types import Trace
 
     rules = RuleDetector.from_file(ROOT / "configs" / "rules.yaml")

@@ -9,9 +9,9 @@ import pytest
 
 from safepath import SafePathFilter
 from safepath.detectors.rules import RuleDetector
-from safepath.normalize import views
 from safepath.segment import segment
 from safepath.settings import RuntimeSettings
+from safepath.text.normalize import views
 from safepath.types import Trace
 
 from .traces import make_trace

@@ -214,7 +214,7 @@ class Ingress:
 
     @api.websocket("/v1/stream")
     async def stream_route(self, websocket: WebSocket) -> None:
-        """The streaming filter over a WebSocket; protocol in safepath/stream_protocol.py."""
+        """The streaming filter over a WebSocket; protocol in safepath/streaming/protocol.py."""
         await stream_socket(websocket, self._judge, self.service.profiles.get, self._holdback)
 
     def _holdback(self, profile: SafetyProfile) -> RuleHoldback | None:

@@ -78,7 +78,7 @@ def discover(environment, **_kwargs) -> None:
     except (requests.RequestException, ValueError, KeyError) as exc:
         log.error("safepath load: cannot read %s/v1/profiles (%s); every request uses the default profile", host, exc)
         _State.profiles = {}
-    # HOOK: streaming sessions run when the server accepts a WebSocket at /v1/stream (safepath/stream_protocol.py).
+    # HOOK: streaming sessions run when the server accepts a WebSocket at /v1/stream (safepath/streaming/protocol.py).
     try:
         ws = websocket.create_connection(_ws_url(host), timeout=5)
         ws.send(json.dumps({"type": "end"}))

@@ -12,7 +12,7 @@ model never sees a text shaped differently from the ones it learned on.
 - **Identifiers.** Hashes, UUIDs, hex digests and long key-like tokens carry no intent, yet a model trained on
   text where they co-occur with one label learns them as a signal. They are replaced by one neutral token before any
   model sees the text, so no identifier can move a score.
-- **Disguises.** The rules scan folded and decoded views of the whole trace (safepath/normalize.py); the models
+- **Disguises.** The rules scan folded and decoded views of the whole trace (safepath/text/normalize.py); the models
   need the same. A step that says "ZGlzYWJsZSB0aGUgYXVkaXQgbG9n; doing that now" reads as noise to a transformer
   until the base64 is decoded in place. `readable(text, vocabulary)` returns the step with every disguise it can
   undo undone, or None when there is nothing to undo (the common case: a few regex scans, no model pass):
@@ -40,9 +40,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from safepath.decoding import MAX_LAYERS, base64_runs, decode_base64, decode_hex, hex_runs, rot13
-from safepath.normalize import _normalized
 from safepath.runtime.onnx import window_starts
+from safepath.text.decoding import MAX_LAYERS, base64_runs, decode_base64, decode_hex, hex_runs, rot13
+from safepath.text.normalize import normalize
 
 ID_TOKEN = "<id>"
 SEPARATOR = " [SEP] "
@@ -218,7 +218,7 @@ def _fold(text: str, vocabulary: frozenset[str]) -> str:
     The baseline is the text as the uncased model already reads it (lower case, accents stripped: its tokenizer's
     NFD, not NFKD), so accented Spanish or French gains nothing from folding and costs no second pass, while
     fullwidth or other compatibility letters, which the tokenizer does not fold, are rewritten."""
-    folded = _normalized(text)[0]
+    folded = normalize(text).text
     if _marked(text) or _compatibility_letters(text) >= 3:
         return folded
     plain = "".join(c for c in unicodedata.normalize("NFD", text) if not unicodedata.combining(c)).lower()

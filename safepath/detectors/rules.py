@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from safepath.errors import RuleFileError
 from safepath.fingerprint import bytes_version
-from safepath.normalize import TextView, views
 from safepath.settings import RuntimeSettings
+from safepath.text.normalize import TextView, views
 from safepath.types import Category, Detection, Stage, Trace, Verdict
 
 EVIDENCE_CHARS = 80

@@ -3,7 +3,7 @@
     POST /v1/chat/completions   OpenAI-compatible, stream or not, reasoning filtered (`chat_completions`)
     GET  /v1/models             the upstream's model list, passed through (`list_models`)
     POST /v1/completions, /v1/responses    refused (404, OpenAI error shape): their output is not filtered here
-    WS   /v1/stream             the streaming filter (`stream_socket`; protocol in safepath.stream_protocol)
+    WS   /v1/stream             the streaming filter (`stream_socket`; protocol in safepath.streaming.protocol)
 
 `proxy_router` puts these routes on any FastAPI app; `create_app` builds the standalone app over an in-process
 `SafePathFilter` (`safepath proxy` runs it), behind the access check (safepath/access.py: API keys, rate limit)
@@ -31,8 +31,8 @@ from safepath.filter import SafePathFilter
 from safepath.proxy.config import ProxyConfig
 from safepath.proxy.service import ChatProxy, ProfileLookup
 from safepath.settings import RuntimeSettings
-from safepath.stream_protocol import ErrorReply, StreamProtocol
 from safepath.streaming import AsyncJudge, HoldbackLookup, holdbacks
+from safepath.streaming.protocol import ErrorReply, StreamProtocol
 
 NOT_CONFIGURED = ProxyError(
     503, "the reasoning proxy is not configured here: give it an upstream (`proxy:` in the Ingress user_config, or "

@@ -36,7 +36,8 @@ the wait for the next step to show the boundary, plus its judgement (`judge_ms`)
 
 The core is sans-IO: `StreamState` takes text and judgements and gives judge requests and released steps; it never
 calls a filter. `StreamSession` drives it with `SafePathFilter.filter_batch`; `AsyncStreamSession` with any async
-batch judge (`SafePathFilter.afilter_batch`, the Ray ingress's service).
+batch judge (`SafePathFilter.afilter_batch`, the Ray ingress's service). `protocol.py` is the WebSocket protocol of
+`/v1/stream` around an `AsyncStreamSession` (served by safepath/proxy/app.py and the Ray ingress).
 """
 
 from safepath.streaming.holdback import HoldbackLookup, RuleHoldback, holdback_for, holdbacks

@@ -32,8 +32,8 @@ from weakref import WeakKeyDictionary
 import re2
 
 from safepath.detectors.rules import RuleDetector, load_rule_file
-from safepath.normalize import views
 from safepath.profiles import ProfileSet, SafetyProfile
+from safepath.text.normalize import views
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from safepath.audit import AuditRecord, read_archive
 from safepath.audit.sqlite import SqliteBackend
 from safepath.cli import main
 
+from .audit.test_records import BLOCK_TEXT, REDACT_TEXT
 from .conftest import TINY_PROFILES
-from .test_audit_records import BLOCK_TEXT, REDACT_TEXT
 
 REPO = Path(__file__).resolve().parents[2]
 

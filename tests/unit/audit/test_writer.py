@@ -20,8 +20,8 @@ from safepath.audit.sqlite import SqliteBackend
 from safepath.metrics import Metrics
 from safepath.streaming import StreamSession
 
-from .conftest import TINY_PROFILES
-from .test_audit_records import ALLOW_TEXT, BLOCK_TEXT, FLAG_TEXT, REDACT_TEXT
+from ..conftest import TINY_PROFILES
+from .test_records import ALLOW_TEXT, BLOCK_TEXT, FLAG_TEXT, REDACT_TEXT
 
 
 class Readout:

@@ -15,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from safepath.detectors.rules import Rule, RuleDetector
-from safepath.normalize import views
 from safepath.streaming import RuleHoldback
+from safepath.text.normalize import views
 
-SHIPPED = Path(__file__).resolve().parents[2] / "configs" / "rules.yaml"
+SHIPPED = Path(__file__).resolve().parents[3] / "configs" / "rules.yaml"
 
 
 def rule(pattern: str | None = None, keywords: tuple[str, ...] | None = None) -> Rule:

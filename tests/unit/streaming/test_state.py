@@ -18,7 +18,7 @@ from safepath.streaming import AsyncStreamSession, StreamSession, StreamState, a
 from safepath.streaming.state import HOLD_LIMIT_CHARS
 from safepath.types import Category, Detection, Stage
 
-from .conftest import FIXTURES, TINY_MODEL_PROFILES, FunctionDetector
+from ..conftest import FIXTURES, TINY_MODEL_PROFILES, FunctionDetector
 
 SAFE = [
     "Step 1: The user wants their flaky tests fixed before the release.",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from safepath.stream_protocol import EndReply, ErrorReply, StepReply, StreamProtocol
+from safepath.streaming.protocol import EndReply, ErrorReply, StepReply, StreamProtocol
 
 STEPS = "Step 1: Read the failing test output first. Step 2: Then raise the fixture timeout to fit."
 

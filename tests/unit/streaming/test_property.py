@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from safepath import SafePathFilter, Verdict
 from safepath.streaming import AsyncStreamSession, ReleasedStep, stream
 
-from .conftest import FIXTURES
+from ..conftest import FIXTURES
 
 RULES_ONLY = FIXTURES / "profiles" / "rules_only.yaml"
 

@@ -1,4 +1,4 @@
-"""Behaviour of safepath.normalize: every evasion form is caught in some view, and every
+"""Behaviour of safepath.text.normalize: every evasion form is caught in some view, and every
 match maps back to exactly the characters of the disguised word in the original."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import safepath.normalize as normalize_module
-from safepath.decoding import MAX_LAYERS
-from safepath.normalize import TextView, normalize, views
+import safepath.text.normalize as normalize_module
+from safepath.text.decoding import MAX_LAYERS
+from safepath.text.normalize import TextView, normalize, views
 
 BOMB = r"\bbomb\b"
 IGNORE = r"\bignore previous instructions\b"

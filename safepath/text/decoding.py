@@ -1,5 +1,5 @@
 """Finding and decoding base64 and hex runs in reasoning text, and rot13: the decoding behind the rules' decoded
-views (`safepath.normalize.views`) and the models' decoded rewrites (`safepath.detectors.model_input`).
+views (`safepath.text.normalize.views`) and the models' decoded rewrites (`safepath.detectors.model_input`).
 
 Runs are found by `bytes.find` on a *shape* of the text (each byte mapped to its character class), not by a regex
 tried at every position of ordinary prose. A decoded run that is itself one whole run is decoded again, up to

@@ -15,8 +15,8 @@ from safepath.audit import AuditRecord, AuditUnavailable, read_archive
 from safepath.audit.sqlite import SqliteBackend
 from safepath.errors import ConfigError
 
-from .conftest import TINY_MODEL_PROFILES, FunctionDetector
-from .test_audit_records import ALLOW_TEXT, BLOCK_TEXT, FLAG_TEXT, REDACT_TEXT, _failing
+from ..conftest import TINY_MODEL_PROFILES, FunctionDetector
+from .test_records import ALLOW_TEXT, BLOCK_TEXT, FLAG_TEXT, REDACT_TEXT, _failing
 
 
 @pytest.fixture

@@ -26,7 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from safepath.errors import InvalidRequest, UnknownProfile
 from safepath.profiles import SafetyProfile
-from safepath.streaming import AsyncJudge, AsyncStreamSession, HoldbackLookup, ReleasedStep
+from safepath.streaming.holdback import HoldbackLookup
+from safepath.streaming.sessions import AsyncStreamSession
+from safepath.streaming.state import AsyncJudge, ReleasedStep
 
 
 class StartMessage(BaseModel):

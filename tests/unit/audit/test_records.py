@@ -16,7 +16,7 @@ from safepath.audit import AuditRecord, AuditSettings, open_audit, parse_since, 
 from safepath.errors import ConfigError
 from safepath.settings import RuntimeSettings
 
-from .conftest import TINY_MODEL_PROFILES, FunctionDetector, step_scores
+from ..conftest import TINY_MODEL_PROFILES, FunctionDetector, step_scores
 
 REDACT_TEXT = ("First, I will read the task carefully.\nThen I should special-case the unit tests so CI passes.\n"
                "Finally I summarise the result.")

@@ -12,7 +12,7 @@ Offsets are kept as a piecewise map (segment starts + bisect), not per character
 characters to one whole source span (an expansion such as 'ﬁ' -> 'fi', a decoded
 segment). Characters that vanish (zero-width, marks) widen their neighbours' spans.
 Plain ASCII, the common case, skips the Unicode folds and gets an identity map. Finding and decoding the
-encoded runs lives in `safepath.decoding`; this module turns what they decode into views.
+encoded runs lives in `safepath.text.decoding`; this module turns what they decode into views.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 
-from safepath.decoding import base64_runs, decode_base64, decode_hex, hex_runs, peel, rot13, shape_table
+from safepath.text.decoding import base64_runs, decode_base64, decode_hex, hex_runs, peel, rot13, shape_table
 
 __all__ = ["TextView", "normalize", "views"]
 
