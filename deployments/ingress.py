@@ -150,7 +150,8 @@ class Ingress:
         x_safepath_audit_token: str | None = Header(None, description="<SAFEPATH_AUDIT_TOKEN> (with API keys set, "
                                                     "Authorization carries the API key)"),
     ) -> Response:
-        from safepath.audit import AuditUnavailable, parse_since
+        from safepath.audit import parse_since
+        from safepath.errors import AuditUnavailable
 
         if self.audit is None or not self._audit_token:
             return http.error_response(404, "not_found", "the audit trail or its endpoint is not configured here "

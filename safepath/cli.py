@@ -240,7 +240,7 @@ def _audit_backend(url: str | None):  # -> AuditBackend; imported here so the ot
 
 def _with_audit_backend(url: str | None, action):  # noqa: ANN001, ANN202 - action(AuditBackend) -> its answer
     """Run `action` on the backend the URL names, closing it after; an unreachable database exits 4."""
-    from safepath.audit import AuditUnavailable
+    from safepath.errors import AuditUnavailable
 
     backend = _audit_backend(url)
     try:

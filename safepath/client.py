@@ -16,19 +16,10 @@ from typing import Any
 
 import httpx
 
-from safepath.errors import ContentTooLarge, InvalidRequest, StageError, UnknownProfile
+from safepath.errors import ContentTooLarge, InvalidRequest, StageUnavailable, UnknownProfile
 from safepath.types import FilterRequest, FilterResult
 
 DEFAULT_TIMEOUT_S = 30.0
-
-
-class StageUnavailable(StageError):
-    """The server answered 503: a stage failed under a fail-closed profile. `results` holds the blocked answers."""
-
-    def __init__(self, message: str, results: list[FilterResult], failed_stages: list[str]) -> None:
-        super().__init__(message)
-        self.results = results
-        self.failed_stages = failed_stages
 
 
 def _request(content: str, context: dict[str, str] | None, profile: str | None, request_id: str | None,

@@ -11,7 +11,7 @@ sqlite / postgres (the backends), spill (the spill file), writer (AuditWriter).
 
 from __future__ import annotations
 
-from safepath.audit.base import AuditBackend, AuditUnavailable, read_archive
+from safepath.audit.base import AuditBackend, read_archive
 from safepath.audit.records import AuditFinding, AuditRecord, should_record
 from safepath.audit.settings import AuditSettings
 from safepath.audit.summary import AuditSummary, GroupBy, SummaryGroup, format_summary, parse_since
@@ -24,7 +24,6 @@ __all__ = [
     "AuditRecord",
     "AuditSettings",
     "AuditSummary",
-    "AuditUnavailable",
     "AuditWriter",
     "GroupBy",
     "SummaryGroup",

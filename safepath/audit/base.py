@@ -11,14 +11,9 @@ from typing import Protocol
 
 from safepath.audit.records import AuditRecord
 from safepath.audit.summary import AuditSummary, GroupBy
-from safepath.errors import SafePathError
 
 # (minute bucket, profile, verdict) -> decisions in it: the writers' counts of every decision, the rates' denominator
 DecisionCounts = Mapping[tuple[datetime, str, str], int]
-
-
-class AuditUnavailable(SafePathError):
-    """The audit database could not answer (HTTP 503 for the query endpoint)."""
 
 
 class AuditBackend(Protocol):

@@ -17,9 +17,10 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from safepath.audit.base import AuditUnavailable, DecisionCounts, minute, window, write_archive
+from safepath.audit.base import DecisionCounts, minute, window, write_archive
 from safepath.audit.records import AuditFinding, AuditRecord
 from safepath.audit.summary import GROUP_BYS, AuditSummary, GroupBy, build_summary
+from safepath.errors import AuditUnavailable
 
 _COLUMNS = ("record_id", "request_id", "ts", "profile", "verdict", "categories", "scores", "reasons", "latency_ms",
             "model_versions", "content_hash", "excerpt", "content", "degraded", "cached", "metadata", "failed_stages")

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from safepath.audit.base import AuditUnavailable, DecisionCounts, minute, window, write_archive
+from safepath.audit.base import DecisionCounts, minute, window, write_archive
 from safepath.audit.records import AuditFinding, AuditRecord
 from safepath.audit.summary import GROUP_BYS, AuditSummary, GroupBy, build_summary
-from safepath.errors import ConfigError
+from safepath.errors import AuditUnavailable, ConfigError
 
 _COLUMNS = ("record_id", "request_id", "ts", "profile", "verdict", "categories", "scores", "reasons", "latency_ms",
             "model_versions", "content_hash", "excerpt", "content", "degraded", "cached", "metadata", "failed_stages")

@@ -18,11 +18,12 @@ from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from safepath.audit.base import AuditBackend, AuditUnavailable, minute
+from safepath.audit.base import AuditBackend, minute
 from safepath.audit.records import AuditRecord, should_record
 from safepath.audit.settings import AuditSettings
 from safepath.audit.spill import SpillFile
 from safepath.audit.summary import AuditSummary, GroupBy
+from safepath.errors import AuditUnavailable
 from safepath.metrics import Metrics, default_metrics
 from safepath.types import FilterResult
 

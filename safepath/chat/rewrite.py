@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 from safepath.chat.config import FilterOptions
 from safepath.chat.think import ThinkSplitter
-from safepath.chat.wire import REASONING_FIELDS, ReasoningBlocked, reasoning_of, strip_readable_details
+from safepath.chat.wire import REASONING_FIELDS, reasoning_of, strip_readable_details
+from safepath.errors import ReasoningBlocked
 from safepath.profiles import SafetyProfile
 from safepath.streaming import Judging, ReleasedStep, RuleHoldback, StreamState
 from safepath.types import Verdict

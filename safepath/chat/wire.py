@@ -1,4 +1,5 @@
-"""The OpenAI chat-completions wire format as the proxy needs it: SSE in and out, reasoning fields, errors.
+"""The OpenAI chat-completions wire format as the proxy needs it: SSE in and out, reasoning fields. (Its errors,
+`ProxyError` and family, live in safepath/errors.py with every other error.)
 
 Chunks and completions stay plain dicts from end to end: whatever an upstream adds (ids, usage, tool calls,
 vendor fields) passes through untouched unless it carries reasoning.
@@ -10,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from safepath.errors import UpstreamError
+
 # Where servers put reasoning: vLLM / DeepSeek `reasoning_content`; OpenRouter, Ollama, newer vLLM `reasoning`
 # (vLLM sends both, with the same text). Every one present gets the filtered text.
 REASONING_FIELDS = ("reasoning_content", "reasoning")
@@ -17,47 +20,6 @@ REASONING_FIELDS = ("reasoning_content", "reasoning")
 DETAILS_FIELD = "reasoning_details"
 READABLE_DETAIL_TYPES = frozenset({"reasoning.text", "reasoning.summary"})
 DONE = "[DONE]"
-
-
-class ProxyError(Exception):
-    """An answer the proxy gives instead of the upstream's: an OpenAI-style error with an HTTP status."""
-
-    def __init__(self, status: int, message: str, *, type: str, code: str | None = None, param: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type
-        self.code = code
-        self.param = param
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "code": self.code, "param": self.param}}
-
-
-class UpstreamError(ProxyError):
-    """The upstream failed, timed out, or answered something that is not the OpenAI format."""
-
-
-class UpstreamStatus(ProxyError):
-    """The upstream answered a non-2xx status; `payload` is its error body (already scrubbed of credentials)."""
-
-    def __init__(self, status: int, payload: dict[str, Any]) -> None:
-        error = payload.get("error") if isinstance(payload.get("error"), dict) else {}
-        super().__init__(status, str(error.get("message") or f"upstream answered {status}"),
-                         type=str(error.get("type") or "upstream_error"), code=error.get("code"))
-        self.payload = payload
-
-    def body(self) -> dict[str, Any]:
-        return self.payload
-
-
-class ReasoningBlocked(ProxyError):
-    """A step blocked under `on_block: fail`."""
-
-    def __init__(self, categories: tuple[str, ...]) -> None:
-        what = ", ".join(categories) or "a failed safety stage"
-        super().__init__(400, f"the model's reasoning was blocked by CoT SafePath ({what})",
-                         type="content_filter", code="reasoning_blocked")
 
 
 @dataclass(slots=True)

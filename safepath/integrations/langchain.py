@@ -22,7 +22,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import LLMResult
 
 from safepath.chat.think import ThinkSplitter
-from safepath.chat.wire import ReasoningBlocked
+from safepath.errors import ReasoningBlocked
 from safepath.filter import SafePathFilter
 from safepath.streaming import ReleasedStep, StreamSession
 from safepath.types import Verdict

@@ -25,8 +25,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from safepath import __version__
 from safepath.access import AccessControl, AccessPolicy, client_key_id, openai_error_body
 from safepath.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
-from safepath.chat.wire import ProxyError
-from safepath.errors import ConfigError, SafePathError
+from safepath.errors import ConfigError, ProxyError, SafePathError
 from safepath.filter import SafePathFilter
 from safepath.proxy.config import ProxyConfig
 from safepath.proxy.service import ChatProxy, ProfileLookup

@@ -15,7 +15,8 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from safepath.chat.rewrite import ChatRewriter, rewriter_for
-from safepath.chat.wire import DONE, ProxyError, encode_event
+from safepath.chat.wire import DONE, encode_event
+from safepath.errors import ProxyError
 from safepath.profiles import SafetyProfile
 from safepath.proxy.config import ProxyConfig
 from safepath.proxy.headers import upstream_headers

@@ -18,7 +18,8 @@ from typing import Any
 
 import httpx
 
-from safepath.chat.wire import DONE, SSEDecoder, UpstreamError, UpstreamStatus, parse_chunk
+from safepath.chat.wire import DONE, SSEDecoder, parse_chunk
+from safepath.errors import UpstreamError, UpstreamStatus
 from safepath.proxy.config import ProxyConfig
 
 logger = logging.getLogger(__name__)
@@ -60,8 +61,8 @@ class Upstream:
         except ValueError:
             data = None
         if not isinstance(data, dict):
-            raise UpstreamError(502, f"the upstream {self.config.safe_url} answered something that is not a JSON object",
-                                type="upstream_error", code="bad_upstream_response")
+            raise UpstreamError(502, f"the upstream {self.config.safe_url} answered something that is not a JSON "
+                                "object", type="upstream_error", code="bad_upstream_response")
         return data
 
     @asynccontextmanager
@@ -130,14 +131,15 @@ class Upstream:
 
     def _transport_error(self, exc: httpx.HTTPError) -> UpstreamError:
         # Only the exception's class is reported: httpx messages may quote the request URL.
-        logger.warning("upstream %s failed: %s", self.config.safe_url, type(exc).__name__)
+        url = self.config.safe_url
+        logger.warning("upstream %s failed: %s", url, type(exc).__name__)
         if isinstance(exc, httpx.TimeoutException):
-            return UpstreamError(504, f"the upstream {self.config.safe_url} timed out after {self.config.timeout_s:g} s",
+            return UpstreamError(504, f"the upstream {url} timed out after {self.config.timeout_s:g} s",
                                  type="upstream_error", code="upstream_timeout")
         if isinstance(exc, httpx.ConnectError):
-            return UpstreamError(502, f"could not connect to the upstream {self.config.safe_url}",
+            return UpstreamError(502, f"could not connect to the upstream {url}",
                                  type="upstream_error", code="upstream_unavailable")
-        return UpstreamError(502, f"the connection to the upstream {self.config.safe_url} failed ({type(exc).__name__})",
+        return UpstreamError(502, f"the connection to the upstream {url} failed ({type(exc).__name__})",
                              type="upstream_error", code="upstream_unavailable")
 
     def _status_error(self, status: int, content: bytes) -> UpstreamStatus:

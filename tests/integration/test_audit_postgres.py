@@ -21,9 +21,10 @@ import psycopg
 import pytest
 
 from safepath import SafePathFilter
-from safepath.audit import AuditRecord, AuditSettings, AuditUnavailable, open_audit, read_archive
+from safepath.audit import AuditRecord, AuditSettings, open_audit, read_archive
 from safepath.audit.postgres import PostgresBackend
 from safepath.audit.sqlite import SqliteBackend
+from safepath.errors import AuditUnavailable
 from safepath.metrics import Metrics
 from tests.services import free_port
 

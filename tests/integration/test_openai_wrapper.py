@@ -11,7 +11,7 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from safepath import SafePathFilter
-from safepath.chat.wire import ReasoningBlocked
+from safepath.errors import ReasoningBlocked
 from safepath.integrations.openai import SafeAsyncOpenAI, SafeOpenAI, wrap_openai
 from safepath.streaming import stream
 from tests.upstream import Scenario, reasoning_server

@@ -10,7 +10,8 @@ import pytest
 httpx = pytest.importorskip("httpx")
 
 from safepath import ContentTooLarge, InvalidRequest, UnknownProfile, Verdict  # noqa: E402
-from safepath.client import AsyncSafePathClient, SafePathClient, StageUnavailable  # noqa: E402
+from safepath.client import AsyncSafePathClient, SafePathClient  # noqa: E402
+from safepath.errors import StageUnavailable
 from safepath.types import FilterResult  # noqa: E402
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from safepath import SafePathFilter
-from safepath.audit import AuditRecord, AuditUnavailable, read_archive
+from safepath.audit import AuditRecord, read_archive
 from safepath.audit.sqlite import SqliteBackend
-from safepath.errors import ConfigError
+from safepath.errors import AuditUnavailable, ConfigError
 
 from ..conftest import TINY_MODEL_PROFILES, FunctionDetector
 from .test_records import ALLOW_TEXT, BLOCK_TEXT, FLAG_TEXT, REDACT_TEXT, _failing

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from safepath.chat.config import FilterOptions
 from safepath.chat.rewrite import rewriter_for
-from safepath.chat.wire import ReasoningBlocked
+from safepath.errors import ReasoningBlocked
 from safepath.streaming import drive, stream
 from tests.upstream import Scenario, chunks, completion
 

@@ -10,7 +10,7 @@ pytest.importorskip("langchain_core")
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 
-from safepath.chat.wire import ReasoningBlocked
+from safepath.errors import ReasoningBlocked
 from safepath.integrations.langchain import SafePathCallbackHandler
 from safepath.types import Verdict
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from safepath.chat.wire import ReasoningBlocked
+from safepath.errors import ReasoningBlocked
 from safepath.integrations.llm import wrap_llm
 
 SAFE_1 = "Step 1: Convert both lengths to metres."
