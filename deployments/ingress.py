@@ -26,7 +26,7 @@ from deployments.schemas import (
     ProfilesResponse,
     ReadyResponse,
 )
-from deployments.service import FilterService, Outcome, remote_stage
+from deployments.service import BatchOutcome, FilterService, remote_stage
 from safepath import __version__
 from safepath.access import load_keys
 from safepath.assembly import assemble
@@ -171,10 +171,10 @@ class Ingress:
             return http.error_response(503, "audit_unavailable", str(exc))
         return http.json_response(summary)
 
-    async def _run(self, requests: Sequence[FilterRequest]) -> Outcome:
+    async def _run(self, requests: Sequence[FilterRequest]) -> BatchOutcome:
         return await self.service.run(requests)
 
-    def _answer(self, outcome: Outcome, body: object) -> Response:
+    def _answer(self, outcome: BatchOutcome, body: object) -> Response:
         blocked = outcome.closed_failures(self.service.profiles)
         if blocked:
             return http.stage_unavailable(blocked, outcome.results)

@@ -89,8 +89,8 @@ def apply_overrides(profiles: ProfileSet, config: IngressConfig) -> ProfileSet:
 
 
 @dataclass(slots=True)
-class Outcome:
-    """Results of one call."""
+class BatchOutcome:
+    """The results of one batch through the service (`FilterService.run`), and the stages that failed for them."""
 
     results: list[FilterResult]
 
@@ -157,14 +157,14 @@ class FilterService:
         self.cache_enabled = self._default_cache_enabled if config.cache_enabled is None else config.cache_enabled
         self._pipeline = None
 
-    async def run(self, requests: Sequence[FilterRequest]) -> Outcome:
+    async def run(self, requests: Sequence[FilterRequest]) -> BatchOutcome:
         """Filter requests; never raises for a failing stage (the profile decides), only for bad requests.
 
         Raises:
             InvalidRequest, UnknownProfile: as `Pipeline.prepare`.
         """
         pipeline = await self._get_pipeline()
-        return Outcome(await pipeline.run_async(requests, self._stages))
+        return BatchOutcome(await pipeline.run_async(requests, self._stages))
 
     async def filter_batch(self, requests: Sequence[FilterRequest]) -> list[FilterResult]:
         """Same contract as `SafePathFilter.filter_batch`: a failed stage gives degraded (or blocked) results."""

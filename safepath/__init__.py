@@ -19,7 +19,18 @@ from safepath.errors import (
 from safepath.filter import SafePathFilter
 from safepath.profiles import ProfileSet, SafetyProfile, load_profiles
 from safepath.streaming import AsyncStreamSession, ReleasedStep, StreamSession
-from safepath.types import CATEGORIES, Category, Detection, FilterRequest, FilterResult, Stage, Step, Trace, Verdict
+from safepath.types import (
+    CATEGORIES,
+    Category,
+    Detection,
+    FilterRequest,
+    FilterResult,
+    StageKind,
+    Step,
+    Trace,
+    Verdict,
+)
+from safepath.types import StageKind as Stage  # deprecated alias of StageKind, kept so user code does not break
 
 __version__ = "0.1.0"
 
@@ -44,6 +55,7 @@ __all__ = [
     "SafetyProfile",
     "Stage",
     "StageError",
+    "StageKind",
     "StageTimeout",
     "Step",
     "StreamSession",

@@ -12,14 +12,14 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from safepath.detectors.budget import split_unread
 from safepath.profiles import SafetyProfile
 from safepath.redaction import redact
-from safepath.types import Detection, FilterResult, Stage, Trace, Verdict
+from safepath.types import Detection, FilterResult, StageKind, Trace, Verdict
 
 
 def effective_action(detection: Detection, profile: SafetyProfile) -> Verdict:
     """The action a detection takes under a profile: its score's level, capped by the detection's own
     action (a rule's `action`) and by the profile's limit for its category."""
     thresholds = profile.thresholds
-    if detection.stage is Stage.SAFETY_MODEL:
+    if detection.stage is StageKind.SAFETY_MODEL:
         thresholds = profile.model_category_thresholds.get(detection.category) or profile.model_thresholds or thresholds
     candidates = (thresholds.level(detection.score), detection.action, profile.category_actions[detection.category])
     return min(candidates, key=lambda v: v.rank)
@@ -117,12 +117,12 @@ def _overrule(
         return list(detections), ()
     model_score: dict[int, float] = {}
     for d in detections:
-        if d.stage is Stage.SAFETY_MODEL:
+        if d.stage is StageKind.SAFETY_MODEL:
             model_score[d.step_index] = max(model_score.get(d.step_index, 0.0), d.score)
     kept, overruled = [], []
     for d in detections:
         judged = model_score.get(d.step_index)
-        if d.stage is not Stage.SAFETY_MODEL and rule.allows(d, judged):
+        if d.stage is not StageKind.SAFETY_MODEL and rule.allows(d, judged):
             reason = (f"safety model scored step {d.step_index} at {judged:.3f}, below {rule.below} "
                       f"(profile {profile.name!r}, model_overrule)")
             overruled.append(d.model_copy(update={"action": Verdict.ALLOW, "overruled": reason}))

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from safepath.errors import ProfileError
-from safepath.types import Category, Detection, Stage, Verdict
+from safepath.types import Category, Detection, StageKind, Verdict
 
 
 class Thresholds(BaseModel):
@@ -72,8 +72,8 @@ class ModelOverrule(BaseModel):
     below: float = Field(
         ge=0.0, le=1.0, description="The model's harm probability on the step must be below this (it judged the step)."
     )
-    stages: tuple[Stage, ...] = Field(
-        default=(Stage.SEMANTIC,), description="Kinds of stage whose findings it may overrule (`rules`, `semantic`)."
+    stages: tuple[StageKind, ...] = Field(
+        default=(StageKind.SEMANTIC,), description="Kinds of stage whose findings it may overrule (`rules`, `semantic`)."
     )
     categories: tuple[Category, ...] = Field(
         default=tuple(Category), description="Categories whose findings it may overrule; others always stand."
@@ -88,8 +88,8 @@ class ModelOverrule(BaseModel):
 
     @field_validator("stages")
     @classmethod
-    def _not_the_model(cls, stages: tuple[Stage, ...]) -> tuple[Stage, ...]:
-        if Stage.SAFETY_MODEL in stages:
+    def _not_the_model(cls, stages: tuple[StageKind, ...]) -> tuple[StageKind, ...]:
+        if StageKind.SAFETY_MODEL in stages:
             raise ValueError("the safety model does not overrule itself; list `rules` and/or `semantic`")
         return stages
 

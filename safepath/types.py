@@ -44,12 +44,16 @@ class Verdict(str, enum.Enum):
 _VERDICT_RANK = {Verdict.ALLOW: 0, Verdict.FLAG: 1, Verdict.REDACT: 2, Verdict.BLOCK: 3}
 
 
-class Stage(str, enum.Enum):
-    """Which kind of stage produced a detection."""
+class StageKind(str, enum.Enum):
+    """Which kind of stage produced a detection (`Detection.stage`): the rules, a safety model, a semantic stage.
+    Not a profile's stage name (`safety_model_full`), which `FilterResult.latency_ms` and `model_versions` key by."""
 
     RULES = "rules"
     SAFETY_MODEL = "safety_model"
     SEMANTIC = "semantic"
+
+
+Stage = StageKind  # deprecated alias (the old name, easily read as a profile's stage name); kept for user code
 
 
 class FilterRequest(BaseModel):
@@ -109,7 +113,7 @@ class Detection(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     category: Category
-    stage: Stage
+    stage: StageKind
     score: float = Field(ge=0.0, le=1.0)
     step_index: int
     span: tuple[int, int] = Field(description="Character offsets into the original content.")

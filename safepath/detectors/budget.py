@@ -2,7 +2,7 @@
 
 A model stage costs per input row (tens of milliseconds a row on one core), so a trace's cost must not grow with its
 length: each model stage reads at most `Trace.max_model_rows` rows of one trace (the profile's `model_budget`).
-`within_budget` picks the steps it reads, riskiest first (`gate.ranked_route`); the steps that do not fit are
+`within_budget` picks the steps it reads, riskiest first (`gate.ranked_select_for_model`); the steps that do not fit are
 returned to the pipeline as `unread_markers`, one per run of consecutive unread steps (so their number is bounded by
 the budget, not by the trace's length), which `split_unread` takes back out of the detections.
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from safepath.cancellation import cancelled_traces
 from safepath.runtime import Encoder
-from safepath.types import Category, Detection, Stage, Step, Trace, Verdict
+from safepath.types import Category, Detection, StageKind, Step, Trace, Verdict
 
 UNREAD_VIEW = "unread"
 UNREAD_RULE = "model_budget.unread"
@@ -38,7 +38,7 @@ def within_budget(
 
     Args:
         traces: the batch; each trace's `max_model_rows` is its budget (None: everything chosen is read).
-        items: (trace index, step) per item, as `gate.ranked_route` returns them.
+        items: (trace index, step) per item, as `gate.ranked_select_for_model` returns them.
         chosen: positions of the items the model must judge.
         risk: per item, how risky it looks (higher is read first; ties in trace order).
         cost: the number of model rows an item needs (called for the candidates only, in the order they are tried).
@@ -67,7 +67,7 @@ def within_budget(
     return sorted(kept), {t: sorted(steps) for t, steps in unread.items()}
 
 
-def unread_markers(trace: Trace, unread: Iterable[int], stage: Stage) -> list[Detection]:
+def unread_markers(trace: Trace, unread: Iterable[int], stage: StageKind) -> list[Detection]:
     """One marker per run of consecutive unread steps, spanning the run. Markers are not findings: they score 0, take
     no action, and the pipeline removes them (`split_unread`) before anything is decided. `category` is required of
     every Detection and means nothing here."""

@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from safepath.detectors.budget import run_rows, unread_markers, within_budget
-from safepath.detectors.gate import GateOptions, StaticGate, ranked_route
+from safepath.detectors.gate import GateOptions, StaticGate, ranked_select_for_model
 from safepath.detectors.lexical import LexicalModel
 from safepath.detectors.model_input import load_vocabulary, step_pieces, step_views, step_with_context
 from safepath.errors import ConfigError, ModelLoadError
@@ -28,7 +28,7 @@ from safepath.runtime import Encoder
 from safepath.runtime.loading import encoder_for
 from safepath.runtime.onnx import load_tokenizer
 from safepath.settings import RuntimeSettings
-from safepath.types import CATEGORIES, Category, Detection, Stage, Step, Trace
+from safepath.types import CATEGORIES, Category, Detection, StageKind, Step, Trace
 
 EVIDENCE_CHARS = 80
 
@@ -130,7 +130,7 @@ class ClassifierDetector:
     def detect(self, traces: Sequence[Trace]) -> list[list[Detection]]:
         results: list[list[Detection]] = [[] for _ in traces]
         views = [step_views([s.text for s in trace.steps], self.vocabulary, context=False) for trace in traces]
-        items, chosen, risk = ranked_route(traces, self.gate, views, one_per_trace=self.lexical is not None)
+        items, chosen, risk = ranked_select_for_model(traces, self.gate, views, one_per_trace=self.lexical is not None)
         self.steps_seen += len(items)
         pieces: dict[int, list[list[str]]] = {}  # item -> its views' pieces, tokenized once for cost and inputs
 
@@ -142,7 +142,7 @@ class ClassifierDetector:
 
         chosen, unread = within_budget(traces, items, chosen, risk, lambda k: sum(map(len, pieces_of(k))))
         for t, steps in unread.items():
-            results[t].extend(unread_markers(traces[t], steps, Stage.SAFETY_MODEL))
+            results[t].extend(unread_markers(traces[t], steps, StageKind.SAFETY_MODEL))
         self.steps_to_model += len(chosen)
         if len(chosen) == 0:
             return results
@@ -237,7 +237,7 @@ class ClassifierDetector:
         return [
             Detection(
                 category=Category(CATEGORIES[j]),
-                stage=Stage.SAFETY_MODEL,
+                stage=StageKind.SAFETY_MODEL,
                 score=round(min(max(score, 0.0), 1.0), 6),
                 step_index=step.index,
                 span=(step.start, step.end),

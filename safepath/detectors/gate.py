@@ -163,7 +163,7 @@ class StaticGate:
         return self._exemplars
 
 
-def route(
+def select_for_model(
     traces: Sequence[Trace],
     gate: StaticGate | None,
     views: Sequence[Sequence[tuple[str, ...]]],
@@ -181,7 +181,7 @@ def route(
         one_per_trace: also send each trace's likeliest step (by the gate) when the gate clears them all: a stage
             that lands trace-level evidence on its worst judged step needs one.
     """
-    items, chosen, _ = ranked_route(traces, gate, views, one_per_trace=one_per_trace)
+    items, chosen, _ = ranked_select_for_model(traces, gate, views, one_per_trace=one_per_trace)
     return items, chosen
 
 
@@ -190,16 +190,16 @@ def route(
 FORCED_RISK = 2.0
 
 
-def ranked_route(
+def ranked_select_for_model(
     traces: Sequence[Trace],
     gate: StaticGate | None,
     views: Sequence[Sequence[tuple[str, ...]]],
     *,
     one_per_trace: bool = False,
 ) -> tuple[list[tuple[int, Step]], np.ndarray, np.ndarray]:
-    """`route`, and per item how risky it looks, for a budget to read the riskiest first: `FORCED_RISK` for steps an
-    earlier tier flagged or that have a readable rewrite, else the gate's harm probability (0 for every step when
-    there is no gate: the budget then reads in trace order)."""
+    """`select_for_model`, and per item how risky it looks, for a budget to read the riskiest first: `FORCED_RISK`
+    for steps an earlier tier flagged or that have a readable rewrite, else the gate's harm probability (0 for every
+    step when there is no gate: the budget then reads in trace order)."""
     items = [(t, step) for t, trace in enumerate(traces) for step in trace.steps]
     forced = np.array(
         [step.index in traces[t].flagged_steps or len(views[t][step.index]) > 1 for t, step in items], dtype=bool

@@ -24,7 +24,7 @@ from safepath.errors import RuleFileError
 from safepath.fingerprint import bytes_version
 from safepath.settings import RuntimeSettings
 from safepath.text.normalize import TextView, views
-from safepath.types import Category, Detection, Stage, Trace, Verdict
+from safepath.types import Category, Detection, StageKind, Trace, Verdict
 
 EVIDENCE_CHARS = 80
 
@@ -224,7 +224,7 @@ class RuleDetector:
             kind = "text" if written == " ".join(matched.split()) else "folded"
         return Detection(
             category=rule.category,
-            stage=Stage.RULES,
+            stage=StageKind.RULES,
             score=SEVERITY_SCORE[rule.severity],
             step_index=step_index,
             span=(start, end),

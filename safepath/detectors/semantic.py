@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from safepath.detectors.budget import run_rows, unread_markers, within_budget
-from safepath.detectors.gate import GateOptions, StaticGate, ranked_route
+from safepath.detectors.gate import GateOptions, StaticGate, ranked_select_for_model
 from safepath.detectors.model_input import load_vocabulary, step_views
 from safepath.detectors.rules import SEVERITY_SCORE, Severity
 from safepath.errors import RuleFileError
@@ -28,7 +28,7 @@ from safepath.fingerprint import bytes_version
 from safepath.runtime import Encoder
 from safepath.runtime.loading import encoder_for
 from safepath.settings import RuntimeSettings
-from safepath.types import Category, Detection, Stage, Trace, Verdict
+from safepath.types import Category, Detection, StageKind, Trace, Verdict
 
 EVIDENCE_CHARS = 80
 
@@ -162,12 +162,12 @@ class SemanticDetector:
         if not self.rules:
             return results
         views = [step_views([s.text for s in trace.steps], self.vocabulary, context=False) for trace in traces]
-        items, chosen, risk = ranked_route(traces, self.gate, views)
+        items, chosen, risk = ranked_select_for_model(traces, self.gate, views)
         self.steps_seen += len(items)
         # A step costs one input per view (the encoder windows a step longer than the model reads, at most a few).
         chosen, unread = within_budget(traces, items, chosen, risk, lambda k: len(views[items[k][0]][items[k][1].index]))
         for t, steps in unread.items():
-            results[t].extend(unread_markers(traces[t], steps, Stage.SEMANTIC))
+            results[t].extend(unread_markers(traces[t], steps, StageKind.SEMANTIC))
         self.steps_to_model += len(chosen)
         if len(chosen) == 0:
             return results
@@ -201,7 +201,7 @@ class SemanticDetector:
                 results[t].append(
                     Detection(
                         category=rule.category,
-                        stage=Stage.SEMANTIC,
+                        stage=StageKind.SEMANTIC,
                         score=SEVERITY_SCORE[rule.severity],
                         step_index=step.index,
                         span=(step.start, step.end),

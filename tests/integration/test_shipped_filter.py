@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from safepath import Category, ModelLoadError, SafePathFilter, Stage, Verdict
+from safepath import Category, ModelLoadError, SafePathFilter, StageKind, Verdict
 from safepath.settings import RuntimeSettings
 
 
@@ -90,7 +90,7 @@ def test_results_name_every_stage_and_model_version(shipped):
     result = shipped.filter(HARMFUL[0][0], profile="strict")
     assert set(result.model_versions) == {"rules", "safety_model_full", "semantic_full"}
     assert {"rules", "safety_model_full", "semantic_full", "total"} <= set(result.latency_ms)
-    assert Stage.SAFETY_MODEL in {d.stage for d in result.detections}
+    assert StageKind.SAFETY_MODEL in {d.stage for d in result.detections}
 
 
 def test_cascade_sends_fewer_steps_to_the_transformer(shipped):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from safepath import SafePathFilter
-from safepath.types import Category, Detection, Stage, Trace
+from safepath.types import Category, Detection, StageKind, Trace
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 TINY_PROFILES = FIXTURES / "profiles" / "tiny.yaml"
@@ -44,7 +44,7 @@ def step_scores(word: str, category: Category, score: float) -> Callable[[Trace]
 
     def fn(trace: Trace) -> list[Detection]:
         return [
-            Detection(category=category, stage=Stage.SAFETY_MODEL, score=score, step_index=s.index, span=(s.start, s.end))
+            Detection(category=category, stage=StageKind.SAFETY_MODEL, score=score, step_index=s.index, span=(s.start, s.end))
             for s in trace.steps
             if word in s.text.lower()
         ]

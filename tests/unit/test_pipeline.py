@@ -11,7 +11,7 @@ from safepath.pipeline import decide, effective_action
 from safepath.profiles import ModelOverrule, SafetyProfile, Thresholds, load_profiles
 from safepath.redaction import redact
 from safepath.segment import segment
-from safepath.types import Category, Detection, Stage, Trace
+from safepath.types import Category, Detection, StageKind, Trace
 
 from .conftest import TINY_MODEL_PROFILES, FunctionDetector, step_scores
 
@@ -23,7 +23,7 @@ def _trace(text: str = TRACE) -> Trace:
 
 
 def _detection(category: Category, score: float, step: int, action: Verdict = Verdict.BLOCK) -> Detection:
-    return Detection(category=category, stage=Stage.SAFETY_MODEL, score=score, step_index=step, span=(0, 1), action=action)
+    return Detection(category=category, stage=StageKind.SAFETY_MODEL, score=score, step_index=step, span=(0, 1), action=action)
 
 
 BALANCED = SafetyProfile(
@@ -104,8 +104,8 @@ def test_model_stage_detections_join_rule_detections():
     with _filter(model) as f:
         result = f.filter(TRACE, profile="with_model_closed")
     assert {(d.stage, d.category) for d in result.detections} == {
-        (Stage.RULES, Category.REWARD_HACKING),
-        (Stage.SAFETY_MODEL, Category.DECEPTION),
+        (StageKind.RULES, Category.REWARD_HACKING),
+        (StageKind.SAFETY_MODEL, Category.DECEPTION),
     }
     assert set(result.latency_ms) >= {"segment", "rules", "model", "total"}
     assert result.model_versions["model"] == "fake-1" and result.model_versions["rules"].startswith("test-1+")
@@ -207,7 +207,7 @@ def test_stage_returning_wrong_number_of_results_counts_as_failure():
 
 
 def _rule(category: Category, score: float, step: int) -> Detection:
-    return Detection(category=category, stage=Stage.RULES, score=score, step_index=step, span=(0, 1), rule="r")
+    return Detection(category=category, stage=StageKind.RULES, score=score, step_index=step, span=(0, 1), rule="r")
 
 
 OVERRULING = BALANCED.model_copy(update={"model_overrule": ModelOverrule(below=0.3, stages=("rules",))})

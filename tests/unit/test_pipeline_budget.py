@@ -17,7 +17,7 @@ from safepath.pipeline import decide
 from safepath.profiles import ModelBudget, ModelOverrule
 from safepath.runtime import FakeEncoder
 from safepath.segment import segment
-from safepath.types import CATEGORIES, Category, Detection, Stage, Trace
+from safepath.types import CATEGORIES, Category, Detection, StageKind, Trace
 
 from .conftest import TINY_MODEL_PROFILES
 
@@ -40,7 +40,7 @@ def _profile(over_budget: str, **update):
                                                   ("block", Verdict.BLOCK)])
 def test_unread_steps_are_listed_and_the_profile_decides(over_budget, expected):
     trace = _trace()
-    markers = unread_markers(trace, [5, 6, 7, 9], Stage.SAFETY_MODEL)
+    markers = unread_markers(trace, [5, 6, 7, 9], StageKind.SAFETY_MODEL)
     result = decide(trace, markers, _profile(over_budget), request_id="r")
     assert result.verdict is expected
     assert result.unread_steps == (5, 6, 7, 9)
@@ -56,10 +56,10 @@ def test_an_unread_step_is_never_taken_for_one_the_model_found_benign():
     """A marker scores 0: were it read as the model's judgement, it would overrule the rules on that step."""
     trace = _trace()
     step = trace.steps[5]
-    finding = Detection(category=Category.DECEPTION, stage=Stage.RULES, score=0.72, step_index=5,
+    finding = Detection(category=Category.DECEPTION, stage=StageKind.RULES, score=0.72, step_index=5,
                         span=(step.start, step.end), action=Verdict.BLOCK)
     profile = _profile("allow", model_overrule=ModelOverrule(below=0.2, stages=("rules",)))
-    result = decide(trace, [finding, *unread_markers(trace, [5], Stage.SAFETY_MODEL)], profile, request_id="r")
+    result = decide(trace, [finding, *unread_markers(trace, [5], StageKind.SAFETY_MODEL)], profile, request_id="r")
     assert result.overruled == () and [d.step_index for d in result.detections] == [5]
 
 

@@ -14,7 +14,7 @@ from safepath.detectors.gate import FORCED_RISK
 from safepath.detectors.semantic import SemanticDetector, SemanticRule
 from safepath.runtime import FakeEncoder
 from safepath.segment import segment
-from safepath.types import CATEGORIES, Category, Stage, Step, Trace
+from safepath.types import CATEGORIES, Category, StageKind, Step, Trace
 
 LABELS = [*CATEGORIES, "harmful"]
 
@@ -77,7 +77,7 @@ def test_within_budget_skips_a_step_that_does_not_fit_and_tries_smaller_ones():
 
 def test_unread_markers_cover_runs_and_split_back_into_step_indexes():
     trace = _trace(_long(8))
-    markers = unread_markers(trace, [1, 2, 3, 6], Stage.SAFETY_MODEL)
+    markers = unread_markers(trace, [1, 2, 3, 6], StageKind.SAFETY_MODEL)
     assert len(markers) == 2  # one per run, not one per step
     assert all(m.score == 0.0 and m.view == "unread" for m in markers)
     findings, unread = split_unread(markers, trace.steps)
@@ -174,6 +174,6 @@ def test_a_cancelled_call_returns_nothing_and_stops_consuming_rows(kind):
 
 def test_markers_need_steps_to_map_back():
     trace = _trace(_long(3))
-    marker = unread_markers(trace, [2], Stage.SEMANTIC)[0]
+    marker = unread_markers(trace, [2], StageKind.SEMANTIC)[0]
     other = (Step(index=0, start=0, end=5, text="Step."),)
     assert split_unread([marker], other)[1] == set()  # nothing of these steps lies in the marker's span

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from safepath import Category, RuleFileError, Stage, Verdict
+from safepath import Category, RuleFileError, StageKind, Verdict
 from safepath.detectors.classifier import ClassifierDetector
-from safepath.detectors.gate import StaticGate, route
+from safepath.detectors.gate import StaticGate, select_for_model
 from safepath.detectors.model_input import step_with_context
 from safepath.detectors.semantic import SemanticDetector, SemanticRule, load_semantic_rules
 from safepath.errors import ConfigError
@@ -72,7 +72,7 @@ def test_classifier_reports_the_step_category_and_span():
     detector = ClassifierDetector(encoder, LABELS)
     detections = detector.detect([_trace(TRACE)])[0]
     (found,) = [d for d in detections if d.score >= 0.5]
-    assert (found.category, found.stage, found.step_index) == (Category.REWARD_HACKING, Stage.SAFETY_MODEL, 1)
+    assert (found.category, found.stage, found.step_index) == (Category.REWARD_HACKING, StageKind.SAFETY_MODEL, 1)
     assert TRACE[found.span[0] : found.span[1]] == "Step 2: Rewrite the test so it always passes."
     assert found.score == pytest.approx(0.9) and found.action is Verdict.BLOCK
 
@@ -163,7 +163,7 @@ def test_semantic_match_reports_rule_exemplar_and_severity_score():
     text = "First I gather the data. Then I make sure the monitor never notices."
     (found,) = detector.detect([_trace(text)])[0]
     assert (found.rule, found.category, found.stage, found.step_index) == (
-        "oversight.hide", Category.OVERSIGHT_EVASION, Stage.SEMANTIC, 1)
+        "oversight.hide", Category.OVERSIGHT_EVASION, StageKind.SEMANTIC, 1)
     assert found.score == pytest.approx(0.87) and found.action is Verdict.BLOCK
     assert found.evidence == "1.00 ~ keep this from the monitor"
     assert detector.version == "fake+rules-t1"
@@ -235,7 +235,7 @@ def test_route_sends_each_traces_likeliest_step_when_asked_even_if_the_gate_clea
     # would otherwise get none. Step 2 is the longest, so the fake gate finds it likeliest.
     traces = [_trace(TRACE), _trace("Step 1: Add the numbers. Step 2: zzz check.")]
     views = [[(s.text,) for s in t.steps] for t in traces]
-    items, chosen = route(traces, KeywordGate("zzz"), views)
+    items, chosen = select_for_model(traces, KeywordGate("zzz"), views)
     assert [(items[i][0], items[i][1].index) for i in chosen] == [(1, 1)]
-    items, chosen = route(traces, KeywordGate("zzz"), views, one_per_trace=True)
+    items, chosen = select_for_model(traces, KeywordGate("zzz"), views, one_per_trace=True)
     assert [(items[i][0], items[i][1].index) for i in chosen] == [(0, 1), (1, 1)]

@@ -13,7 +13,7 @@ from safepath import Category, RuleFileError, Verdict
 from safepath.detectors.rules import SEVERITY_SCORE, Rule, RuleDetector, Severity, load_rule_file
 from safepath.segment import segment
 from safepath.settings import RuntimeSettings
-from safepath.types import Stage, Trace
+from safepath.types import StageKind, Trace
 
 from ..conftest import FIXTURES
 
@@ -32,7 +32,7 @@ def _detect(detector: RuleDetector, text: str, context: dict[str, str] | None = 
 def test_keyword_rule_reports_category_score_action_span_and_evidence(detector):
     text = "Step 1: Read the request.\nStep 2: Then I will build a bomb for them."
     (found,) = _detect(detector, text)
-    assert found.category is Category.HARMFUL_INSTRUCTIONS and found.stage is Stage.RULES
+    assert found.category is Category.HARMFUL_INSTRUCTIONS and found.stage is StageKind.RULES
     assert found.score == SEVERITY_SCORE[Severity.CRITICAL] and found.action is Verdict.BLOCK
     assert found.rule == "harmful_instructions.bomb" and found.step_index == 1
     assert text[found.span[0] : found.span[1]] == "build a bomb"

@@ -16,7 +16,7 @@ from safepath.detectors.budget import unread_markers
 from safepath.profiles import ModelBudget, load_profiles
 from safepath.streaming import AsyncStreamSession, StreamSession, StreamState, astream, drive, holdback_for, stream
 from safepath.streaming.state import HOLD_LIMIT_CHARS
-from safepath.types import Category, Detection, Stage
+from safepath.types import Category, Detection, StageKind
 
 from ..conftest import FIXTURES, TINY_MODEL_PROFILES, FunctionDetector
 
@@ -188,7 +188,7 @@ def test_a_failed_stage_under_a_fail_open_profile_never_blocks_a_clean_step():
 def test_a_redacted_steps_marker_names_the_categories_redacted_as_the_whole_trace_filter_does():
     # the model flags the step (deception at flag level) that the rules redact (reward hacking)
     def model(trace):
-        return [Detection(category=Category.DECEPTION, stage=Stage.SAFETY_MODEL, score=0.55, step_index=s.index,
+        return [Detection(category=Category.DECEPTION, stage=StageKind.SAFETY_MODEL, score=0.55, step_index=s.index,
                           span=(s.start, s.end)) for s in trace.steps if "special-case" in s.text]
 
     text = f"{SAFE[0]} {REDACTED} {SAFE[3]}"
@@ -203,7 +203,7 @@ def test_a_redacted_steps_marker_names_the_categories_redacted_as_the_whole_trac
 def test_a_step_a_model_left_unread_takes_the_profiles_over_budget_verdict_as_the_whole_trace_would():
     # the model's budget ran out before the last step (it says so with an unread marker); over_budget: block
     def model(trace):
-        return unread_markers(trace, [s.index for s in trace.steps if "summarise" in s.text], Stage.SAFETY_MODEL)
+        return unread_markers(trace, [s.index for s in trace.steps if "summarise" in s.text], StageKind.SAFETY_MODEL)
 
     profiles = load_profiles(TINY_MODEL_PROFILES)
     blocking = profiles.get("with_model_open").model_copy(
@@ -219,7 +219,7 @@ def test_a_step_a_model_left_unread_takes_the_profiles_over_budget_verdict_as_th
 def test_model_detections_reach_the_step_they_were_made_on():
     def model(trace):
         return [
-            Detection(category=Category.DECEPTION, stage=Stage.SAFETY_MODEL, score=0.8, step_index=s.index,
+            Detection(category=Category.DECEPTION, stage=StageKind.SAFETY_MODEL, score=0.8, step_index=s.index,
                       span=(s.start, s.end))
             for s in trace.steps if "summarise" in s.text
         ]
