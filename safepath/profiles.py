@@ -73,7 +73,8 @@ class ModelOverrule(BaseModel):
         ge=0.0, le=1.0, description="The model's harm probability on the step must be below this (it judged the step)."
     )
     stages: tuple[StageKind, ...] = Field(
-        default=(StageKind.SEMANTIC,), description="Kinds of stage whose findings it may overrule (`rules`, `semantic`)."
+        default=(StageKind.SEMANTIC,),
+        description="Kinds of stage whose findings it may overrule (`rules`, `semantic`).",
     )
     categories: tuple[Category, ...] = Field(
         default=tuple(Category), description="Categories whose findings it may overrule; others always stand."

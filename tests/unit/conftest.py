@@ -44,7 +44,8 @@ def step_scores(word: str, category: Category, score: float) -> Callable[[Trace]
 
     def fn(trace: Trace) -> list[Detection]:
         return [
-            Detection(category=category, stage=StageKind.SAFETY_MODEL, score=score, step_index=s.index, span=(s.start, s.end))
+            Detection(category=category, stage=StageKind.SAFETY_MODEL, score=score, step_index=s.index,
+                      span=(s.start, s.end))
             for s in trace.steps
             if word in s.text.lower()
         ]

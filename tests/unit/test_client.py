@@ -11,7 +11,7 @@ httpx = pytest.importorskip("httpx")
 
 from safepath import ContentTooLarge, InvalidRequest, UnknownProfile, Verdict  # noqa: E402
 from safepath.client import AsyncSafePathClient, SafePathClient  # noqa: E402
-from safepath.errors import StageUnavailable
+from safepath.errors import StageUnavailable  # noqa: E402
 from safepath.types import FilterResult  # noqa: E402
 
 

@@ -23,7 +23,8 @@ def _trace(text: str = TRACE) -> Trace:
 
 
 def _detection(category: Category, score: float, step: int, action: Verdict = Verdict.BLOCK) -> Detection:
-    return Detection(category=category, stage=StageKind.SAFETY_MODEL, score=score, step_index=step, span=(0, 1), action=action)
+    return Detection(category=category, stage=StageKind.SAFETY_MODEL, score=score, step_index=step, span=(0, 1),
+                     action=action)
 
 
 BALANCED = SafetyProfile(
