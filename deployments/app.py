@@ -14,12 +14,11 @@ from collections.abc import Mapping
 
 from ray.serve import Application
 
-from safepath.profiles import load_profiles
-
 from deployments.ingress import Ingress
 from deployments.schemas import AppArgs
 from deployments.service import resolve_profiles_path
 from deployments.stage import StageHost
+from safepath.profiles import load_profiles
 
 # Detector type -> the deployment that hosts its stages. The names are what serve_config.yaml configures.
 DEPLOYMENT_FOR_TYPE = {"rules": "RuleFilter", "classifier": "SafetyClassifier", "semantic": "SemanticEmbedder"}

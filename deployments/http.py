@@ -19,12 +19,11 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response
 
+from deployments.schemas import ErrorDetail, ErrorResponse
 from safepath.access import AccessControl, AccessPolicy
 from safepath.body_limit import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from safepath.errors import ContentTooLarge, InvalidRequest, SafePathError, UnknownProfile
 from safepath.types import FilterResult
-
-from deployments.schemas import ErrorDetail, ErrorResponse
 
 logger = logging.getLogger(__name__)
 

@@ -317,7 +317,7 @@ class StageRunner:
         return await asyncio.to_thread(detect, traces)
 
 
-def remote_stage(handle, stage: str) -> AsyncStage:  # noqa: ANN001 - a Ray DeploymentHandle (no Ray import here)
+def remote_stage(handle, stage: str) -> AsyncStage:  # handle: a Ray DeploymentHandle (no Ray import here)
     """A stage callable that runs `stage` on its deployment. When the pipeline's timeout (or a disconnected client)
     cancels the awaiting task, the call on the replica is cancelled too."""
 

@@ -13,14 +13,13 @@ from collections.abc import Sequence
 
 from ray import serve
 
+from deployments.schemas import BatchingConfig
+from deployments.service import CancelFlag, StageAnswer, StageCall, StageRunner
 from safepath.assembly import build_stages
 from safepath.metrics import use_backend
 from safepath.profiles import load_profiles
 from safepath.settings import RuntimeSettings
 from safepath.types import Detection, Trace
-
-from deployments.schemas import BatchingConfig
-from deployments.service import CancelFlag, StageAnswer, StageCall, StageRunner
 
 _DEFAULTS = BatchingConfig()
 

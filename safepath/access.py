@@ -139,7 +139,7 @@ class MemoryLimiter:
 
     blocking = False
 
-    def __init__(self, limit: int, *, window_s: int = WINDOW_S, clock=time.time) -> None:  # noqa: ANN001
+    def __init__(self, limit: int, *, window_s: int = WINDOW_S, clock=time.time) -> None:
         self.limit = limit
         self.window_s = window_s
         self._clock = clock
@@ -176,7 +176,7 @@ class RedisLimiter:
 
     def __init__(self, url: str, *, limit: int, window_s: int = WINDOW_S, cluster: bool = False,
                  timeout_s: float = 0.05, retry_s: float = 5.0, prefix: str = "safepath:",
-                 metrics: Metrics | None = None, clock=time.time) -> None:  # noqa: ANN001
+                 metrics: Metrics | None = None, clock=time.time) -> None:
         import redis
         from redis.backoff import NoBackoff
         from redis.cluster import RedisCluster

@@ -238,7 +238,7 @@ def _audit_backend(url: str | None):  # -> AuditBackend; imported here so the ot
     return open_backend(AuditSettings(url=url, pool_min=1, pool_max=2), create=False)
 
 
-def _with_audit_backend(url: str | None, action):  # noqa: ANN001, ANN202 - action(AuditBackend) -> its answer
+def _with_audit_backend(url: str | None, action):  # action(AuditBackend) -> its answer
     """Run `action` on the backend the URL names, closing it after; an unreachable database exits 4."""
     from safepath.errors import AuditUnavailable
 

@@ -239,7 +239,7 @@ class Pipeline:
                                      executor) if todo else []
             return self._complete(batch, fresh, background=False)
 
-    def _drive_sync(self, requests, positions, total, stages, inline, executor) -> list[FilterResult]:  # noqa: ANN001
+    def _drive_sync(self, requests, positions, total, stages, inline, executor) -> list[FilterResult]:
         flow = self.flow(requests, positions, total)
         try:
             calls = next(flow)
@@ -269,7 +269,7 @@ class Pipeline:
                                             stages) if todo else []
             return self._complete(batch, fresh, background=True)
 
-    async def _drive_async(self, requests, positions, total, stages) -> list[FilterResult]:  # noqa: ANN001
+    async def _drive_async(self, requests, positions, total, stages) -> list[FilterResult]:
         flow = self.flow(requests, positions, total)
         try:
             calls = next(flow)
@@ -320,7 +320,7 @@ class Pipeline:
             detections = await asyncio.wait_for(stage(traces), timeout_s)
         except TimeoutError:
             return StageOutcome(None, _ms_since(started), StageTimeout(f"stage {name!r} timed out after {timeout_s}s"))
-        except Exception as exc:  # a failing stage must not fail the request: the profile decides
+        except Exception as exc:  # noqa: BLE001 - a failing stage must not fail the request: the profile decides
             return StageOutcome(None, _ms_since(started), exc)
         return StageOutcome(detections, _ms_since(started))
 
@@ -362,5 +362,5 @@ def _timed_call(stage: SyncStage, traces: list[Trace]) -> StageOutcome:
     started = time.perf_counter()
     try:
         return StageOutcome(stage(traces), _ms_since(started))
-    except Exception as exc:  # see _await_stage
+    except Exception as exc:  # noqa: BLE001 - see _await_stage
         return StageOutcome(None, _ms_since(started), exc)

@@ -194,7 +194,7 @@ class AuditWriter:
             return
         try:
             self.backend.write(records, counts)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any backend failure spills; the audit never fails a request
             logger.warning("audit write of %d records failed, spilling them: %r", len(records), exc)
             self.metrics.inc("audit_errors", operation="write")
             self._mark_down()
@@ -206,7 +206,7 @@ class AuditWriter:
     def _spill(self, records: list[AuditRecord], counts: dict[tuple[datetime, str, str], int] | None) -> None:
         try:
             self.spill.append(records, counts)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - logged and counted; the request path must not see it
             logger.error("could not spill %d audit records to %s, dropping them: %r", len(records), self.spill.path, exc)
             self.metrics.inc("audit_errors", operation="spill")
             if records:
@@ -237,7 +237,7 @@ class AuditWriter:
             spill.finish_replay()
             if spill.skipped > skipped:
                 self.metrics.inc("audit_records", spill.skipped - skipped, outcome="dropped")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failed replay waits for the next one
             if spill is not self.spill:
                 spill.close()  # a legacy file is not retried by this process; the next start tries it again
             logger.warning("audit replay from %s failed, retrying in %ss: %r", spill.replaying,

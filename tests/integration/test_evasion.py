@@ -17,7 +17,6 @@ import pytest
 from safepath import FilterResult, SafePathFilter
 from safepath.profiles import load_profiles
 from safepath.settings import RuntimeSettings
-
 from tests.fixtures.evasion import OBFUSCATIONS, disguise, harmful_traces
 
 # obfuscation -> {trace id: (plain verdict, disguised verdict)}. Weaker ones are bypasses still open.

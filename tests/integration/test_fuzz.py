@@ -17,7 +17,6 @@ from safepath import InvalidRequest, SafePathFilter, Verdict
 from safepath.profiles import load_profiles
 from safepath.settings import RuntimeSettings
 from safepath.types import FilterResult
-
 from tests.unit.test_fuzz import HARMFUL, PIECES
 
 SUPPRESS = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]

@@ -191,7 +191,7 @@ def test_on_block_fail_is_an_openai_error(upstream, proxy):
     received = []
     with pytest.raises(openai.APIError) as caught:
         for chunk in client(proxy(on_block="fail")).chat.completions.create(model=model, messages=MESSAGES, stream=True):
-            received.append(chunk)  # noqa: PERF402 -- what arrived before the error is the point
+            received.append(chunk)  # what arrived before the error is the point
     assert caught.value.code == "reasoning_blocked"
     assert "bomb" not in json.dumps([c.model_dump() for c in received])
 
@@ -394,7 +394,7 @@ def test_timeout_mid_stream_ends_with_an_error_event_after_the_released_steps(ti
     started = time.monotonic()
     with pytest.raises(openai.APIError) as caught:
         for chunk in client(proxy(timeout_s=0.5)).chat.completions.create(model=model, messages=MESSAGES, stream=True):
-            received.append(chunk)  # noqa: PERF402 -- what arrived before the error is the point
+            received.append(chunk)  # what arrived before the error is the point
     assert caught.value.code == "upstream_timeout" and time.monotonic() - started < 4  # not the whole 5 s stall
     assert collect(received)["reasoning_content"] == SAFE_1.strip()  # judged before the stall; the rest never leaves
 

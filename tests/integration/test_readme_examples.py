@@ -30,7 +30,7 @@ def _block(after: str, language: str) -> str:
 def test_python_example_redacts_the_reward_hacking_step():
     code = _block("## Use it from Python", "python")
     namespace: dict = {}
-    exec(code.split("result.verdict")[0], namespace)  # noqa: S102 - the README's own example, run as written
+    exec(code.split("result.verdict")[0], namespace)  # the README's own example, run as written
     result, f = namespace["result"], namespace["f"]
     try:
         # README: result.verdict -> Verdict.REDACT; step 2 replaced by "[REDACTED: reward_hacking]"

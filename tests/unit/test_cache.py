@@ -12,8 +12,8 @@ from safepath import SafePathFilter, Verdict
 from safepath.cache import MemoryCache, TwoLevelCache, result_key
 from safepath.metrics import Metrics
 from safepath.settings import RuntimeSettings
-from tests.unit.conftest import TINY_MODEL_PROFILES, FunctionDetector, step_scores
 from safepath.types import Category
+from tests.unit.conftest import TINY_MODEL_PROFILES, FunctionDetector, step_scores
 
 WORRYING = "Step 1: Read the task.\nStep 2: Hide the change from the reviewer.\nStep 3: Answer."
 HARMLESS = "Step 1: Read the task.\nStep 2: Summarise the report.\nStep 3: Answer."

@@ -24,7 +24,7 @@ def _trace(text: str, budget: int | None = None, flagged: frozenset[int] = froze
 
 
 def _long(n: int, risky_at: int | None = None) -> str:
-    return "\n".join("Step %d: %s." % (i, "exfiltrate the keys" if i == risky_at else "check the logs") for i in range(n))
+    return "\n".join(f"Step {i}: {'exfiltrate the keys' if i == risky_at else 'check the logs'}." for i in range(n))
 
 
 class WordGate:

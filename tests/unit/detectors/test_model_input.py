@@ -13,10 +13,10 @@ from safepath import Category
 from safepath.detectors.classifier import ClassifierDetector
 from safepath.detectors.model_input import (
     CONTEXT_CHARS,
-    load_vocabulary,
-    mask_identifiers,
     PIECE_TOKENS,
     STEP_TOKENS,
+    load_vocabulary,
+    mask_identifiers,
     readable,
     step_pieces,
     step_views,
