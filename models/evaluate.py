@@ -46,8 +46,8 @@ HARMBENCH = ROOT / "build" / "eval" / "harmbench_traces.jsonl"
 OUT_JSON = ROOT / "build" / "eval" / "results.json"
 OUT_MD = ROOT / "docs" / "EVALUATION.md"
 SKIPS = (0.0, 0.02, 0.05, 0.1, 0.2)
-STAGE_ALONE = {"stage:rules": ["rules"], "stage:safety_model": ["safety_model_full"], "stage:semantic": ["semantic_full"],
-               "stage:rules+semantic": ["rules", "semantic_full"]}
+STAGE_ALONE = {"stage:rules": ["rules"], "stage:safety_model": ["safety_model_full"],
+               "stage:semantic": ["semantic_full"], "stage:rules+semantic": ["rules", "semantic_full"]}
 
 
 def corpus_examples(*, split: str | None = None, writers: tuple[str, ...] = ()) -> list[Example]:
@@ -57,7 +57,8 @@ def corpus_examples(*, split: str | None = None, writers: tuple[str, ...] = ()) 
             if (not split or row["split"] == split) and (not writers or row["writer"] in writers)]
 
 
-def variant(profiles: ProfileSet, name: str, stages: list[str], extra_stages: dict[str, StageSpec] | None = None) -> ProfileSet:
+def variant(profiles: ProfileSet, name: str, stages: list[str],
+            extra_stages: dict[str, StageSpec] | None = None) -> ProfileSet:
     """A copy of the profiles whose `name` profile runs only `stages` (balanced settings otherwise)."""
     balanced = profiles.profiles["balanced"]
     profile = balanced.model_copy(update={"name": name, "stages": tuple(stages)})
@@ -273,7 +274,8 @@ def render(results: dict, measured_on: dict) -> str:
     sweep = {k: v for k, v in results.items() if k.startswith("cascade:")}
     if sweep:
         lines += ["## Cascade: accuracy against the share of steps reaching the safety model (dev)", "",
-                  "Balanced profile; the safety model's gate `skip_below` varies (0 = every step reaches the model).", "",
+                  "Balanced profile; the safety model's gate `skip_below` varies (0 = every step reaches the "
+                  "model).", "",
                   "| skip_below | steps to model | F1 | recall | HN FPR | easy FPR | ms/trace mean |",
                   "|---|---|---|---|---|---|---|"]
         for label, result in sweep.items():
