@@ -38,7 +38,12 @@ def json_response(body: object, status_code: int = 200) -> Response:
 
 
 def error_response(
-    status_code: int, kind: str, message: str, *, details: dict | None = None, results: Sequence[FilterResult] | None = None
+    status_code: int,
+    kind: str,
+    message: str,
+    *,
+    details: dict | None = None,
+    results: Sequence[FilterResult] | None = None,
 ) -> Response:
     body = ErrorResponse(
         error=ErrorDetail(type=kind, message=message, details=details),

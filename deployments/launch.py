@@ -70,7 +70,8 @@ def mode(environ: MutableMapping[str, str] = os.environ) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--print-env"]:
-        for key, value in {**throughput_env(), **{k: os.environ[k] for k in (THROUGHPUT, HA_PROXY) if k in os.environ}}.items():
+        passed_through = {k: os.environ[k] for k in (THROUGHPUT, HA_PROXY) if k in os.environ}
+        for key, value in {**throughput_env(), **passed_through}.items():
             print(f"export {key}={value}")
         return 0
     if not argv or argv[0].startswith("-"):

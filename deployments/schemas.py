@@ -93,7 +93,9 @@ class ErrorDetail(BaseModel):
     type: str = Field(description="Machine-readable kind: invalid_request, content_too_large, unknown_profile, "
                       "stage_unavailable, internal_error.")
     message: str = Field(description="What went wrong, for humans.")
-    details: dict[str, Any] | None = Field(default=None, description="Kind-specific facts (sizes, known profiles, ...).")
+    details: dict[str, Any] | None = Field(
+        default=None, description="Kind-specific facts (sizes, known profiles, ...)."
+    )
 
 
 class ErrorResponse(BaseModel):

@@ -1,9 +1,9 @@
 """The stage deployment: hosts the detectors of one kind (rules, safety classifier, semantic embedder).
 
 One class, deployed under a stable name per detector type (`RuleFilter`, `SafetyClassifier`, `SemanticEmbedder`;
-see `deployments.app`). The constructor builds the library's detectors, warmed up (`safepath.assembly`), one `@serve.batch`
-method runs them, `reconfigure` applies `user_config`. Stages of one type share a deployment, and so a model:
-`safety_model` and `safety_model_full` name the same ONNX file, which the runtime loads once per process.
+see `deployments.app`). The constructor builds the library's detectors, warmed up (`safepath.assembly`), one
+`@serve.batch` method runs them, `reconfigure` applies `user_config`. Stages of one type share a deployment, and so
+a model: `safety_model` and `safety_model_full` name the same ONNX file, which the runtime loads once per process.
 """
 
 from __future__ import annotations

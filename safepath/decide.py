@@ -1,8 +1,8 @@
 """The decision: every stage's detections on one trace, and the profile, in; a `FilterResult` out.
 
 Pure functions, no I/O: the pipeline calls `decide` once per trace; the streaming filter reuses its pieces
-(`worst_action`, `over_redacted`, `budget_floor`, `fails_closed`, `redacted_categories`) to release a stream step by step under the same rules; the
-evaluation scripts replay `decide` over recorded detections.
+(`worst_action`, `over_redacted`, `budget_floor`, `fails_closed`, `redacted_categories`) to release a stream step by
+step under the same rules; the evaluation scripts replay `decide` over recorded detections.
 """
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ def decide(
     detections, marked = split_unread(detections, trace.steps)
     unread = tuple(sorted(marked.union(unread_steps)))
     kept, overruled = _overrule(detections, profile)
-    acted = [d.model_copy(update={"action": a}) for d in kept if (a := effective_action(d, profile)) is not Verdict.ALLOW]
+    acted = [
+        d.model_copy(update={"action": a}) for d in kept if (a := effective_action(d, profile)) is not Verdict.ALLOW
+    ]
     acted.sort(key=lambda d: (d.step_index, d.span, d.stage.value))
     verdict = worst_action(acted)
     redacted = _steps_to_redact(acted)

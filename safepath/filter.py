@@ -60,8 +60,8 @@ class SafePathFilter:
         self.profiles = profiles
         if self.settings.metrics_port is not None:
             serve_metrics(self.settings.metrics_port)
-        self._parts = assemble(profiles, self.settings, stages=profiles.used_stages, detectors=detectors, metrics=metrics,
-                               audit=audit)
+        self._parts = assemble(profiles, self.settings, stages=profiles.used_stages, detectors=detectors,
+                               metrics=metrics, audit=audit)
         self.detectors = self._parts.detectors
         self.metrics = self._parts.metrics
         self.audit = self._parts.audit
@@ -140,7 +140,9 @@ def _request(
     metadata: dict[str, Any] | None = None,
 ) -> FilterRequest:
     try:
-        return FilterRequest(content=content, context=context, profile=profile, request_id=request_id, metadata=metadata)
+        return FilterRequest(
+            content=content, context=context, profile=profile, request_id=request_id, metadata=metadata
+        )
     except ValidationError as exc:
         raise InvalidRequest(f"invalid request: {exc}") from None
 

@@ -260,7 +260,9 @@ class Pipeline:
         except StopIteration as stop:
             return stop.value
 
-    async def run_async(self, requests: Sequence[FilterRequest], stages: Mapping[str, AsyncStage]) -> list[FilterResult]:
+    async def run_async(
+        self, requests: Sequence[FilterRequest], stages: Mapping[str, AsyncStage]
+    ) -> list[FilterResult]:
         """Drive the flow with async stage callables, each call bounded by its stage's timeout."""
         with self._batch(requests) as batch:
             batch.found = await self.cache.alookup(batch.keys, batch.ids) if self.cache else batch.nothing_found()

@@ -32,7 +32,9 @@ class Thresholds(BaseModel):
     @model_validator(mode="after")
     def _ordered(self) -> Thresholds:
         if not self.flag <= self.redact <= self.block:
-            raise ValueError(f"thresholds must satisfy flag <= redact <= block, got {self.flag}, {self.redact}, {self.block}")
+            raise ValueError(
+                f"thresholds must satisfy flag <= redact <= block, got {self.flag}, {self.redact}, {self.block}"
+            )
         return self
 
     def level(self, score: float) -> Verdict:
@@ -225,11 +227,15 @@ class ProfileSet(BaseModel):
     @model_validator(mode="after")
     def _references_resolve(self) -> ProfileSet:
         if self.default_profile not in self.profiles:
-            raise ValueError(f"default_profile {self.default_profile!r} is not among the profiles {sorted(self.profiles)}")
+            raise ValueError(
+                f"default_profile {self.default_profile!r} is not among the profiles {sorted(self.profiles)}"
+            )
         for profile in self.profiles.values():
             unknown = [s for s in profile.stages if s not in self.stages]
             if unknown:
-                raise ValueError(f"profile {profile.name!r} names undefined stages {unknown}; defined: {sorted(self.stages)}")
+                raise ValueError(
+                    f"profile {profile.name!r} names undefined stages {unknown}; defined: {sorted(self.stages)}"
+                )
         return self
 
     @property

@@ -42,7 +42,9 @@ class RuntimeSettings(BaseSettings):
     providers: list[str] | None = Field(
         default=None, description="ONNX Runtime execution providers; CUDA when available, else CPU, when unset."
     )
-    intra_op_threads: int | None = Field(default=None, ge=1, description="Threads per model call; ONNX Runtime's choice when unset.")
+    intra_op_threads: int | None = Field(
+        default=None, ge=1, description="Threads per model call; ONNX Runtime's choice when unset."
+    )
 
     # The result cache (safepath/cache.py): L1 in-process, L2 Redis when a URL is set.
     cache_enabled: bool = Field(default=True, description="Answer repeated traces from the cache.")
@@ -63,7 +65,9 @@ class RuntimeSettings(BaseSettings):
     audit_url: str | None = Field(default=None, description="sqlite:///path.db or postgresql://...; off when unset.")
     audit_record_all: bool = Field(default=False, description="Record plain allows too (by default only the rest).")
     audit_store_content: bool = Field(default=False, description="Keep full content in records (sensitive).")
-    audit_token: str | None = Field(default=None, description="Bearer token of the HTTP audit endpoint; off when unset.")
+    audit_token: str | None = Field(
+        default=None, description="Bearer token of the HTTP audit endpoint; off when unset."
+    )
     audit_spill_dir: Path | None = Field(
         default=None,
         description="Folder for records the audit database could not take yet; the user's cache folder (else a "

@@ -68,8 +68,12 @@ class FilterRequest(BaseModel):
         "contextual rules consult it.",
     )
     profile: str | None = Field(default=None, description="Safety profile name; the filter's default when absent.")
-    request_id: str | None = Field(default=None, max_length=128, description="Caller's id; one is generated when absent.")
-    metadata: dict[str, Any] | None = Field(default=None, description="Opaque to the filter; carried into audit records.")
+    request_id: str | None = Field(
+        default=None, max_length=128, description="Caller's id; one is generated when absent."
+    )
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="Opaque to the filter; carried into audit records."
+    )
 
     @field_validator("content", "context", "profile", "request_id", "metadata")
     @classmethod
@@ -182,7 +186,8 @@ class Trace(BaseModel):
     steps: tuple[Step, ...]
     context: dict[str, str] = Field(default_factory=dict)
     flagged_steps: frozenset[int] = Field(
-        default=frozenset(), description="Steps an earlier tier already flagged: a cascade gate always lets them through."
+        default=frozenset(),
+        description="Steps an earlier tier already flagged: a cascade gate always lets them through.",
     )
     max_model_rows: int | None = Field(
         default=None,

@@ -108,7 +108,8 @@ class PostgresBackend:
             f"CREATE INDEX IF NOT EXISTS {r}_verdict ON {r} (verdict, ts)",
             f"""CREATE TABLE IF NOT EXISTS {f} (
                 record_id text NOT NULL, ts timestamptz NOT NULL, category text NOT NULL, reason text NOT NULL,
-                score double precision NOT NULL, PRIMARY KEY (record_id, ts, category, reason)) PARTITION BY RANGE (ts)""",
+                score double precision NOT NULL, PRIMARY KEY (record_id, ts, category, reason)) """
+            "PARTITION BY RANGE (ts)",
             f"CREATE INDEX IF NOT EXISTS {f}_category_ts ON {f} (category, ts)",
             f"CREATE INDEX IF NOT EXISTS {f}_ts ON {f} (ts)",
             f"""CREATE TABLE IF NOT EXISTS {c} (
@@ -135,7 +136,8 @@ class PostgresBackend:
             self._ensure({self._period_start(rec.ts) for rec in records})
             with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 if records:
-                    cur.executemany(f"INSERT INTO {r} ({', '.join(_COLUMNS)}) VALUES ({', '.join(['%s'] * len(_COLUMNS))}) "
+                    cur.executemany(f"INSERT INTO {r} ({', '.join(_COLUMNS)}) "
+                                    f"VALUES ({', '.join(['%s'] * len(_COLUMNS))}) "
                                     f"ON CONFLICT DO NOTHING", [_row(rec) for rec in records])
                 findings = [(_no_nul(rec.record_id), rec.ts, x.category, _no_nul(x.reason), x.score)
                             for rec in records for x in rec.findings]

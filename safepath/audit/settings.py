@@ -29,7 +29,9 @@ class AuditSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str = Field(description="sqlite:///path/to/audit.db or postgresql://user@host:port/db.")
-    record_all: bool = Field(default=False, description="Record allows too; by default only flag/redact/block/degraded.")
+    record_all: bool = Field(
+        default=False, description="Record allows too; by default only flag/redact/block/degraded."
+    )
     store_content: bool = Field(default=False, description="Keep the full original reasoning text in each record.")
     excerpt_chars: int = Field(default=240, ge=0, description="Length of the redacted excerpt each record keeps.")
     queue_size: int = Field(default=10_000, ge=1, description="Records waiting for the writer; beyond it they spill.")

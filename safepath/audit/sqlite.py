@@ -81,7 +81,8 @@ class SqliteBackend:
                 self._add_columns(conn)
                 self._schema_ready = True
                 self._keep_open()
-            conn.execute("PRAGMA synchronous=NORMAL")  # per connection; WAL keeps it crash-safe, only the last commits may go
+            # per connection; WAL keeps it crash-safe, only the last commits may go
+            conn.execute("PRAGMA synchronous=NORMAL")
             yield conn
         except sqlite3.Error:
             self._schema_ready = False  # the file may have been replaced: check the schema again next time
@@ -147,7 +148,8 @@ class SqliteBackend:
     def write(self, records: Sequence[AuditRecord], counts: DecisionCounts | None = None) -> None:
         r, f, c = self.records_table, self.findings_table, self.counts_table
         rows = [_row(rec) for rec in records]
-        findings = [(rec.record_id, _ts(rec.ts), x.category, x.reason, x.score) for rec in records for x in rec.findings]
+        findings = [(rec.record_id, _ts(rec.ts), x.category, x.reason, x.score)
+                    for rec in records for x in rec.findings]
         count_rows = [(_ts(bucket), profile, verdict, n) for (bucket, profile, verdict), n in (counts or {}).items()]
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
@@ -156,7 +158,8 @@ class SqliteBackend:
                                  f"VALUES ({', '.join('?' * len(_COLUMNS))})", rows)
                 conn.executemany(f"INSERT OR IGNORE INTO {f} VALUES (?, ?, ?, ?, ?)", findings)
                 conn.executemany(f"INSERT INTO {c} VALUES (?, ?, ?, ?) "
-                                 f"ON CONFLICT (bucket_ts, profile, verdict) DO UPDATE SET n = n + excluded.n", count_rows)
+                                 f"ON CONFLICT (bucket_ts, profile, verdict) DO UPDATE SET n = n + excluded.n",
+                                 count_rows)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:  # a failed COMMIT may have rolled back already

@@ -83,7 +83,8 @@ def build_summary(
     for key in keys:
         count = max(record_counts.get(key, 0), decision_counts.get(key, 0))
         top = sorted(reasons.get(key, []), key=lambda rn: (-rn[1], rn[0]))[:TOP_REASONS]
-        groups.append(SummaryGroup(key=key, count=count, rate=round(count / total, 6) if total else 0.0, top_reasons=top))
+        rate = round(count / total, 6) if total else 0.0
+        groups.append(SummaryGroup(key=key, count=count, rate=rate, top_reasons=top))
     groups.sort(key=lambda g: (-g.count, g.key))
     return AuditSummary(since=since, until=until, group_by=group_by, total_decisions=total, recorded=recorded,
                         groups=groups)

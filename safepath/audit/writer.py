@@ -207,7 +207,8 @@ class AuditWriter:
         try:
             self.spill.append(records, counts)
         except Exception as exc:  # noqa: BLE001 - logged and counted; the request path must not see it
-            logger.error("could not spill %d audit records to %s, dropping them: %r", len(records), self.spill.path, exc)
+            logger.error("could not spill %d audit records to %s, dropping them: %r",
+                         len(records), self.spill.path, exc)
             self.metrics.inc("audit_errors", operation="spill")
             if records:
                 self.metrics.inc("audit_records", len(records), outcome="dropped")

@@ -43,9 +43,12 @@ class ClassifierOptions(BaseModel):
         default=0.3,
         ge=0.0,
         le=1.0,
-        description="Categories at or above this probability are reported; a step with none reports only its likeliest.",
+        description="Categories at or above this probability are reported; a step with none reports only its "
+        "likeliest.",
     )
-    gate: GateOptions | None = Field(default=None, description="Cascade first tier; every step reaches the model when absent.")
+    gate: GateOptions | None = Field(
+        default=None, description="Cascade first tier; every step reaches the model when absent."
+    )
 
 
 class ClassifierDetector:
@@ -219,7 +222,9 @@ class ClassifierDetector:
                 best[judged[k]] = best[judged[k]].copy()
                 best[judged[k]][j] = blended[j]
 
-    def _step_detections(self, best: np.ndarray, source: np.ndarray, step: Step, texts: Sequence[str]) -> list[Detection]:
+    def _step_detections(
+        self, best: np.ndarray, source: np.ndarray, step: Step, texts: Sequence[str]
+    ) -> list[Detection]:
         """One detection per category at or above `min_score`, and always one for the likeliest category, scored by
         the larger of its own probability and the model's overall harm probability (`harmful`, the last column):
         whether a step is harmful at all is the model's steadiest judgement, which category it is comes second. So a

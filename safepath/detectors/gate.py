@@ -34,7 +34,10 @@ class GateOptions(BaseModel):
 
     model: str = Field(default="static-minilm", description="Static model folder under the model directory.")
     skip_below: float = Field(
-        default=0.1, ge=0.0, le=1.0, description="Steps whose static harm probability is below this skip the transformer."
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="Steps whose static harm probability is below this skip the transformer.",
     )
     exemplar_similarity: float = Field(
         default=0.6,

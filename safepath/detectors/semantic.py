@@ -89,7 +89,9 @@ class SemanticOptions(BaseModel):
 
     model: str = Field(description="Model folder under the model directory, e.g. `semantic-minilm`.")
     rules_file: str = Field(description="Semantic rules YAML, relative to the profiles file.")
-    gate: GateOptions | None = Field(default=None, description="Cascade first tier; every step reaches the model when absent.")
+    gate: GateOptions | None = Field(
+        default=None, description="Cascade first tier; every step reaches the model when absent."
+    )
 
 
 class SemanticDetector:
@@ -165,7 +167,8 @@ class SemanticDetector:
         items, chosen, risk = ranked_select_for_model(traces, self.gate, views)
         self.steps_seen += len(items)
         # A step costs one input per view (the encoder windows a step longer than the model reads, at most a few).
-        chosen, unread = within_budget(traces, items, chosen, risk, lambda k: len(views[items[k][0]][items[k][1].index]))
+        chosen, unread = within_budget(traces, items, chosen, risk,
+                                       lambda k: len(views[items[k][0]][items[k][1].index]))
         for t, steps in unread.items():
             results[t].extend(unread_markers(traces[t], steps, StageKind.SEMANTIC))
         self.steps_to_model += len(chosen)
