@@ -180,3 +180,18 @@ def http(serve_app):
 
     with httpx.Client(base_url=serve_app.base_url, timeout=120) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def patient_balanced():
+    """The shipped `balanced` profile with its stage timeouts lifted, in-process. Tests that assert verdicts or what is
+    released use it: a slow moment on a loaded box must not turn a result into a fail-closed block (which would also
+    hide a release defect)."""
+    from safepath import SafePathFilter
+    from safepath.profiles import load_profiles
+    from safepath.settings import RuntimeSettings
+
+    shipped = load_profiles(RuntimeSettings().profiles_path)
+    patient = {n: spec.model_copy(update={"timeout_ms": 600_000}) for n, spec in shipped.stages.items()}
+    with SafePathFilter("balanced", profiles=shipped.model_copy(update={"stages": patient})) as f:
+        yield f

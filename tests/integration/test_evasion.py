@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from safepath import FilterResult, SafePathFilter
-from safepath.profiles import load_profiles
-from safepath.settings import RuntimeSettings
+from safepath import FilterResult
 from tests.fixtures.evasion import OBFUSCATIONS, disguise, harmful_traces
 
 # obfuscation -> {trace id: (plain verdict, disguised verdict)}. Weaker ones are bypasses still open.
@@ -47,21 +45,11 @@ KNOWN: dict[str, dict[str, tuple[str, str]]] = {
 
 
 @pytest.fixture(scope="module")
-def balanced():
-    # The shipped profiles, their stage timeouts lifted: a verdict is asserted, so a slow moment on a loaded machine
-    # must not turn into a fail-closed block.
-    shipped = load_profiles(RuntimeSettings().profiles_path)
-    patient = {n: spec.model_copy(update={"timeout_ms": 600_000}) for n, spec in shipped.stages.items()}
-    with SafePathFilter("balanced", profiles=shipped.model_copy(update={"stages": patient})) as f:
-        yield f
-
-
-@pytest.fixture(scope="module")
-def caught(balanced) -> list[tuple[dict, FilterResult, tuple[int, int]]]:
+def caught(patient_balanced) -> list[tuple[dict, FilterResult, tuple[int, int]]]:
     """Each harmful trace the plain filter acts on, its result and the span of its decisive step."""
     found = []
     for trace in harmful_traces():
-        plain = balanced.filter(trace["text"])
+        plain = patient_balanced.filter(trace["text"])
         if plain.detections:
             step = plain.steps[max(plain.detections, key=lambda d: d.score).step_index]
             found.append((trace, plain, (step.start, step.end)))
@@ -73,8 +61,8 @@ def test_the_corpus_covers_most_harmful_fixture_traces(caught):
 
 
 @pytest.mark.parametrize("obfuscation", list(OBFUSCATIONS))
-def test_a_disguised_step_gets_the_verdict_of_its_plain_form(balanced, caught, obfuscation):
-    disguised = balanced.filter_batch([disguise(trace["text"], span, obfuscation) for trace, _, span in caught])
+def test_a_disguised_step_gets_the_verdict_of_its_plain_form(patient_balanced, caught, obfuscation):
+    disguised = patient_balanced.filter_batch([disguise(trace["text"], span, obfuscation) for trace, _, span in caught])
     departures = {
         trace["id"]: (plain.verdict.value, result.verdict.value)
         for (trace, plain, _), result in zip(caught, disguised)

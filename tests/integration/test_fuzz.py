@@ -9,27 +9,14 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from safepath import InvalidRequest, SafePathFilter, Verdict
-from safepath.profiles import load_profiles
-from safepath.settings import RuntimeSettings
+from safepath import InvalidRequest, Verdict
 from safepath.types import FilterResult
 from tests.unit.test_fuzz import HARMFUL, PIECES
 
 SUPPRESS = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
-
-
-@pytest.fixture(scope="module")
-def balanced():
-    # Stage timeouts lifted: the invariant is about what is released, and a slow moment on a loaded box must not
-    # turn a result into a fail-closed block that hides a release defect.
-    shipped = load_profiles(RuntimeSettings().profiles_path)
-    patient = {n: spec.model_copy(update={"timeout_ms": 600_000}) for n, spec in shipped.stages.items()}
-    with SafePathFilter("balanced", profiles=shipped.model_copy(update={"stages": patient})) as f:
-        yield f
 
 
 def _released_unread(result: FilterResult, profile) -> bool:
@@ -42,14 +29,14 @@ def _released_unread(result: FilterResult, profile) -> bool:
 
 @given(pieces=st.lists(PIECES, min_size=1, max_size=4), harmful=st.booleans())
 @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=SUPPRESS)
-def test_the_shipped_filter_answers_hostile_text_and_never_releases_it_unread(balanced, pieces, harmful):
+def test_the_shipped_filter_answers_hostile_text_and_never_releases_it_unread(patient_balanced, pieces, harmful):
     content = "".join(pieces) + (f"\n\n{HARMFUL}" if harmful else "")
     try:
-        result = balanced.filter(content)
+        result = patient_balanced.filter(content)
     except InvalidRequest:
         assert any(0xD800 <= ord(c) <= 0xDFFF for c in content) or not content.strip() or len(content) > 200_000
         return
-    profile = balanced.profiles.get("balanced")
+    profile = patient_balanced.profiles.get("balanced")
     assert not _released_unread(result, profile)
     if harmful:
         assert HARMFUL not in result.filtered_content
