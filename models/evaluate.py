@@ -3,6 +3,7 @@
     python -m models.evaluate                    # everything (the folds' models must exist: `make folds`)
     python -m models.evaluate --quick            # profiles only, corpus test split, dev and HarmBench
     python -m models.evaluate --render-only      # rewrite docs/EVALUATION.md from build/eval/results.json
+    python -m models.evaluate --cascade          # only the cascade sweep on dev: its section of docs/EVALUATION.md
 
 Sets (none trained or tuned anything it scores):
 
@@ -45,7 +46,11 @@ DEV = ROOT.parent / "shared" / "eval" / "dev.jsonl"
 HARMBENCH = ROOT / "build" / "eval" / "harmbench_traces.jsonl"
 OUT_JSON = ROOT / "build" / "eval" / "results.json"
 OUT_MD = ROOT / "docs" / "EVALUATION.md"
-SKIPS = (0.0, 0.02, 0.05, 0.1, 0.2)
+OUT_CASCADE = ROOT / "build" / "eval" / "cascade.json"
+# The gates' skip_below values the sweep tries: 0 sends every step on; 0.05 ships; 1.0 lets no step through on the
+# gate's probability, so what still reaches the models there is the floor the gate cannot settle (forced steps).
+SKIPS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+CASCADE_HEADING = "## Cascade"
 STAGE_ALONE = {"stage:rules": ["rules"], "stage:safety_model": ["safety_model_full"],
                "stage:semantic": ["semantic_full"], "stage:rules+semantic": ["rules", "semantic_full"]}
 
@@ -102,19 +107,26 @@ def fold_settings(fold: str) -> RuntimeSettings:
     return RuntimeSettings(model_dir=folder)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="profiles only; no stage rows, sweep or folds")
     parser.add_argument("--no-folds", action="store_true", help="skip the cross-writer folds")
     parser.add_argument("--dev", type=Path, default=Path(os.environ.get("SAFEPATH_DEV_SET", DEV)))
     parser.add_argument("--render-only", action="store_true", help="rewrite docs/EVALUATION.md from results.json")
-    args = parser.parse_args()
+    parser.add_argument("--cascade", action="store_true",
+                        help="only the cascade sweep (balanced on dev, once per skip_below); rewrites only its section")
+    parser.add_argument("--skips", type=lambda text: tuple(map(float, text.split(","))), default=SKIPS,
+                        help="comma-separated skip_below values for the sweep (default: %(default)s)")
+    args = parser.parse_args(argv)
     if args.render_only:
         saved = json.loads(OUT_JSON.read_text())
-        OUT_MD.write_text(render(saved["results"], saved["provenance"]))
+        OUT_MD.write_text(with_saved_cascade(render(saved["results"], saved["provenance"])))
         return
     measured_on = provenance(ROOT)  # before anything loads: a commit landing during the run must not relabel it
     profiles = load_profiles(RuntimeSettings().profiles_path)
+    if args.cascade:
+        sweep_alone(profiles, args.dev, args.skips, measured_on)
+        return
     datasets = {"corpus_test": corpus_examples(split="test")}
     for name, path in (("dev", args.dev), ("harmbench", HARMBENCH)):
         if path.exists():
@@ -135,14 +147,7 @@ def main() -> None:
         started = time.time()
         record(label, *run(profile_set, name, datasets), started)
     if not args.quick and "dev" in datasets:
-        gated = profiles.stages["safety_model"]
-        for skip in SKIPS:  # the cascade's trade-off, on dev (the set for choosing it)
-            options = {**gated.options, "gate": {**gated.options["gate"], "skip_below": skip}}
-            spec = gated.model_copy(update={"options": options})
-            started = time.time()
-            record(f"cascade:{skip}", *run(variant(profiles, "cascade", ["rules", "cascade_model", "semantic"],
-                                                   {"cascade_model": spec}), "cascade", {"dev": datasets["dev"]}),
-                   started)
+        results.update(cascade_sweep(profiles, datasets["dev"], SKIPS))
     if args.quick and "dev" in datasets:
         results.update(replayed_stages(profiles, datasets["dev"]))
     if not (args.quick or args.no_folds):
@@ -158,7 +163,7 @@ def main() -> None:
                 record(label, *run(profile_set, name, held_out, fold_settings(fold)), started)
     OUT_JSON.parent.mkdir(parents=True, exist_ok=True)
     OUT_JSON.write_text(json.dumps({"provenance": measured_on, "results": results}, indent=1))
-    OUT_MD.write_text(render(results, measured_on))
+    OUT_MD.write_text(with_saved_cascade(render(results, measured_on)))
     print(f"wrote {OUT_MD} and {OUT_JSON}")
 
 
@@ -273,20 +278,93 @@ def render(results: dict, measured_on: dict) -> str:
                    "gives the TF-IDF baseline's cross-writer figures in seconds."), ""]
     sweep = {k: v for k, v in results.items() if k.startswith("cascade:")}
     if sweep:
-        lines += ["## Cascade: accuracy against the share of steps reaching the safety model (dev)", "",
-                  "Balanced profile; the safety model's gate `skip_below` varies (0 = every step reaches the "
-                  "model).", "",
-                  "| skip_below | steps to model | F1 | recall | HN FPR | easy FPR | ms/trace mean |",
-                  "|---|---|---|---|---|---|---|"]
-        for label, result in sweep.items():
-            dev = result["reports"]["dev"]
-            c = result["cascade"].get("cascade_model", {})
-            share = c.get("steps_to_model", 0) / max(c.get("steps_seen", 1), 1)
-            lines.append(f"| {label.split(':')[1]} | {share:.1%} | {dev['f1']:.3f} | {dev['recall']:.3f} | "
-                         f"{_f(dev['hard_negative_fpr'])} | {_f(dev['easy_safe_fpr'])} | "
-                         f"{dev['latency_ms']['mean']:.1f} |")
-        lines.append("")
+        lines += [render_cascade(sweep)]
     lines += [NOTES]
+    return "\n".join(lines) + "\n"
+
+
+def gated_at(profiles: ProfileSet, skip: float) -> ProfileSet:
+    """The profiles with every gated model stage's `skip_below` set to `skip` (the shipped profiles give the safety
+    model's and the semantic stage's gates one value, so the sweep moves both)."""
+    stages = {}
+    for name, spec in profiles.stages.items():
+        gate = spec.options.get("gate")
+        if gate is not None:
+            spec = spec.model_copy(update={"options": {**spec.options, "gate": {**gate, "skip_below": skip}}})
+        stages[name] = spec
+    return profiles.model_copy(update={"stages": stages})
+
+
+def cascade_sweep(profiles: ProfileSet, dev: list[Example], skips: tuple[float, ...]) -> dict[str, dict]:
+    """Balanced on dev (the set for choosing) once per skip_below: its report and each model stage's step counts."""
+    out = {}
+    for skip in skips:
+        started = time.time()
+        reports, cascade, versions = run(gated_at(profiles, skip), "balanced", {"dev": dev})
+        out[f"cascade:{skip}"] = {"reports": {"dev": reports["dev"].model_dump()}, "cascade": cascade,
+                                  "versions": versions, "minutes": round((time.time() - started) / 60, 1)}
+        shares = {k: f"{c['steps_to_model']}/{c['steps_seen']}" for k, c in cascade.items()}
+        print(f"cascade:{skip}", shares, round(reports["dev"].f1, 3), flush=True)
+    return out
+
+
+def sweep_alone(profiles: ProfileSet, dev_path: Path, skips: tuple[float, ...], measured_on: dict) -> None:
+    """`--cascade`: the sweep alone, saved with what it was measured on (build/eval/cascade.json), and its section
+    of docs/EVALUATION.md replaced; the rest of the report, measured at another time, is left as it is."""
+    sweep = cascade_sweep(profiles, load_dataset(dev_path), skips)
+    OUT_CASCADE.parent.mkdir(parents=True, exist_ok=True)
+    OUT_CASCADE.write_text(json.dumps({"provenance": measured_on, "results": sweep}, indent=1))
+    OUT_MD.write_text(splice(OUT_MD.read_text() if OUT_MD.exists() else "", render_cascade(sweep, measured_on)))
+    print(f"wrote {OUT_CASCADE} and the cascade section of {OUT_MD}")
+
+
+def with_saved_cascade(report: str) -> str:
+    """A report without a sweep of its own keeps the last `--cascade` run's section (which states its own
+    provenance), so a `--quick` run or `--render-only` does not drop the published trade-off curve."""
+    if CASCADE_HEADING in report or not OUT_CASCADE.exists():
+        return report
+    saved = json.loads(OUT_CASCADE.read_text())
+    return splice(report, render_cascade(saved["results"], saved["provenance"]))
+
+
+def splice(document: str, section: str) -> str:
+    """`document` with its cascade section replaced by `section` (or put before the notes when it has none)."""
+    start = document.find(CASCADE_HEADING)
+    if start < 0:
+        notes = document.find("## Reading these numbers")
+        start = end = notes if notes >= 0 else len(document)
+    else:
+        following = document.find("\n## ", start + 1)
+        end = following + 1 if following >= 0 else len(document)
+    return document[:start] + section + "\n" + document[end:]
+
+
+def render_cascade(sweep: dict, measured_on: dict | None = None) -> str:
+    """The sweep's table: per skip_below, the share of steps each model stage read and balanced's figures on dev."""
+    rows = sorted(sweep.items(), key=lambda item: float(item[0].split(":")[1]))
+    every = next((r["reports"]["dev"]["f1"] for k, r in rows if float(k.split(":")[1]) == 0.0), None)
+    seen = next(iter(rows[0][1]["cascade"].values()), {}).get("steps_seen", 0) if rows else 0
+
+    def share(result: dict, stage: str) -> str:
+        c = result["cascade"].get(stage)
+        return f"{c['steps_to_model'] / c['steps_seen']:.1%}" if c and c["steps_seen"] else ""
+
+    lines = [f"{CASCADE_HEADING}: accuracy against the share of steps reaching the models (dev)", "",
+             "The balanced profile on dev with both gates' `skip_below` (safety model and semantic stage) at each "
+             f"value; {seen} steps. " + (describe(measured_on) + " " if measured_on else "") +
+             "A step reaches a model when its gate probability is at least `skip_below`, or whatever the gate says "
+             "when an earlier tier flagged it or it has a readable rewrite (disguised), and, for the safety model, "
+             "its trace's likeliest step when the gate clears them all (the lexical blend needs one per trace); for "
+             "the semantic stage, also when it is near a semantic-rule exemplar. So 1.0 shows the floor the gate "
+             "cannot settle. ΔF1 is against 0 (every step judged). Counts only: no timings.", "",
+             "| skip_below | to safety model | to semantic model | F1 | ΔF1 | recall | HN FPR | easy FPR |",
+             "|---|---|---|---|---|---|---|---|"]
+    for label, result in rows:
+        dev = result["reports"]["dev"]
+        delta = "" if every is None else f"{dev['f1'] - every:+.3f}"
+        lines.append(f"| {label.split(':')[1]} | {share(result, 'safety_model')} | {share(result, 'semantic')} | "
+                     f"{dev['f1']:.3f} | {delta} | {dev['recall']:.3f} | {_f(dev['hard_negative_fpr'])} | "
+                     f"{_f(dev['easy_safe_fpr'])} |")
     return "\n".join(lines) + "\n"
 
 
