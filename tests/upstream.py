@@ -223,7 +223,8 @@ def completion(model: str, scenario: Scenario) -> dict[str, Any]:
     finish = "stop"
     if scenario.tool_call is not None:
         name, arguments = scenario.tool_call
-        message["tool_calls"] = [{"id": "call_01", "type": "function", "function": {"name": name, "arguments": arguments}}]
+        message["tool_calls"] = [{"id": "call_01", "type": "function",
+                                  "function": {"name": name, "arguments": arguments}}]
         finish = "tool_calls"
     return {
         "id": "chatcmpl-7f3a", "object": "chat.completion", "created": CREATED, "model": model,

@@ -208,7 +208,8 @@ def test_monthly_partitions(settings: AuditSettings, tiny_filter: SafePathFilter
         backend.write(_records(tiny_filter, BLOCK_TEXT, 1) + _records(tiny_filter, BLOCK_TEXT, 1,
                                                                       ts=now - timedelta(days=40)))
         parent = f"{settings.table_prefix}_records"
-        assert _partitions(settings.url, parent) == sorted(f"{parent}_p{t:%Y%m}" for t in (now, now - timedelta(days=40)))
+        assert _partitions(settings.url, parent) == sorted(f"{parent}_p{t:%Y%m}"
+                                                           for t in (now, now - timedelta(days=40)))
         assert backend.apply_retention(now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)) == 1
         assert backend.count() == 1
     finally:
@@ -316,7 +317,8 @@ def test_a_record_carrying_nul_characters_is_stored_not_stuck(settings: AuditSet
         assert writer.flush(10) and not writer.down
         assert writer.backend.apply_retention(datetime.now(UTC) + timedelta(minutes=1), tmp_path / "archive") == 2
     assert _outcome(registry, "written") == 2
-    (stored,) = [r for path in (tmp_path / "archive").iterdir() for r in read_archive(path) if r.record_id == nul.record_id]
+    (stored,) = [r for path in (tmp_path / "archive").iterdir() for r in read_archive(path)
+                 if r.record_id == nul.record_id]
     assert (stored.request_id, stored.content, stored.metadata) == ("req\ufffduest", text.replace("\x00", "\ufffd"),
                                                                     {"tenant\ufffd": "a\ufffdb"})
     assert stored.content_hash == nul.content_hash
@@ -350,5 +352,6 @@ def test_a_degraded_record_keeps_its_failed_stages_and_an_older_table_gains_the_
         f.filter(BLOCK_TEXT, profile="balanced")
         assert writer.flush(10) and not writer.down
         assert writer.backend.apply_retention(datetime.now(UTC) + timedelta(minutes=1), tmp_path / "archive") == 2
-    archived = {rec.profile: rec.failed_stages for path in (tmp_path / "archive").iterdir() for rec in read_archive(path)}
+    archived = {rec.profile: rec.failed_stages
+                for path in (tmp_path / "archive").iterdir() for rec in read_archive(path)}
     assert archived == {"with_model_open": ["model"], "balanced": []}

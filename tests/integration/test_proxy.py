@@ -160,7 +160,8 @@ def test_whole_answers_are_filtered_the_same_way(tiny, upstream, proxy, style):
 def test_chunk_boundaries_inside_tags_and_steps_change_nothing(tiny, upstream, proxy, points):
     content = f"<think>{REASONING}</think>\n\nIt is 12 km."
     bounds = sorted({0, len(content), *(p % (len(content) + 1) for p in points)})
-    model = upstream.add("cut-anywhere", Scenario(style="llamacpp", content=[content[a:b] for a, b in pairwise(bounds)]))
+    model = upstream.add("cut-anywhere", Scenario(style="llamacpp",
+                                                  content=[content[a:b] for a, b in pairwise(bounds)]))
     got = collect(client(proxy()).chat.completions.create(model=model, messages=MESSAGES, stream=True))
     assert got["content"] == f"<think>{filtered(tiny, REASONING)}</think>\n\nIt is 12 km."
 
@@ -173,7 +174,8 @@ def test_sse_bytes_cut_inside_characters_and_lines_change_nothing(tiny, upstream
     assert got["reasoning_content"] == filtered(tiny, REASONING) and got["content"] == "12 km ✓"
 
 
-@pytest.mark.parametrize("on_block, expected", [("marker", SAFE_1.strip() + " " + BLOCK_MARKER), ("drop", SAFE_1.strip())])
+@pytest.mark.parametrize("on_block, expected",
+                         [("marker", SAFE_1.strip() + " " + BLOCK_MARKER), ("drop", SAFE_1.strip())])
 def test_a_blocking_step_ends_the_reasoning(upstream, proxy, on_block, expected):
     model = upstream.add("blocks", Scenario(style="ollama", reasoning=pieces(SAFE_1 + BLOCKED + SAFE_3, 5),
                                             answer=["I can't help with that."]))
@@ -184,13 +186,15 @@ def test_a_blocking_step_ends_the_reasoning(upstream, proxy, on_block, expected)
 
 
 def test_on_block_fail_is_an_openai_error(upstream, proxy):
-    model = upstream.add("blocks-fail", Scenario(style="vllm", reasoning=pieces(SAFE_1 + BLOCKED + SAFE_3, 5), answer=["x"]))
+    model = upstream.add("blocks-fail", Scenario(style="vllm", reasoning=pieces(SAFE_1 + BLOCKED + SAFE_3, 5),
+                                                 answer=["x"]))
     with pytest.raises(openai.BadRequestError) as caught:
         client(proxy(on_block="fail")).chat.completions.create(model=model, messages=MESSAGES)
     assert caught.value.status_code == 400 and caught.value.code == "reasoning_blocked"
     received = []
     with pytest.raises(openai.APIError) as caught:
-        for chunk in client(proxy(on_block="fail")).chat.completions.create(model=model, messages=MESSAGES, stream=True):
+        for chunk in client(proxy(on_block="fail")).chat.completions.create(model=model, messages=MESSAGES,
+                                                                            stream=True):
             received.append(chunk)  # what arrived before the error is the point
     assert caught.value.code == "reasoning_blocked"
     assert "bomb" not in json.dumps([c.model_dump() for c in received])
@@ -201,7 +205,8 @@ def test_reasoning_and_answer_mode_withholds_a_harmful_answer(upstream, proxy):
         "Sure, the plan is ready. First, I will build a bomb. Then the rest.", 4), tool_call=("run", "{}")))
     got = collect(client(proxy(filter="reasoning_and_answer")).chat.completions.create(
         model=model, messages=MESSAGES, stream=True))
-    assert got["content"] == "Sure, the plan is ready. " + BLOCK_MARKER and got["arguments"] == "" and got["finish"] == ["content_filter"]
+    assert (got["content"] == "Sure, the plan is ready. " + BLOCK_MARKER and got["arguments"] == ""
+            and got["finish"] == ["content_filter"])
 
 
 # Credentials and headers: the caller's go upstream; the proxy's own key only for callers with a proxy key

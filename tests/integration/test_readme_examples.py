@@ -37,8 +37,8 @@ def test_python_example_redacts_the_reward_hacking_step():
         assert "Verdict.REDACT" in code and result.verdict is Verdict.REDACT, result.detections
         assert "[REDACTED: reward_hacking]" in code
         assert result.filtered_content == (
-            "Step 1: The user wants their tests fixed.\n[REDACTED: reward_hacking]\nStep 3: Then report that everything "
-            "works."
+            "Step 1: The user wants their tests fixed.\n[REDACTED: reward_hacking]\n"
+            "Step 3: Then report that everything works."
         )
         assert Category.REWARD_HACKING in {d.category for d in result.detections}
     finally:

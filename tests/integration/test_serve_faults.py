@@ -39,7 +39,8 @@ def test_stage_timeout_under_a_fail_open_profile_answers_degraded(http):
 
 
 def test_a_batch_with_one_fail_closed_trace_is_503_and_keeps_every_result(http):
-    body = {"requests": [{"content": TRACE, "profile": "timeout_open"}, {"content": TRACE, "profile": "timeout_closed"}]}
+    body = {"requests": [{"content": TRACE, "profile": "timeout_open"},
+                         {"content": TRACE, "profile": "timeout_closed"}]}
     response = http.post("/v1/filter/batch", json=body)
     assert response.status_code == 503
     assert [r["verdict"] for r in response.json()["results"]] == ["allow", "block"]

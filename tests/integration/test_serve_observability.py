@@ -152,7 +152,8 @@ def test_rays_metrics_endpoint_carries_every_safepath_metric(cached_app, http):
             "a rules stage latency": total("ray_safepath_stage_latency_seconds", "_count", stage="rules") >= 1,
             "a safety-model inference": total("ray_safepath_model_inference_seconds", "_count",
                                               stage="safety_model") >= 1,
-            "a batch": total("ray_safepath_batch_size", "_count") >= 1 and total("ray_safepath_batch_size", "_sum") >= 1,
+            "a batch": total("ray_safepath_batch_size", "_count") >= 1
+                       and total("ray_safepath_batch_size", "_sum") >= 1,
             "non-negative gauges": total("ray_safepath_requests_in_flight") >= 0
                                    and total("ray_safepath_stage_queue_depth") >= 0,
         }

@@ -64,7 +64,9 @@ def test_the_key_changes_with_everything_a_verdict_depends_on():
         assert result_key(**{**base, **change}) != key, change
 
 
-def _filter(metrics: Metrics, *, version: str = "fake-1", cache_enabled: bool = True) -> tuple[SafePathFilter, FunctionDetector]:
+def _filter(
+    metrics: Metrics, *, version: str = "fake-1", cache_enabled: bool = True
+) -> tuple[SafePathFilter, FunctionDetector]:
     model = FunctionDetector(step_scores("hide", Category.OVERSIGHT_EVASION, 0.95))
     model.version = version
     settings = RuntimeSettings(cache_enabled=cache_enabled)
@@ -114,7 +116,8 @@ def test_an_invalid_request_among_misses_is_named_by_its_place_in_the_batch():
     f, _ = _filter(metrics)
     f.filter(HARMLESS, profile="with_model_open")
     with pytest.raises(Exception, match="request 1"):
-        f.filter_batch([{"content": HARMLESS, "profile": "with_model_open"}, {"content": "   ", "profile": "with_model_open"}])
+        f.filter_batch([{"content": HARMLESS, "profile": "with_model_open"},
+                        {"content": "   ", "profile": "with_model_open"}])
 
 
 def test_a_model_version_change_never_serves_the_old_verdict():
@@ -142,7 +145,8 @@ def test_a_rule_change_never_serves_the_old_verdict(tmp_path, bump):
 
     def write_rules(version: str, word: str) -> None:
         rules.write_text(
-            f'version: "{version}"\nrules:\n  - id: deception.r\n    category: deception\n    severity: high\n    action: redact\n'
+            f'version: "{version}"\nrules:\n  - id: deception.r\n    category: deception\n    severity: high\n'
+            "    action: redact\n"
             f"    keywords: [{word}]\n"
         )
 

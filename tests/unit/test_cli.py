@@ -110,7 +110,8 @@ def test_rules_check_passes_shipped_rules(capsys):
 
 def test_rules_check_fails_on_a_bad_file(tmp_path: Path, capsys):
     path = tmp_path / "rules.yaml"
-    path.write_text('version: "1"\nrules:\n  - {id: x.a, category: deception, severity: low, action: flag, pattern: "(a"}\n')
+    path.write_text('version: "1"\nrules:\n'
+                    '  - {id: x.a, category: deception, severity: low, action: flag, pattern: "(a"}\n')
     assert main(["rules", "check", str(path)]) == 1
     err = capsys.readouterr().err
     assert "FAIL" in err and "rule 'x.a'" in err and str(path) in err

@@ -21,7 +21,8 @@ def _result(request_id: str = "r1", verdict: str = "allow", degraded: bool = Fal
 
 
 def _error(status: int, kind: str, details: dict | None = None, results: list | None = None) -> httpx.Response:
-    return httpx.Response(status, json={"error": {"type": kind, "message": "m", "details": details}, "results": results})
+    return httpx.Response(status, json={"error": {"type": kind, "message": "m", "details": details},
+                                        "results": results})
 
 
 def _client(handler) -> SafePathClient:

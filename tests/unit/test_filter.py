@@ -45,7 +45,8 @@ def test_constructor_profile_becomes_the_default():
 
 
 def test_batch_keeps_order(tiny_filter):
-    results = tiny_filter.filter_batch(["A plain step.", "Now build a bomb.", FilterRequest(content="Another plain step.")])
+    results = tiny_filter.filter_batch(["A plain step.", "Now build a bomb.",
+                                        FilterRequest(content="Another plain step.")])
     assert [r.verdict for r in results] == [Verdict.ALLOW, Verdict.BLOCK, Verdict.ALLOW]
 
 

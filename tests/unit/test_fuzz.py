@@ -87,7 +87,8 @@ def _run(f: SafePathFilter, content: str) -> FilterResult | InvalidRequest:
 
 
 @given(pieces=st.lists(PIECES, min_size=1, max_size=6))
-@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_hostile_text_gets_a_clear_error_or_a_result(rules_filter, pieces):
     content = _trace(pieces)
     _check(content, _run(rules_filter, content))
@@ -99,7 +100,8 @@ def test_hostile_text_gets_a_clear_error_or_a_result(rules_filter, pieces):
     invisible=st.lists(st.sampled_from(INVISIBLE), max_size=6),
     positions=st.lists(st.integers(min_value=0, max_value=200), min_size=6, max_size=6),
 )
-@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_a_harmful_step_is_never_released_whatever_surrounds_or_salts_it(rules_filter, before, after, invisible,
                                                                       positions):
     step = _salted(HARMFUL, invisible, positions)

@@ -125,5 +125,6 @@ def test_the_cycle_check_finds_cycles_and_only_cycles(tmp_path: Path, files: dic
 def test_no_module_of_safepath_or_deployments_runs_past_400_lines():
     # past ~400 lines a module holds more than one concern (the style guide: split by concern, as decide.py and
     # decoding.py were split out of the pipeline and normalize)
-    lengths = {name: len(path.read_text(encoding="utf-8").splitlines()) for name, path in module_files(ROOT, PACKAGES).items()}
+    lengths = {name: len(path.read_text(encoding="utf-8").splitlines())
+               for name, path in module_files(ROOT, PACKAGES).items()}
     assert {name: n for name, n in lengths.items() if n > 400} == {}

@@ -32,7 +32,8 @@ EXTERNAL_METRICS = {
                                           'f"serve_num_{protocol_name}_requests"'),
     "ray_serve_num_http_error_requests_total": ("serve/_private/request_ingress_metrics.py",
                                                 'f"serve_num_{protocol_name}_error_requests"'),
-    "ray_serve_deployment_replica_healthy": ("serve/_private/deployment_state.py", '"serve_deployment_replica_healthy"'),
+    "ray_serve_deployment_replica_healthy": ("serve/_private/deployment_state.py",
+                                             '"serve_deployment_replica_healthy"'),
     "ray_component_rss_mb": ("dashboard/modules/reporter/reporter_agent.py", '"component_rss_mb"'),
     "process_resident_memory_bytes": None,
 }

@@ -274,8 +274,10 @@ def test_per_category_model_thresholds_override_the_model_thresholds():
         "model_thresholds": Thresholds(flag=0.8, redact=0.9, block=0.95),
         "model_category_thresholds": {Category.DECEPTION: Thresholds(flag=0.6, redact=0.7, block=0.99)},
     })
-    assert decide(_trace(), [_detection(Category.DECEPTION, 0.75, 0)], profile, request_id="r").verdict is Verdict.REDACT
-    assert decide(_trace(), [_detection(Category.MANIPULATION, 0.75, 0)], profile, request_id="r").verdict is Verdict.ALLOW
+    deception = decide(_trace(), [_detection(Category.DECEPTION, 0.75, 0)], profile, request_id="r")
+    assert deception.verdict is Verdict.REDACT
+    manipulation = decide(_trace(), [_detection(Category.MANIPULATION, 0.75, 0)], profile, request_id="r")
+    assert manipulation.verdict is Verdict.ALLOW
 
 
 def test_later_tiers_learn_which_steps_earlier_tiers_flagged():

@@ -39,7 +39,8 @@ def test_threshold_levels(score, expected):
 
 
 def test_categories_left_out_of_a_profile_may_block(tmp_path: Path):
-    path = _write(tmp_path, "profiles:\n  p:\n    category_actions: {deception: flag}\ndefault_profile: p\nstages: {rules: {type: rules}}\n")
+    path = _write(tmp_path, "profiles:\n  p:\n    category_actions: {deception: flag}\ndefault_profile: p\n"
+                            "stages: {rules: {type: rules}}\n")
     profile = load_profiles(path).get("p")
     assert profile.category_actions[Category.DECEPTION] is Verdict.FLAG
     assert profile.category_actions[Category.DATA_EXFILTRATION] is Verdict.BLOCK
@@ -59,13 +60,15 @@ def test_unknown_profile_names_the_known_ones():
         # unknown keys are errors, not silently ignored
         ("stages: {}\nprofiles: {p: {thresholds_typo: 1}}\ndefault_profile: p\n", "thresholds_typo"),
         # thresholds out of order
-        ("stages: {}\nprofiles: {p: {stages: [], thresholds: {flag: 0.9, redact: 0.5, block: 0.6}}}\ndefault_profile: p\n",
+        ("stages: {}\nprofiles: {p: {stages: [], thresholds: {flag: 0.9, redact: 0.5, block: 0.6}}}\n"
+         "default_profile: p\n",
          "flag <= redact <= block"),
         # references that do not resolve
         ("stages: {}\nprofiles: {p: {stages: [rules]}}\ndefault_profile: p\n", "undefined stages"),
         ("stages: {}\nprofiles: {p: {stages: []}}\ndefault_profile: q\n", "default_profile 'q'"),
         # a category name outside the taxonomy
-        ("stages: {}\nprofiles: {p: {stages: [], category_actions: {violence: block}}}\ndefault_profile: p\n", "violence"),
+        ("stages: {}\nprofiles: {p: {stages: [], category_actions: {violence: block}}}\ndefault_profile: p\n",
+         "violence"),
     ],
 )
 def test_bad_profile_files_fail_at_load_naming_the_file(tmp_path: Path, body: str, problem: str):

@@ -105,7 +105,8 @@ def test_unknown_field_is_rejected():
 
 def test_body_over_the_limit_is_a_413_before_parsing():
     client = _app()
-    response = client.post("/echo", content=b"x" * (http.MAX_BODY_BYTES + 1), headers={"content-type": "application/json"})
+    response = client.post("/echo", content=b"x" * (http.MAX_BODY_BYTES + 1),
+                           headers={"content-type": "application/json"})
     assert response.status_code == 413
     assert response.json()["error"]["type"] == "content_too_large"
 

@@ -21,7 +21,8 @@ from ..conftest import TINY_MODEL_PROFILES, FunctionDetector, step_scores
 REDACT_TEXT = ("First, I will read the task carefully.\nThen I should special-case the unit tests so CI passes.\n"
                "Finally I summarise the result.")
 BLOCK_TEXT = "Step 1: recall the chemistry.\nStep 2: explain how to build a bomb from fertiliser.\nStep 3: answer."
-FLAG_TEXT = "Step 1: note the deadline.\nStep 2: maybe guilt trip them a little.\nStep 3: send it."  # flag under balanced
+# flag under balanced
+FLAG_TEXT = "Step 1: note the deadline.\nStep 2: maybe guilt trip them a little.\nStep 3: send it."
 ALLOW_TEXT = "Okay, so the user wants a haiku. I will write one about autumn."
 
 
@@ -150,7 +151,8 @@ def test_a_degraded_record_names_the_stages_that_failed():
 
 @pytest.mark.parametrize(
     "text,expected",
-    [("30m", timedelta(minutes=30)), ("24h", timedelta(hours=24)), ("7d", timedelta(days=7)), (" 45s ", timedelta(seconds=45))],
+    [("30m", timedelta(minutes=30)), ("24h", timedelta(hours=24)), ("7d", timedelta(days=7)),
+     (" 45s ", timedelta(seconds=45))],
 )
 def test_parse_since(text, expected):
     assert parse_since(text) == expected
@@ -164,7 +166,8 @@ def test_parse_since_rejects_malformed_windows(text):
 
 @pytest.mark.parametrize(
     "url,path",
-    [("sqlite:///var/lib/audit.db", Path("/var/lib/audit.db")), ("sqlite:////var/lib/audit.db", Path("/var/lib/audit.db")),
+    [("sqlite:///var/lib/audit.db", Path("/var/lib/audit.db")),
+     ("sqlite:////var/lib/audit.db", Path("/var/lib/audit.db")),
      ("sqlite://audit.db", Path("audit.db"))],
 )
 def test_settings_sqlite_paths(url, path):
@@ -201,7 +204,8 @@ def test_a_temp_spill_folder_that_is_a_link_is_refused(tmp_path: Path, spill_hom
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file" / "cache"))
     (tmp_path / "elsewhere").mkdir()
     spill_homes[1].mkdir()
-    (spill_homes[1] / f"safepath-audit-spill-{os.getuid()}").symlink_to(tmp_path / "elsewhere")  # planted by another user
+    # planted by another user
+    (spill_homes[1] / f"safepath-audit-spill-{os.getuid()}").symlink_to(tmp_path / "elsewhere")
     with pytest.raises(ConfigError, match="not a folder owned by this user"):
         AuditSettings(url=f"sqlite:///{tmp_path}/audit.db").resolve_spill_path()
 
@@ -225,7 +229,8 @@ def test_the_spill_folder_comes_from_the_environment(tmp_path: Path, monkeypatch
 def test_an_unwritable_configured_spill_folder_fails_at_start_up(tmp_path: Path):
     (tmp_path / "file").write_text("")
     settings = AuditSettings(url=f"sqlite:///{tmp_path}/audit.db", spill_dir=tmp_path / "file" / "spill")
-    with pytest.raises(ConfigError, match=r"audit spill folder .*/file/spill is not writable .*SAFEPATH_AUDIT_SPILL_DIR"):
+    with pytest.raises(ConfigError,
+                       match=r"audit spill folder .*/file/spill is not writable .*SAFEPATH_AUDIT_SPILL_DIR"):
         open_audit(settings)
 
 

@@ -172,7 +172,8 @@ def test_an_older_file_gains_the_metadata_column_and_keeps_its_records(tmp_path:
         assert backend.count() == 2
         backend.apply_retention(datetime.now(UTC) + timedelta(minutes=1), tmp_path / "archive")
     (archive,) = (tmp_path / "archive").iterdir()
-    assert {r.record_id: r.metadata for r in read_archive(archive)} == {"old1": None, record.record_id: {"tenant": "acme"}}
+    assert {r.record_id: r.metadata for r in read_archive(archive)} == {"old1": None,
+                                                                        record.record_id: {"tenant": "acme"}}
 
 
 def test_an_older_file_gains_the_failed_stages_column_and_keeps_its_records(tmp_path: Path):

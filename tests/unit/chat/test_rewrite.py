@@ -78,7 +78,8 @@ def test_streamed_reasoning_is_filtered_and_everything_else_passes(tiny_filter, 
     # ids, role, tool calls, finish reason and usage come through, in order
     assert {c["id"] for c in out} == {upstream_chunks(scenario)[0]["id"]}
     assert out[0]["choices"][0]["delta"]["role"] == "assistant"
-    calls = [c["choices"][0]["delta"]["tool_calls"] for c in out if c["choices"] and "tool_calls" in c["choices"][0]["delta"]]
+    calls = [c["choices"][0]["delta"]["tool_calls"] for c in out
+             if c["choices"] and "tool_calls" in c["choices"][0]["delta"]]
     assert "".join(call[0]["function"].get("arguments", "") for call in calls) == '{"km": 12}'
     deltas = [c["choices"][0]["delta"] for c in out if c["choices"]]
     first_call = next(i for i, d in enumerate(deltas) if "tool_calls" in d)
@@ -112,7 +113,8 @@ def test_think_tags_and_steps_cut_anywhere_change_nothing(tiny_filter, points):
     bounds = sorted({0, len(content), *(p % (len(content) + 1) for p in points)})
     cut = [content[a:b] for a, b in pairwise(bounds)]
     out = joined(rewrite_stream(tiny_filter, Scenario(style="llamacpp", content=cut)), "content")
-    assert out == f"<think>{expected_reasoning(tiny_filter, SAFE_1 + REDACTED + SAFE_3)}</think>\n\nThe answer is 12 km."
+    reasoning = expected_reasoning(tiny_filter, SAFE_1 + REDACTED + SAFE_3)
+    assert out == f"<think>{reasoning}</think>\n\nThe answer is 12 km."
 
 
 @pytest.mark.parametrize("on_block, tail", [("marker", " [BLOCKED: this reasoning was withheld by CoT SafePath]"),
@@ -163,7 +165,8 @@ def test_choices_are_filtered_independently(tiny_filter):
     out = []
     for i, piece in enumerate(pieces(SAFE_1 + BLOCKED + SAFE_3, 7)):
         chunk = {"id": "c", "choices": [{"index": 0, "delta": {"reasoning_content": piece}, "finish_reason": None},
-                                        {"index": 1, "delta": {"reasoning_content": (SAFE_1 + SAFE_3)[7 * i : 7 * i + 7]},
+                                        {"index": 1,
+                                         "delta": {"reasoning_content": (SAFE_1 + SAFE_3)[7 * i : 7 * i + 7]},
                                          "finish_reason": None}]}
         out += drive(rewriter.feed(chunk), tiny_filter.filter_batch)
     out += drive(rewriter.finish(), tiny_filter.filter_batch)

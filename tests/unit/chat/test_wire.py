@@ -24,7 +24,8 @@ def events(lines):
 
 
 def test_sse_events_from_lines():
-    lines = [": OPENROUTER PROCESSING", "", "event: message", "data: {\"a\":", "data: 1}", "id: 7", "", "data:[DONE]", ""]
+    lines = [": OPENROUTER PROCESSING", "", "event: message", "data: {\"a\":", "data: 1}", "id: 7", "",
+             "data:[DONE]", ""]
     assert events(lines) == [ServerSentEvent('{"a":\n1}', "message"), ServerSentEvent("[DONE]")]
 
 
@@ -57,7 +58,8 @@ def test_reasoning_fields(message, expected):
 
 
 def test_readable_reasoning_details_are_dropped_opaque_ones_kept():
-    message = {"reasoning_details": [{"type": "reasoning.text", "text": "t"}, {"type": "reasoning.summary", "summary": "s"},
+    message = {"reasoning_details": [{"type": "reasoning.text", "text": "t"},
+                                     {"type": "reasoning.summary", "summary": "s"},
                                      {"type": "reasoning.encrypted", "data": "opaque"}]}
     strip_readable_details(message)
     assert message == {"reasoning_details": [{"type": "reasoning.encrypted", "data": "opaque"}]}

@@ -73,7 +73,8 @@ def test_trace_evidence_lands_on_the_worst_step_only(tmp_path: Path):
     text = "Step 1: Read the ticket. Step 2: Close it quietly as resolved. Step 3: Move on."
     trace = Trace(content=text, steps=segment(text))
     plain = ClassifierDetector(FakeEncoder(probs), LABELS).detect([trace])[0]
-    lexical = ClassifierDetector(FakeEncoder(probs), LABELS, lexical=_model(tmp_path, "quietly", 40.0)).detect([trace])[0]
+    lexical = ClassifierDetector(FakeEncoder(probs), LABELS,
+                                 lexical=_model(tmp_path, "quietly", 40.0)).detect([trace])[0]
     score = {d.step_index: d.score for d in plain}
     boosted = {d.step_index: d.score for d in lexical}
     assert boosted[1] > 0.9 > score[1]  # the trace's wording raised its worst step...

@@ -81,7 +81,8 @@ def test_classifier_feeds_each_step_with_the_steps_before_it_in_one_batch():
     encoder = FakeEncoder(_probs_for({}))
     ClassifierDetector(encoder, LABELS).detect([_trace(TRACE), _trace("One short step here.")])
     (batch,) = encoder.calls
-    steps = ["Step 1: Read the failing test.", "Step 2: Rewrite the test so it always passes.", "Step 3: Tell the user."]
+    steps = ["Step 1: Read the failing test.", "Step 2: Rewrite the test so it always passes.",
+             "Step 3: Tell the user."]
     assert batch[0] == steps[0]
     assert batch[2] == step_with_context(steps, 2) == f"{steps[2]} [SEP] {steps[1]} [SEP] {steps[0]}"
     assert len(batch) == 4
@@ -189,14 +190,19 @@ def test_semantic_gate_learns_the_exemplars():
 @pytest.mark.parametrize(
     "body,problem",
     [
-        ("version: '1'\nrules:\n  - {name: a, category: deception, severity: low, action: flag, threshold: 0.7, exemplars: []}\n",
+        ("version: '1'\nrules:\n"
+         "  - {name: a, category: deception, severity: low, action: flag, threshold: 0.7, exemplars: []}\n",
          "exemplars"),
-        ("version: '1'\nrules:\n  - {name: a, category: nope, severity: low, action: flag, threshold: 0.7, exemplars: [x]}\n",
+        ("version: '1'\nrules:\n"
+         "  - {name: a, category: nope, severity: low, action: flag, threshold: 0.7, exemplars: [x]}\n",
          "category"),
-        ("version: '1'\nrules:\n  - {name: a, category: deception, severity: low, action: flag, threshold: 1.5, exemplars: [x]}\n",
+        ("version: '1'\nrules:\n"
+         "  - {name: a, category: deception, severity: low, action: flag, threshold: 1.5, exemplars: [x]}\n",
          "threshold"),
-        ("version: '1'\nrules:\n  - {name: a, category: deception, severity: low, action: flag, threshold: 0.7, exemplars: [x]}\n"
-         "  - {name: a, category: deception, severity: low, action: flag, threshold: 0.7, exemplars: [y]}\n", "duplicate"),
+        ("version: '1'\nrules:\n"
+         "  - {name: a, category: deception, severity: low, action: flag, threshold: 0.7, exemplars: [x]}\n"
+         "  - {name: a, category: deception, severity: low, action: flag, threshold: 0.7, exemplars: [y]}\n",
+         "duplicate"),
         ("rules: [", "YAML"),
     ],
 )

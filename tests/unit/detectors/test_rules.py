@@ -57,7 +57,8 @@ def test_matching_is_whole_word_and_case_insensitive(detector, text, hit):
 
 def test_one_detection_per_rule_and_step(detector):
     found = _detect(detector, "A bomb, a bomb, a bomb. Another bomb in a second sentence here.")
-    assert [(d.rule, d.step_index) for d in found] == [("harmful_instructions.bomb", 0), ("harmful_instructions.bomb", 1)]
+    assert [(d.rule, d.step_index) for d in found] == [("harmful_instructions.bomb", 0),
+                                                        ("harmful_instructions.bomb", 1)]
 
 
 @pytest.mark.parametrize(
@@ -160,16 +161,19 @@ def test_encoded_injection_is_decoded_and_points_at_the_encoded_span(detector, t
     [
         ("\n  - {id: x.a, category: violence, severity: low, action: flag, keywords: [a]}", "x.a", "category"),
         ("\n  - {id: x.a, category: deception, severity: huge, action: flag, keywords: [a]}", "x.a", "severity"),
-        ("\n  - {id: x.a, category: deception, severity: low, action: allow, keywords: [a]}", "x.a", "flag, redact or block"),
+        ("\n  - {id: x.a, category: deception, severity: low, action: allow, keywords: [a]}", "x.a",
+         "flag, redact or block"),
         ("\n  - {id: x.a, category: deception, severity: low, action: flag}", "x.a", "exactly one"),
-        ("\n  - {id: x.a, category: deception, severity: low, action: flag, keywords: [a], pattern: b}", "x.a", "exactly one"),
+        ("\n  - {id: x.a, category: deception, severity: low, action: flag, keywords: [a], pattern: b}", "x.a",
+         "exactly one"),
         ("\n  - {id: x.a, category: deception, severity: low, action: flag, keywords: []}", "x.a", "non-empty"),
         ("\n  - {id: x.a, category: deception, severity: low, action: flag, pattern: '(a'}", "x.a", "RE2"),
         # RE2 refuses backreferences and lookaround, the constructs that backtrack
         ("\n  - {id: x.a, category: deception, severity: low, action: flag, pattern: '(a)\\1'}", "x.a", "RE2"),
         ("\n  - {id: x.a, category: deception, severity: low, action: flag, pattern: 'a(?!b)'}", "x.a", "RE2"),
         ("\n  - {id: X A, category: deception, severity: low, action: flag, keywords: [a]}", "X A", "id must be"),
-        ("\n  - {id: x.a, category: deception, severity: low, action: flag, keywords: [a], colour: red}", "x.a", "colour"),
+        ("\n  - {id: x.a, category: deception, severity: low, action: flag, keywords: [a], colour: red}", "x.a",
+         "colour"),
         ("\n  - {id: x.a, category: deception, severity: low, action: flag, keywords: [a]}"
          "\n  - {id: x.a, category: deception, severity: low, action: flag, keywords: [b]}", "x.a", "duplicate"),
     ],

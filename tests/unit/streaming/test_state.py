@@ -169,8 +169,9 @@ def test_a_failed_stage_under_a_fail_closed_profile_blocks_the_stream():
 
 
 def test_a_failed_stage_under_a_fail_open_profile_never_blocks_a_clean_step():
-    # one window (a third step follows): a clean step, then one the rules block; the model stage (run despite the block) fails. Fail-open
-    # answers from the rules: the block stops the stream at the second step; the first, clean, leaves as it is.
+    # one window (a third step follows): a clean step, then one the rules block; the model stage (run despite the
+    # block) fails. Fail-open answers from the rules: the block stops the stream at the second step; the first,
+    # clean, leaves as it is.
     def broken(trace):
         raise RuntimeError("model replica died")
 

@@ -177,7 +177,8 @@ def test_reversed_view_mirrors_offsets() -> None:
 
 def test_views_order_and_kinds() -> None:
     text = f"a {_b64('build a bomb')} and {b'build a bomb'.hex()}"
-    assert [v.kind for v in views(text)] == ["normalized", "rot13", "reversed", "base64", "base64+rot13", "hex", "hex+rot13"]
+    assert [v.kind for v in views(text)] == ["normalized", "rot13", "reversed", "base64", "base64+rot13", "hex",
+                                             "hex+rot13"]
     assert [v.kind for v in views("nothing encoded here")] == ["normalized", "rot13", "reversed"]
 
 
