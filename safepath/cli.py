@@ -100,7 +100,9 @@ def _add_profiles_option(parser: argparse.ArgumentParser, *, subcommand: bool) -
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="safepath", description="Judge LLM reasoning traces before they leave the sandbox.")
+    parser = argparse.ArgumentParser(
+        prog="safepath", description="Judge LLM reasoning traces before they leave the sandbox."
+    )
     _add_profiles_option(parser, subcommand=False)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -108,7 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     filt.add_argument("text", nargs="?", help="the reasoning text (default: read --file or standard input)")
     filt.add_argument("-f", "--file", type=Path, help="read the reasoning text from this file")
     filt.add_argument("-p", "--profile", help="safety profile (default: the profiles file's default)")
-    filt.add_argument("-c", "--context", action="append", default=[], metavar="KEY=VALUE", help="context entry, repeatable")
+    filt.add_argument(
+        "-c", "--context", action="append", default=[], metavar="KEY=VALUE", help="context entry, repeatable"
+    )
     filt.add_argument("--request-id", help="request id to report (default: generated)")
     filt.add_argument("--compact", action="store_true", help="one-line JSON")
     filt.set_defaults(handler=_cmd_filter)
@@ -280,7 +284,9 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
         from safepath.proxy.app import serve
         from safepath.proxy.config import ProxyConfig
     except ImportError as exc:
-        raise CliError(f"the proxy needs the `proxy` extra (pip install 'cot-safepath[proxy]'): {exc}", EXIT_BAD_CONFIG) from None
+        raise CliError(
+            f"the proxy needs the `proxy` extra (pip install 'cot-safepath[proxy]'): {exc}", EXIT_BAD_CONFIG
+        ) from None
     try:
         config = ProxyConfig(
             base_url=args.upstream, api_key_env=args.api_key_env, timeout_s=args.timeout_s, filter=args.filter,
@@ -321,7 +327,9 @@ def _read_text(text: str | None, file: Path | None, max_chars: int) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise CliError(f"{source} is not valid UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start}", EXIT_BAD_INPUT) from None
+        raise CliError(
+            f"{source} is not valid UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start}", EXIT_BAD_INPUT
+        ) from None
 
 
 def _parse_context(pairs: Sequence[str]) -> dict[str, str] | None:

@@ -34,7 +34,9 @@ class Filter(Protocol):
     @property
     def default_profile(self) -> str: ...
 
-    def filter(self, content: str, context: dict[str, str] | None = None, *, profile: str | None = None) -> FilterResult: ...
+    def filter(
+        self, content: str, context: dict[str, str] | None = None, *, profile: str | None = None
+    ) -> FilterResult: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +193,8 @@ def score(
 def _per_category(examples: Sequence[Example], flagged: list[bool], found: list[set[str]]) -> dict[str, CategoryScore]:
     scores = {}
     for category in CATEGORIES:
-        rows = [(f, category in cats) for f, cats, e in zip(flagged, found, examples) if e.harmful and category in e.categories]
+        rows = [(f, category in cats) for f, cats, e in zip(flagged, found, examples)
+                if e.harmful and category in e.categories]
         if rows:
             scores[category] = CategoryScore(
                 support=len(rows),
