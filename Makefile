@@ -86,6 +86,7 @@ services:
 
 ## Run the tests (what .ci/run calls); tests/integration starts one Ray Serve instance for its test_serve_* files.
 test: haproxy prometheus services
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 	$(BIN)/python -m benchmarks.regression_guard
 
