@@ -49,7 +49,7 @@ OUT_MD = ROOT / "docs" / "EVALUATION.md"
 OUT_CASCADE = ROOT / "build" / "eval" / "cascade.json"
 # The gates' skip_below values the sweep tries: 0 sends every step on; 0.05 ships; 1.0 lets no step through on the
 # gate's probability, so what still reaches the models there is the floor the gate cannot settle (forced steps).
-SKIPS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+SKIPS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 CASCADE_HEADING = "## Cascade"
 STAGE_ALONE = {"stage:rules": ["rules"], "stage:safety_model": ["safety_model_full"],
                "stage:semantic": ["semantic_full"], "stage:rules+semantic": ["rules", "semantic_full"]}
