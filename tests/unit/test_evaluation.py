@@ -178,3 +178,48 @@ def test_replayed_rows_come_from_this_run_not_from_a_file_left_behind(tmp_path: 
         replayed = rows[label]["reports"]["dev"]
         assert live.true_positives > 0
         assert (replayed["true_positives"], replayed["false_positives"]) == (live.true_positives, live.false_positives)
+
+
+def test_the_cascade_flag_runs_the_sweep_alone_and_replaces_only_its_section(tmp_path: Path, monkeypatch):
+    import models.evaluate
+
+    # A few safe traces (a harmful one the rules block never reaches the models): the plumbing, not the figures, is
+    # under test here.
+    safe = [line for line in EVAL_SET.read_text().splitlines(keepends=True) if json.loads(line)["label"] == "safe"]
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text("".join(safe[:4]))
+    report = tmp_path / "EVALUATION.md"
+    report.write_text("# Evaluation\n\n## Corpus test split\n\nkept\n\n## Cascade: an older sweep\n\nstale\n\n"
+                      "## Reading these numbers\n\nkept too\n")
+    monkeypatch.setattr(models.evaluate, "OUT_MD", report)
+    monkeypatch.setattr(models.evaluate, "OUT_CASCADE", tmp_path / "cascade.json")
+    monkeypatch.setattr(models.evaluate, "OUT_JSON", tmp_path / "results.json")
+    models.evaluate.main(["--cascade", "--dev", str(dev), "--skips", "0,1"])
+
+    saved = json.loads((tmp_path / "cascade.json").read_text())
+    assert set(saved["results"]) == {"cascade:0.0", "cascade:1.0"}  # balanced once per value, nothing else
+    assert saved["provenance"]["commit"] and not (tmp_path / "results.json").exists()
+    every, floor = saved["results"]["cascade:0.0"]["cascade"], saved["results"]["cascade:1.0"]["cascade"]
+    assert set(every) == {"safety_model", "semantic"}  # both gated stages moved and counted
+    for stage, counts in every.items():
+        assert counts["steps_to_model"] == counts["steps_seen"] > 0  # 0: every step judged
+        assert floor[stage]["steps_seen"] == counts["steps_seen"]
+        assert floor[stage]["steps_to_model"] < counts["steps_seen"]  # 1.0: only the steps the gate cannot settle
+    text = report.read_text()
+    assert "stale" not in text and text.count("## Cascade") == 1
+    assert text.startswith("# Evaluation\n\n## Corpus test split\n\nkept\n\n## Cascade: accuracy")
+    assert text.endswith("## Reading these numbers\n\nkept too\n")
+    assert "| 0.0 | 100.0% | 100.0% |" in text and "+0.000" in text
+
+
+def test_a_report_without_a_sweep_keeps_the_saved_cascade_section(tmp_path: Path, monkeypatch, tiny_filter):
+    import models.evaluate
+
+    sweep = {"cascade:0.05": {"reports": {"dev": evaluate(tiny_filter, load_dataset(EVAL_SET)).model_dump()},
+                              "cascade": {"safety_model": {"steps_seen": 8, "steps_to_model": 2}}}}
+    saved = tmp_path / "cascade.json"
+    saved.write_text(json.dumps({"provenance": {"commit": "abc1234"}, "results": sweep}))
+    monkeypatch.setattr(models.evaluate, "OUT_CASCADE", saved)
+    text = models.evaluate.with_saved_cascade(models.evaluate.render({}, {"commit": "def5678"}))
+    assert "| 0.05 | 25.0% |  |" in text and "commit abc1234" in text.split("## Cascade")[1]
+    assert text.index("## Cascade") < text.index("## Reading these numbers")
