@@ -30,7 +30,8 @@ def test_a_long_benign_trace_is_passed_on_and_the_models_read_at_most_the_budget
     assert result.verdict is Verdict.FLAG  # balanced flags what its models left unread, and nothing else
     assert result.filtered_content == make_trace(190_000) and result.failed_stages == ()
     assert all(0 < rows <= budget for rows in read.values()), read
-    assert len(result.unread_steps) > len(result.steps) // 2
+    # far more steps than the budget reads are left for the models: the unread ones are named, and only those
+    assert 0 < len(result.unread_steps) < len(result.steps)
 
 
 # Traces that used to be blocked for their size (the stage timed out and balanced fails closed)
