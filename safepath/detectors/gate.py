@@ -121,15 +121,24 @@ class StaticGate:
 
     def harm_probability(self, steps: Sequence[str], previous: Sequence[str] | None = None) -> np.ndarray:
         """The head's harm probability per step (`previous`: the step before each; none for first steps)."""
-        return self._probability(self.features(self.embed(steps), previous))
+        return self._probability(self._read(steps, previous)[1])
 
     def features(self, embedded: np.ndarray, previous: Sequence[str] | None) -> np.ndarray:
         """What the head reads: the steps' embeddings, beside their predecessors' where the head was trained on both
         (models/train_gate.py writes a head of twice the embedding's width)."""
-        if self._weights.shape[0] != 2 * embedded.shape[1]:
+        if not self._wide(embedded):
             return embedded
-        before = [p or "" for p in previous] if previous is not None else [""] * len(embedded)
-        return np.hstack([embedded, self.embed(before)])
+        return np.hstack([embedded, self.embed(_before(previous, len(embedded)))])
+
+    def _read(self, steps: Sequence[str], previous: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray]:
+        """The steps' embeddings and `features`, from one embedding call for the steps and their predecessors
+        (`embed` reads each distinct text once, and a step is usually the next one's predecessor)."""
+        both = self.embed([*steps, *_before(previous, len(steps))])
+        embedded = both[: len(steps)]
+        return embedded, np.hstack([embedded, both[len(steps) :]]) if self._wide(embedded) else embedded
+
+    def _wide(self, embedded: np.ndarray) -> bool:
+        return self._weights.shape[0] == 2 * embedded.shape[1]
 
     def _probability(self, embedded: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-(embedded @ self._weights + self._bias)))
@@ -148,11 +157,8 @@ class StaticGate:
         """Per step, the head's harm probability and whether the transformer must judge it (`needs_model`)."""
         if not steps:
             return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=bool)
-        # One embedding call for the steps and their predecessors (`embed` reads each distinct text once).
-        both = self.embed([*steps, *(p or "" for p in previous)])
-        embedded = both[: len(steps)]
-        wide = self._weights.shape[0] == 2 * embedded.shape[1]
-        probability = self._probability(np.hstack([embedded, both[len(steps) :]]) if wide else embedded)
+        embedded, features = self._read(steps, previous)
+        probability = self._probability(features)
         needed = probability >= self.skip_below
         if self._exemplar_texts:
             needed |= (embedded @ self._exemplar_matrix().T).max(axis=1) >= self.exemplar_similarity
@@ -164,6 +170,11 @@ class StaticGate:
                 if self._exemplars is None:
                     self._exemplars = self.embed(self._exemplar_texts)
         return self._exemplars
+
+
+def _before(previous: Sequence[str] | None, count: int) -> list[str]:
+    """Each step's predecessor text ("" for a first step, and for all when none are given)."""
+    return [p or "" for p in previous] if previous is not None else [""] * count
 
 
 def select_for_model(
