@@ -24,6 +24,7 @@ from safepath.detectors.gate import GateOptions, StaticGate, ranked_select_for_m
 from safepath.detectors.lexical import LexicalModel
 from safepath.detectors.model_input import load_vocabulary, step_pieces, step_views, step_with_context
 from safepath.errors import ConfigError, ModelLoadError
+from safepath.redaction import replace_steps
 from safepath.runtime import Encoder
 from safepath.runtime.loading import encoder_for
 from safepath.runtime.onnx import load_tokenizer
@@ -257,12 +258,5 @@ class ClassifierDetector:
 def _undone(trace: Trace, views: Sequence[tuple[str, ...]]) -> str | None:
     """The trace's content with each disguised step replaced by its readable rewrite (its second view); None when
     no step has one."""
-    if all(len(v) == 1 for v in views):
-        return None
-    pieces, cursor = [], 0
-    for step, own in zip(trace.steps, views):
-        if len(own) > 1:
-            pieces += [trace.content[cursor : step.start], own[1]]
-            cursor = step.end
-    pieces.append(trace.content[cursor:])
-    return "".join(pieces)
+    rewrites = {step.index: own[1] for step, own in zip(trace.steps, views) if len(own) > 1}
+    return replace_steps(trace.content, trace.steps, rewrites) if rewrites else None
