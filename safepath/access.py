@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from safepath.body_limit import ASGIApp, ErrorBody, Receive, Scope, Send, send_json
-from safepath.errors import ConfigError
+from safepath.errors import ConfigError, ProxyError
 from safepath.metrics import Metrics, default_metrics
 from safepath.settings import RuntimeSettings
 
@@ -45,8 +45,8 @@ WINDOW_S = 60
 
 
 def openai_error_body(kind: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    """An error in the OpenAI shape (what the proxy's clients parse)."""
-    return {"error": {"message": message, "type": kind, "code": kind, "param": None}}
+    """An error in the OpenAI shape (what the proxy's clients parse): the proxy's own errors' body, one shape."""
+    return ProxyError(0, message, type=kind, code=kind).body()  # the status travels apart, in the response
 
 
 def client_key_id(scope: Scope) -> str | None:
