@@ -15,7 +15,6 @@ the learned IDF; each kind L2-normalised. No vocabulary is stored, only per-slot
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 import zlib
@@ -27,6 +26,7 @@ import numpy as np
 
 from safepath.detectors.model_input import mask_identifiers
 from safepath.errors import ModelLoadError
+from safepath.fingerprint import content_version
 
 _WORD = re.compile(r"\w+")
 _SPACE = re.compile(r"\s+")
@@ -80,7 +80,7 @@ class LexicalModel:
         except (OSError, KeyError, ValueError) as exc:
             raise ModelLoadError(self.path, f"cannot read the lexical model: {exc}") from exc
         self.buckets = self.idf.shape[1]
-        self.version = hashlib.sha256(self.path.read_bytes()).hexdigest()[:12]
+        self.version = content_version(self.path)  # as every stage's: from the bytes it reads
 
     def logits(self, text: str) -> np.ndarray:
         """One logit per label for the whole trace."""
