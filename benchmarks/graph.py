@@ -38,13 +38,13 @@ APP = "safepath"
 
 
 def graph_config(port: int, profiles: Path, folder: Path, *, env: Mapping[str, str] | None = None,
-                 fixed_replicas: bool = False) -> dict:
-    """serve_config.yaml with another port and profiles file, `env` added to the app's environment.
+                 fixed_replicas: bool = False, serve_config: Path = SERVE_CONFIG) -> dict:
+    """`serve_config` (serve_config.yaml) with another port and profiles file, `env` added to the app's environment.
 
     A SQLite audit trail moves into `folder`, so runs never write into the database of a `make serve` running
     beside them; `fixed_replicas` pins each deployment to one replica.
     """
-    config = yaml.safe_load(SERVE_CONFIG.read_text())
+    config = yaml.safe_load(serve_config.read_text())
     config["http_options"]["port"] = port
     (app,) = config["applications"]
     app["args"]["profiles"] = str(profiles)
@@ -76,7 +76,8 @@ def _ready(url: str) -> bool:
 
 @contextmanager
 def running_graph(profiles: Path, log_path: Path, *, env: Mapping[str, str] | None = None,
-                  fixed_replicas: bool = False, timeout_s: float = 400) -> Iterator[Graph]:
+                  fixed_replicas: bool = False, serve_config: Path = SERVE_CONFIG,
+                  timeout_s: float = 400) -> Iterator[Graph]:
     """The graph serving `profiles` on a free port until the block ends.
 
     Raises:
@@ -85,7 +86,8 @@ def running_graph(profiles: Path, log_path: Path, *, env: Mapping[str, str] | No
     port = free_port()
     folder = Path(tempfile.mkdtemp(prefix="safepath-graph-"))
     config = folder / "serve_config.yaml"
-    config.write_text(yaml.safe_dump(graph_config(port, profiles, folder, env=env, fixed_replicas=fixed_replicas)))
+    config.write_text(yaml.safe_dump(graph_config(port, profiles, folder, env=env, fixed_replicas=fixed_replicas,
+                                                        serve_config=serve_config)))
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = log_path.open("w")
     began = time.perf_counter()
