@@ -42,6 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DEV = ROOT.parent / "shared" / "eval" / "dev.jsonl"
 OUT = ROOT / "build" / "serving_table.json"
+PROFILES = ROOT / "configs" / "profiles.yaml"
 PROFILE = "balanced"
 TICKET = "@@TICKET@@"
 
@@ -154,13 +155,13 @@ def reference_steps_per_s(texts: list[str], seconds: float = 6.0) -> float:
     return done / (time.perf_counter() - began)
 
 
-def in_process(traces: dict[str, list[str]], duration_s: float, warmup_s: float) -> dict:
+def in_process(traces: dict[str, list[str]], profiles: Path, duration_s: float, warmup_s: float) -> dict:
     from benchmarks.serve_graph import closed_loop, uniquely
     from safepath import SafePathFilter
     from safepath.settings import RuntimeSettings
 
     out = {}
-    with SafePathFilter(profile=PROFILE, settings=RuntimeSettings(cache_enabled=False)) as f:
+    with SafePathFilter(profile=PROFILE, profiles=profiles, settings=RuntimeSettings(cache_enabled=False)) as f:
         f.filter(traces["short"][0])  # load the models
 
         async def call(text: str) -> bool:
@@ -173,7 +174,8 @@ def in_process(traces: dict[str, list[str]], duration_s: float, warmup_s: float)
     return out
 
 
-def graph(traces: dict[str, list[str]], config: Path | None, duration_s: float, warmup_s: float) -> dict:
+def graph(traces: dict[str, list[str]], config: Path | None, profiles: Path, duration_s: float,
+          warmup_s: float) -> dict:
     from benchmarks.graph import SERVE_CONFIG, ReplicaMemory, running_graph
 
     folder = Path(tempfile.mkdtemp(prefix="safepath-serving-"))
@@ -184,7 +186,7 @@ def graph(traces: dict[str, list[str]], config: Path | None, duration_s: float, 
     long = bodies_file(traces["long"], folder, "long", run_id)
     out: dict = {}
     try:
-        with running_graph(ROOT / "configs" / "profiles.yaml", ROOT / "build" / "serving_table.log",
+        with running_graph(profiles, ROOT / "build" / "serving_table.log",
                            serve_config=config or SERVE_CONFIG) as g, ReplicaMemory(root_pid=g.pid) as memory:
             out["started_s"] = round(g.started_s, 1)
             for kind, bodies, connections in (("short", short, 16), ("long", long, 16), ("short", short, 1)):
@@ -224,8 +226,8 @@ def child(kind: str, args: argparse.Namespace) -> dict:
     if kind == "reference":
         return {"steps_per_s": round(reference_steps_per_s(traces["short"]), 1)}
     if kind == "in-process":
-        return in_process(traces, args.duration_s, args.warmup_s)
-    return graph(traces, args.config, args.duration_s, args.warmup_s)
+        return in_process(traces, args.profiles, args.duration_s, args.warmup_s)
+    return graph(traces, args.config, args.profiles, args.duration_s, args.warmup_s)
 
 
 def run_child(kind: str, args: argparse.Namespace) -> dict:
@@ -233,6 +235,7 @@ def run_child(kind: str, args: argparse.Namespace) -> dict:
                "--duration-s", str(args.duration_s), "--warmup-s", str(args.warmup_s)]
     if args.config:
         command += ["--config", str(args.config)]
+    command += ["--profiles", str(args.profiles)]
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
@@ -278,6 +281,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dev", type=Path, default=DEV, help="shared/eval/dev.jsonl")
     parser.add_argument("--config", type=Path, help="a serve config other than serve_config.yaml")
+    parser.add_argument("--profiles", type=Path, default=PROFILES, help="profiles file (both graph and in-process)")
+    parser.add_argument("--no-in-process", action="store_true", help="the graph and the reference only")
     parser.add_argument("--duration-s", type=float, default=30.0)
     parser.add_argument("--warmup-s", type=float, default=15.0)
     parser.add_argument("--out", type=Path, default=OUT)
@@ -292,9 +297,10 @@ def main() -> None:
 
     before = run_child("reference", args)["steps_per_s"]
     graph_result = run_child("graph", args)
-    local = run_child("in-process", args)
+    local = {} if args.no_in_process else run_child("in-process", args)
     after = run_child("reference", args)["steps_per_s"]
     result = {"commit": commit(), "machine": machine(), "config": str(args.config or "serve_config.yaml"),
+              "profiles": str(args.profiles),
               "duration_s": args.duration_s, "warmup_s": args.warmup_s,
               "reference_before": before, "reference_after": after,
               "reference_steps_per_s": round((before + after) / 2, 1),
