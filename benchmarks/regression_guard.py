@@ -5,8 +5,10 @@
 
 Absolute timings on a shared two-core box swing by ±30%, so the guard never compares them. It compares *ratios*:
 each workload's time divided by the time of a fixed reference workload measured in the same round, interleaved
-with it (a pure-Python loop for the Python-heavy paths, a single-threaded numpy matrix product for the model).
-A slower or busier machine slows both sides; a slower code path changes the ratio.
+with it (a pure-Python loop for the Python-heavy paths, a single-threaded numpy matrix product for the safety
+model alone, and for the whole filter with its models the raw MiniLM int8 encoder on onnxruntime, one ~25-token
+step per call: the filter's ratio is "reference steps per trace", the figure issue 12 states). A slower or busier
+machine slows both sides; a slower code path changes the ratio.
 
 Each round times reference, workload, reference, ... alternately and keeps the fastest of each (interference
 only ever adds time); the ratio of a workload is the median of its rounds. A workload fails when its ratio is more
@@ -38,10 +40,14 @@ from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from datetime import date  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 from benchmarks.traces import _SENTENCES, make_trace  # noqa: E402
+
+if TYPE_CHECKING:
+    from safepath import SafePathFilter
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = ROOT / "benchmarks" / "baseline.json"
@@ -49,11 +55,21 @@ TARGET_SAMPLE_S = 0.01  # one timed sample: enough calls to take about 10 ms
 
 
 @dataclass
+class Reference:
+    """A reference workload; one call does `units` of its unit (the encoder reference: that many steps)."""
+
+    call: Callable[[], object]
+    units: int = 1
+
+
+@dataclass
 class Workload:
     name: str
-    reference: str  # "python" or "numpy"
+    reference: str  # "python", "numpy" or "encoder"
     call: Callable[[], object]
     what: str
+    units: int = 1  # one call does this many (the filter workloads: traces); ratios and ms are per unit
+    alternations: int = 5  # reference/workload pairs per round; fewer for the slow workloads
 
 
 def _python_reference() -> Callable[[], object]:
@@ -81,7 +97,73 @@ def _numpy_reference() -> Callable[[], object]:
     return lambda: a @ b
 
 
-def workloads(with_model: bool = True) -> tuple[dict[str, Callable[[], object]], list[Workload]]:
+def _encoder_reference(models: Path) -> Reference:
+    """Raw all-MiniLM-L6-v2 int8 (the semantic model's file) on onnxruntime directly, not through safepath's
+    runtime, so that a regression in the runtime shows: one row per call, one thread, the ten benchmark sentences
+    (17-34 tokens, 24 on average), tokenized beforehand. One call runs all ten; its unit is one step."""
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(models / "semantic-minilm" / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(models / "semantic-minilm" / "model.int8.onnx"), sess_options=options,
+                                   providers=["CPUExecutionProvider"])
+    feeds = []
+    for sentence in _SENTENCES:
+        ids = np.asarray([tokenizer.encode(sentence).ids], dtype=np.int64)
+        feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids)})
+
+    def run() -> None:
+        for feed in feeds:
+            session.run(None, feed)
+
+    return Reference(run, units=len(feeds))
+
+
+def guard_filter() -> SafePathFilter:
+    """The whole in-process filter, models on: the shipped `balanced` profile, one model thread, result cache,
+    metrics and audit off, so that every call judges its trace afresh."""
+    from safepath import SafePathFilter
+    from safepath.metrics import Metrics
+    from safepath.settings import RuntimeSettings
+
+    settings = RuntimeSettings(cache_enabled=False, audit_url=None, metrics_port=None, intra_op_threads=1,
+                               precision="int8", providers=["CPUExecutionProvider"])
+    return SafePathFilter("balanced", settings=settings, metrics=Metrics("off"))
+
+
+def filter_traces() -> tuple[list[str], str]:
+    """Four ~300-character windows of one trace, the third with a harmful step salted in (the rules block it at
+    tier 0, so the models skip it), and one 3,000-character benign trace."""
+    salted = make_trace(1200, harmful_every=9)
+    return [salted[i:i + 300] for i in range(0, 1200, 300)], make_trace(3000)
+
+
+def _filter_workloads() -> list[Workload]:
+    """The filter on the short traces (one call judges all four, one at a time; the unit is one trace) and on the
+    long one. Three alternations a round: a round of both costs about 0.7 s."""
+    safepath_filter = guard_filter()
+    short, long = filter_traces()
+
+    def run_short() -> None:
+        for trace in short:
+            safepath_filter.filter(trace)
+
+    for trace in [*short, long]:
+        safepath_filter.filter(trace)  # the first call of each shape grows the sessions' arenas
+    return [
+        Workload("filter_short", "encoder", run_short, "filter, balanced, 4 traces of 300 chars (1 salted)",
+                 units=len(short), alternations=3),
+        Workload("filter_3k", "encoder", lambda: safepath_filter.filter(long), "filter, balanced, 3,000 chars",
+                 alternations=3),
+    ]
+
+
+def workloads(with_model: bool = True) -> tuple[dict[str, Reference], list[Workload]]:
     """The references and the guarded workloads (models load here, before any timing)."""
     from safepath.detectors.rules import RuleDetector
     from safepath.segment import segment
@@ -110,7 +192,11 @@ def workloads(with_model: bool = True) -> tuple[dict[str, Callable[[], object]],
         steps = [_SENTENCES[i % len(_SENTENCES)] for i in range(8)]
         guarded.append(Workload("safety_int8_batch8", "numpy", lambda: encoder.run(steps),
                                 "safety model int8, 8 steps, 1 thread"))
-    return {"python": _python_reference(), "numpy": _numpy_reference()}, guarded
+        guarded.extend(_filter_workloads())
+    refs = {"python": Reference(_python_reference()), "numpy": Reference(_numpy_reference())}
+    if with_model:
+        refs["encoder"] = _encoder_reference(ROOT / "models")
+    return refs, guarded
 
 
 def _calls_for(fn: Callable[[], object]) -> int:
@@ -129,18 +215,21 @@ def _sample(fn: Callable[[], object], calls: int) -> float:
     return (time.perf_counter() - started) / calls
 
 
-def measure(refs: dict[str, Callable[[], object]], guarded: list[Workload], rounds: int,
-            alternations: int = 5) -> dict[str, dict]:
-    """Per workload: median over rounds of (fastest workload sample / fastest reference sample), and seconds/call."""
-    calls = {name: _calls_for(fn) for name, fn in refs.items()} | {w.name: _calls_for(w.call) for w in guarded}
+def measure(refs: dict[str, Reference], guarded: list[Workload], rounds: int) -> dict[str, dict]:
+    """Per workload: median over rounds of (fastest workload sample / fastest reference sample), each per unit
+    (per trace, per reference step), and the seconds per unit of both."""
+    used = {w.reference for w in guarded}
+    calls = {name: _calls_for(ref.call) for name, ref in refs.items() if name in used}
+    calls |= {w.name: _calls_for(w.call) for w in guarded}
     ratios: dict[str, list[float]] = {w.name: [] for w in guarded}
     times: dict[str, list[float]] = {w.name: [] for w in guarded} | {name: [] for name in refs}
     for _ in range(rounds):
         for w in guarded:
+            reference = refs[w.reference]
             ref, work = [], []
-            for _ in range(alternations):
-                ref.append(_sample(refs[w.reference], calls[w.reference]))
-                work.append(_sample(w.call, calls[w.name]))
+            for _ in range(w.alternations):
+                ref.append(_sample(reference.call, calls[w.reference]) / reference.units)
+                work.append(_sample(w.call, calls[w.name]) / w.units)
             ratios[w.name].append(min(work) / min(ref))
             times[w.name].append(min(work))
             times[w.reference].append(min(ref))
@@ -192,16 +281,17 @@ def with_entry(baselines: dict, entry: dict, threshold: float | None) -> dict:
     """The baseline file with this CPU model's entry replaced (or added)."""
     others = [e for e in baselines["machines"] if e.get("machine", {}).get("cpu") != entry["machine"]["cpu"]]
     kept = threshold if threshold is not None else baselines.get("threshold", 0.25)
-    return {"threshold": kept, "machines": [*others, entry]}
+    return {**baselines, "threshold": kept, "machines": [*others, entry]}
 
 
 def compare(measured: dict[str, dict], baseline: dict[str, float], threshold: float) -> dict[str, str]:
-    """Status per workload: ok, SLOWER (beyond the threshold), faster (beyond it the other way) or new."""
+    """Status per workload: ok, SLOWER (beyond the threshold), faster (beyond it the other way) or "no baseline"
+    (a workload newer than the baseline entry, e.g. another CPU's older one: reported, never failed)."""
     status = {}
     for name, m in measured.items():
         base = baseline.get(name)
         if base is None:
-            status[name] = "new"
+            status[name] = "no baseline"
         elif m["ratio"] > base * (1 + threshold):
             status[name] = "SLOWER"
         elif m["ratio"] < base / (1 + threshold):
@@ -231,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, default=None,
                         help="fail above baseline x (1 + threshold); default: the baseline file's, else 0.25")
     parser.add_argument("--rounds", type=int, default=15, help="rounds per workload (a baseline takes 3x)")
-    parser.add_argument("--no-model", action="store_true", help="leave out the ONNX model workload")
+    parser.add_argument("--no-model", action="store_true", help="leave out the model workloads (safety model, filter)")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
     args = parser.parse_args(argv)
 

@@ -1,10 +1,14 @@
-"""The regression guard's baseline file: one entry per CPU model, picked by the CPU it runs on."""
+"""The regression guard: its baseline file (one entry per CPU model, picked by the CPU it runs on), per-unit ratios
+and what it does with workloads an entry lacks. No timing: the clock and the measurements are stand-ins."""
 
 from __future__ import annotations
 
 import json
 
-from benchmarks.regression_guard import baseline_for, load_baselines, with_entry
+import pytest
+
+from benchmarks import regression_guard
+from benchmarks.regression_guard import Reference, Workload, baseline_for, compare, load_baselines, measure, with_entry
 
 
 def _entry(cpu: str, ratio: float) -> dict:
@@ -32,3 +36,69 @@ def test_updating_replaces_only_this_cpus_entry():
     assert [(e["machine"]["cpu"], e["ratios"]["rules_2k_matches"]) for e in updated["machines"]] == [
         ("AMD EPYC", 0.81), ("Intel Xeon", 1.10)]
     assert updated["threshold"] == 0.25
+
+
+class _Clock:
+    """A stand-in for `time`: calls advance it by fixed amounts, so the guard's arithmetic is exact."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def costing(self, seconds: float):
+        def call() -> None:
+            self.now += seconds
+
+        return call
+
+
+def test_ratios_are_per_reference_step_and_per_trace(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(regression_guard, "time", clock)
+    # the encoder reference: ten 1 ms steps a call; the workload: four 10 ms traces a call
+    refs = {"encoder": Reference(clock.costing(0.010), units=10)}
+    work = Workload("filter_short", "encoder", clock.costing(0.040), "four traces", units=4, alternations=3)
+    measured = measure(refs, [work], rounds=2)["filter_short"]
+    assert measured["ratio"] == pytest.approx(10.0)
+    assert (measured["ms"], measured["reference_ms"]) == (pytest.approx(10.0), pytest.approx(1.0))
+    assert measured["spread"] == pytest.approx(0.0)
+
+
+def test_a_workload_missing_from_the_baseline_is_reported_not_failed():
+    measured = {"rules_2k_matches": {"ratio": 0.82}, "filter_short": {"ratio": 40.0}, "filter_3k": {"ratio": 90.0}}
+    assert compare(measured, {"rules_2k_matches": 0.81, "filter_3k": 50.0}, 0.25) == {
+        "rules_2k_matches": "ok", "filter_short": "no baseline", "filter_3k": "SLOWER"}
+
+
+def _fake_run(monkeypatch, ratios: dict[str, float]) -> None:
+    """`main` over fake workloads whose every measurement reads `ratios`."""
+    refs = {"encoder": Reference(lambda: None)}
+    guarded = [Workload(name, "encoder", lambda: None, name) for name in ratios]
+    monkeypatch.setattr(regression_guard, "workloads", lambda with_model: (refs, guarded))
+    monkeypatch.setattr(regression_guard, "measure", lambda refs, ws, rounds: {
+        w.name: {"ratio": ratios[w.name], "spread": 0.0, "ms": 1.0, "reference_ms": 1.0} for w in ws})
+
+
+def test_an_older_cpu_entry_without_the_filter_workloads_passes(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps({"threshold": 0.25, "machines": [_entry("Another CPU", 0.81)]}))
+    _fake_run(monkeypatch, {"rules_2k_matches": 0.85, "filter_short": 40.0})
+    assert regression_guard.main(["--baseline", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "no baseline" in out and "passed" in out
+
+
+def test_a_regression_seen_twice_fails(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps({"threshold": 0.25, "machines": [_entry("Another CPU", 0.81)]}))
+    _fake_run(monkeypatch, {"rules_2k_matches": 1.2, "filter_short": 40.0})
+    assert regression_guard.main(["--baseline", str(path)]) == 1
+    assert "FAILED: rules_2k_matches" in capsys.readouterr().out
+
+
+def test_updating_keeps_the_files_other_keys():
+    baselines = {"threshold": 0.25, "note": "kept", "machines": [_entry("Intel Xeon", 1.05)]}
+    assert with_entry(baselines, _entry("Intel Xeon", 1.10), 0.3) == {
+        "threshold": 0.3, "note": "kept", "machines": [_entry("Intel Xeon", 1.10)]}
