@@ -10,9 +10,9 @@ sets them for its GPU replicas):
 - steps/s of `model.fp16.onnx` on `--provider` at each batch size. A batch is the inputs handed to one
   `OnnxEncoder.run`; the runtime cuts it into model calls of at most `max_tokens_per_batch` tokens (4096 as
   `encoder_for` builds it; `--token-bounds 4096,32768` also measures a looser bound), and the JSON records the model
-  calls and rows per call the batches became. What a served stage hands `run` today is at most 16 inputs
-  (`budget.CHUNK_ROWS`, so a cancelled request stops costing soon), however many requests a replica's `@serve.batch`
-  groups (serve_config.gpu.yaml's max_batch_size): batch 16 is that, the larger batches are what lifting it buys.
+  calls and rows per call the batches became. A served stage hands `run` at most SAFEPATH_MODEL_CALL_ROWS inputs
+  (16 by default, so on CPU a cancelled request stops costing soon; serve_config.gpu.yaml sets 256 for its GPU
+  replicas, and SAFEPATH_MODEL_CALL_TOKENS 65536), however many requests a replica's `@serve.batch` groups.
 - agreement with `model.int8.onnx` on CPUExecutionProvider, what CPU replicas serve, on the same inputs: the
   classifier's decision at 0.5 per (step, label) and max |dp|; the semantic embeddings' cosine, mean and min.
 - the whole filter (`SafePathFilter`, profile balanced, result cache off) with those settings: traces/s.
@@ -47,7 +47,6 @@ from typing import Any
 import numpy as np
 
 from benchmarks.traces import make_trace
-from safepath.detectors.budget import CHUNK_ROWS
 from safepath.detectors.model_input import step_views
 from safepath.runtime.loading import encoder_for
 from safepath.runtime.onnx import OnnxEncoder, length_batches
@@ -278,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "inputs": {"source": source, "traces": len(traces), "steps": steps,
                    "safety-minilm": "step then preceding steps (step_views context=True, view as written)",
                    "semantic-minilm": "the step alone, identifiers masked",
-                   "stage_chunk_rows": CHUNK_ROWS},
+                   "stage_call_rows": RuntimeSettings().model_call_rows},
         "models": {},
         "filter": None,
     }

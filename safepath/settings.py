@@ -45,6 +45,15 @@ class RuntimeSettings(BaseSettings):
     intra_op_threads: int | None = Field(
         default=None, ge=1, description="Threads per model call; ONNX Runtime's choice when unset."
     )
+    # A model stage hands its encoder at most this many inputs per call and checks for cancelled requests between
+    # calls. 16 on CPU: a cancelled request stops costing within ~0.3 s of one core. A GPU wants far larger calls
+    # (serve_config.gpu.yaml sets both), at the price of a cancelled request costing up to one call.
+    model_call_rows: int = Field(
+        default=16, ge=1, description="Most model inputs per encoder call (as safepath.runtime.onnx.CALL_ROWS)."
+    )
+    model_call_tokens: int = Field(
+        default=4096, ge=128, description="Most rows x padded tokens per model call (bounds activation memory)."
+    )
 
     # The result cache (safepath/cache.py): L1 in-process, L2 Redis when a URL is set.
     cache_enabled: bool = Field(default=True, description="Answer repeated traces from the cache.")

@@ -24,7 +24,6 @@ from safepath.types import Category, Detection, StageKind, Step, Trace, Verdict
 
 UNREAD_VIEW = "unread"
 UNREAD_RULE = "model_budget.unread"
-CHUNK_ROWS = 16  # rows per model call: how long a cancelled request may still cost (~0.3 s on one core)
 
 
 def within_budget(
@@ -106,8 +105,8 @@ class RowRun:
 
 
 def run_rows(encoder: Encoder, texts: Sequence[str], owners: Sequence[int], output: str) -> RowRun:
-    """`encoder.run(texts)[output]`, in chunks of `CHUNK_ROWS` rows; before each chunk the rows of traces cancelled
-    meanwhile (`owners`: the trace of each row) are dropped."""
+    """`encoder.run(texts)[output]`, in calls of `encoder.call_rows` rows; before each call the rows of traces
+    cancelled meanwhile (`owners`: the trace of each row) are dropped."""
     order = range(len(texts))
     values: np.ndarray | None = None
     run = dropped = 0
@@ -116,7 +115,7 @@ def run_rows(encoder: Encoder, texts: Sequence[str], owners: Sequence[int], outp
     while position < len(order):
         cancelled = cancelled_traces()
         chunk: list[int] = []
-        while position < len(order) and len(chunk) < CHUNK_ROWS:
+        while position < len(order) and len(chunk) < encoder.call_rows:
             i = order[position]
             position += 1
             if owners[i] in cancelled:

@@ -16,7 +16,11 @@ from safepath.runtime.onnx import OnnxEncoder, default_providers
 
 @runtime_checkable
 class Encoder(Protocol):
-    """What a model stage needs from its runtime: outputs per text, a version string, a warm-up hook."""
+    """What a model stage needs from its runtime: outputs per text, a version string, a warm-up hook, and how many
+    texts one call should take (`call_rows`: stages split their work into calls of that size and drop the rows of
+    cancelled requests between them)."""
+
+    call_rows: int
 
     @property
     def version(self) -> str: ...

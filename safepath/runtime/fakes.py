@@ -6,6 +6,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from safepath.runtime.onnx import CALL_ROWS
+
 EncodeFn = Callable[[Sequence[str]], dict[str, np.ndarray]]
 
 
@@ -16,10 +18,12 @@ class FakeEncoder:
         fn: returns `{output name: array with one row per text}`; checked on every call.
         version: what `version` reports (detectors put it in `FilterResult.model_versions`).
         name: for messages.
+        call_rows: texts per call the stages hand it (as `OnnxEncoder.call_rows`).
     """
 
-    def __init__(self, fn: EncodeFn, *, version: str = "fake", name: str = "fake") -> None:
+    def __init__(self, fn: EncodeFn, *, version: str = "fake", name: str = "fake", call_rows: int = CALL_ROWS) -> None:
         self.name = name
+        self.call_rows = call_rows
         self.calls: list[list[str]] = []  # every batch seen, in order
         self.warmed_up = False
         self._fn = fn

@@ -37,6 +37,8 @@ def encoder_for(model_dir: Path, settings: RuntimeSettings, *, name: str = "", t
         # Dynamic int8 quantizes activations with one scale per batch: one row per call keeps a step's score
         # independent of its batch-mates. On two cores batching past one row gains little for this model anyway.
         max_batch_rows=1 if path.name == "model.int8.onnx" else None,
+        max_tokens_per_batch=settings.model_call_tokens,
+        call_rows=settings.model_call_rows,
         truncate=truncate,
         name=name,
     )

@@ -11,11 +11,12 @@ import pytest
 
 from safepath import SafePathFilter, Verdict, load_profiles
 from safepath.cancellation import cancelled_traces
-from safepath.detectors.budget import CHUNK_ROWS, unread_markers
+from safepath.detectors.budget import unread_markers
 from safepath.detectors.classifier import ClassifierDetector
 from safepath.pipeline import decide
 from safepath.profiles import ModelBudget, ModelOverrule
 from safepath.runtime import FakeEncoder
+from safepath.runtime.onnx import CALL_ROWS
 from safepath.segment import segment
 from safepath.types import CATEGORIES, Category, Detection, StageKind, Trace
 
@@ -84,7 +85,7 @@ def _wait_for_rows(detector: ClassifierDetector, total: int) -> None:
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_a_stage_timeout_stops_the_model_work_it_abandons(mode):
-    steps = 4 * CHUNK_ROWS  # within the default budget (64 rows): every step would be read
+    steps = 4 * CALL_ROWS  # within the default budget (64 rows): every step would be read
     content = "\n".join(f"Step {i}: check the logs." for i in range(steps))
     detector = _waiting_classifier()
     with SafePathFilter(profiles=TINY_MODEL_PROFILES, detectors={"model": detector}) as f:
@@ -94,5 +95,5 @@ def test_a_stage_timeout_stops_the_model_work_it_abandons(mode):
             result = asyncio.run(f.afilter(content, profile="with_model_closed"))
         assert result.failed_stages == ("model",) and result.verdict is Verdict.BLOCK
         _wait_for_rows(detector, steps)
-    assert detector.rows_to_model == CHUNK_ROWS  # the chunk under way when the timeout fired; none after it
-    assert detector.rows_dropped == steps - CHUNK_ROWS
+    assert detector.rows_to_model == CALL_ROWS  # the chunk under way when the timeout fired; none after it
+    assert detector.rows_dropped == steps - CALL_ROWS

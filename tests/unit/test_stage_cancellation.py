@@ -9,9 +9,9 @@ import threading
 import numpy as np
 
 from deployments.service import StageRunner
-from safepath.detectors.budget import CHUNK_ROWS
 from safepath.detectors.classifier import ClassifierDetector
 from safepath.runtime import FakeEncoder
+from safepath.runtime.onnx import CALL_ROWS
 from safepath.segment import segment
 from safepath.types import CATEGORIES, Trace
 
@@ -32,8 +32,8 @@ def test_a_cancelled_call_stops_consuming_rows_and_the_rest_of_its_batch_is_answ
 
     detector = ClassifierDetector(FakeEncoder(fn), LABELS, name="safety_model")
     runner = StageRunner({"safety_model": detector})
-    calls = [("safety_model", [_trace(3 * CHUNK_ROWS)]), ("safety_model", [_trace(5)])]
+    calls = [("safety_model", [_trace(3 * CALL_ROWS)]), ("safety_model", [_trace(5)])]
     answers = asyncio.run(runner.run(calls, [gone, threading.Event()]))
     assert answers[0] == [[]]
     assert [d.step_index for d in answers[1][0]] == list(range(5))  # one detection per step it judged
-    assert runner.model_rows() == {"safety_model": {"run": CHUNK_ROWS + 5, "dropped": 2 * CHUNK_ROWS}}
+    assert runner.model_rows() == {"safety_model": {"run": CALL_ROWS + 5, "dropped": 2 * CALL_ROWS}}

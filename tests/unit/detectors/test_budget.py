@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from safepath.cancellation import watching
-from safepath.detectors.budget import CHUNK_ROWS, run_rows, split_unread, unread_markers, within_budget
+from safepath.detectors.budget import run_rows, split_unread, unread_markers, within_budget
 from safepath.detectors.classifier import ClassifierDetector
 from safepath.detectors.gate import FORCED_RISK
 from safepath.detectors.semantic import SemanticDetector, SemanticRule
 from safepath.runtime import FakeEncoder
+from safepath.runtime.onnx import CALL_ROWS
 from safepath.segment import segment
 from safepath.types import CATEGORIES, Category, StageKind, Step, Trace
 
@@ -138,10 +139,10 @@ def test_run_rows_drops_the_rows_of_a_trace_cancelled_between_chunks():
         return {"out": np.ones((len(texts), 1))}
 
     encoder = FakeEncoder(fn)
-    owners = [0] * (3 * CHUNK_ROWS) + [1] * 5
+    owners = [0] * (3 * CALL_ROWS) + [1] * 5
     with watching(flags):
         ran = run_rows(encoder, ["t"] * len(owners), owners, "out")
-    assert ran.rows_run == CHUNK_ROWS + 5 and ran.rows_dropped == 2 * CHUNK_ROWS
+    assert ran.rows_run == CALL_ROWS + 5 and ran.rows_dropped == 2 * CALL_ROWS
     assert ran.cancelled == {0}
     assert ran.values[-5:].tolist() == [[1.0]] * 5  # the other caller's rows all ran
 
@@ -167,9 +168,9 @@ def test_a_cancelled_call_returns_nothing_and_stops_consuming_rows(kind):
         encoder.calls.clear()
         flag.clear()
     with watching([flag]):
-        assert detector.detect([_trace(_long(5 * CHUNK_ROWS))]) == [[]]
-    assert _rows(encoder) == detector.rows_to_model == CHUNK_ROWS
-    assert detector.rows_dropped == 4 * CHUNK_ROWS
+        assert detector.detect([_trace(_long(5 * CALL_ROWS))]) == [[]]
+    assert _rows(encoder) == detector.rows_to_model == CALL_ROWS
+    assert detector.rows_dropped == 4 * CALL_ROWS
 
 
 def test_markers_need_steps_to_map_back():
@@ -177,3 +178,23 @@ def test_markers_need_steps_to_map_back():
     marker = unread_markers(trace, [2], StageKind.SEMANTIC)[0]
     other = (Step(index=0, start=0, end=5, text="Step."),)
     assert split_unread([marker], other)[1] == set()  # nothing of these steps lies in the marker's span
+
+
+def test_run_rows_hands_the_encoder_calls_of_its_own_size():
+    encoder = FakeEncoder(lambda texts: {"out": np.ones((len(texts), 1))}, call_rows=4)
+    ran = run_rows(encoder, [f"t{i}" for i in range(10)], [0] * 10, "out")
+    assert [len(c) for c in encoder.calls] == [4, 4, 2]
+    assert ran.rows_run == 10 and ran.rows_dropped == 0
+
+
+def test_encoder_for_takes_the_call_size_and_token_bound_from_settings(tmp_path, monkeypatch):
+    from safepath.runtime.loading import encoder_for
+    from safepath.settings import RuntimeSettings
+
+    (tmp_path / "model.int8.onnx").write_bytes(b"")  # never loaded: encoder_for only configures
+    default = encoder_for(tmp_path, RuntimeSettings(precision="int8"))
+    assert (default.call_rows, default.max_tokens_per_batch, default.max_batch_rows) == (CALL_ROWS, 4096, 1)
+    monkeypatch.setenv("SAFEPATH_MODEL_CALL_ROWS", "256")  # as serve_config.gpu.yaml sets them
+    monkeypatch.setenv("SAFEPATH_MODEL_CALL_TOKENS", "65536")
+    encoder = encoder_for(tmp_path, RuntimeSettings(precision="int8"))
+    assert (encoder.call_rows, encoder.max_tokens_per_batch) == (256, 65536)
