@@ -217,6 +217,14 @@ def series_by_process(samples) -> dict[tuple[str, int], list[tuple[float, float]
     return out
 
 
+def peak_by_name(samples) -> dict[str, float]:
+    """(t_s, name, pid, rss_mb) samples -> the largest resident MB per name (a deployment: its largest replica)."""
+    peaks: dict[str, float] = {}
+    for _t, name, _pid, rss in samples:
+        peaks[name] = max(peaks.get(name, 0.0), rss)
+    return peaks
+
+
 def troughs(points: list[tuple[float, float]], drop_mb: float = 2.0) -> list[tuple[float, float]]:
     """The samples right after each fall of more than `drop_mb`: what a replica keeps once garbage is collected.
 

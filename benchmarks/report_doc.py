@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.graph import series_by_process, slope_mb_per_h
+from benchmarks.graph import peak_by_name, series_by_process, slope_mb_per_h
 
 START, END = "<!-- benchmark-report:start -->", "<!-- benchmark-report:end -->"
 REPLICAS = ("Ingress", "SafetyClassifier", "SemanticEmbedder", "RuleFilter")
@@ -61,11 +61,7 @@ def targets(results: dict) -> list[tuple[str, str, bool | None]]:
     rows.append(("> 1,000 requests/s per instance",
                  f"{swept}; {fmt(closed)} req/s closed loop, {clients} clients, short traces",
                  max(peak, closed) > 1000))
-    series = _memory(results)
-    peaks = {}
-    for (name, _pid), pts in series.items():
-        if name in REPLICAS:
-            peaks[name] = max(peaks.get(name, 0.0), max(v for _, v in pts))
+    peaks = {name: mb for name, mb in peak_by_name(results["memory"]["samples"]).items() if name in REPLICAS}
     rows.append(("< 512 MB per replica", ", ".join(f"{n} {fmt(v, 0)} MB" for n, v in sorted(peaks.items())) +
                  " (peak resident)", all(v < 512 for v in peaks.values()) if peaks else None))
     slopes = _slopes(results)

