@@ -8,8 +8,8 @@ For both transformers (models/safety-minilm, models/semantic-minilm), through th
 sets them for its GPU replicas):
 
 - steps/s of `model.fp16.onnx` on `--provider` at each batch size. A batch is the inputs handed to one
-  `OnnxEncoder.run`; the runtime cuts it into model calls of at most `max_tokens_per_batch` tokens (4096 as
-  `encoder_for` builds it; `--token-bounds 4096,32768` also measures a looser bound), and the JSON records the model
+  `OnnxEncoder.run`; the runtime cuts it into model calls of at most SAFEPATH_MODEL_CALL_TOKENS tokens (4096 by
+  default; `--token-bounds 4096,32768` also measures a looser bound), and the JSON records the model
   calls and rows per call the batches became. A served stage hands `run` at most SAFEPATH_MODEL_CALL_ROWS inputs
   (16 by default, so on CPU a cancelled request stops costing soon; serve_config.gpu.yaml sets 256 for its GPU
   replicas, and SAFEPATH_MODEL_CALL_TOKENS 65536), however many requests a replica's `@serve.batch` groups.
@@ -95,11 +95,9 @@ def model_inputs(traces: Sequence[Sequence[str]], reads: str) -> list[str]:
     return [views[0] for steps in traces for views in step_views(steps, None, context=reads == "context")]
 
 
-def encoder(model_dir: Path, settings: RuntimeSettings, *, truncate: bool, token_bound: int | None = None):
-    """The encoder a stage builds from `settings`, with another token bound per model call if given."""
+def encoder(model_dir: Path, settings: RuntimeSettings, *, truncate: bool):
+    """The encoder a stage builds from `settings` (its token bound per model call: `model_call_tokens`), warm."""
     built = encoder_for(model_dir, settings, name=model_dir.name, truncate=truncate)
-    if token_bound is not None:
-        built.max_tokens_per_batch = max(token_bound, built.max_length)
     built.warmup()
     return built
 
@@ -163,7 +161,7 @@ def measure_model(name: str, traces: Sequence[Sequence[str]], args: argparse.Nam
         "batches": [],
     }
     for bound in args.token_bounds:
-        built = encoder(model_dir, settings, truncate=truncate, token_bound=bound)
+        built = encoder(model_dir, settings.model_copy(update={"model_call_tokens": bound}), truncate=truncate)
         result["model_file"] = built.model_path.name
         result["providers"] = session_providers(built, args.provider)
         for batch_size in args.batch_sizes:
