@@ -107,3 +107,11 @@ def test_traces_sharing_a_run_with_the_held_out_set_are_dropped(written, tmp_pat
     heldout.write_text(json.dumps({"text": "Yesterday " + SAFE_TWIN["text"].split(". ", 2)[2]}) + "\n")
     rows, stats = build.build(heldout, strict=True)
     assert [r["id"] for r in rows] == ["w90-0001"] and "heldout.jsonl" in stats["dropped"]["w90-0002"]
+
+
+def test_every_writer_is_held_out_by_exactly_one_cross_writer_fold():
+    from models.folds import FOLDS
+
+    written = sorted(p.stem for p in check_written.WRITTEN.glob("w*.jsonl"))
+    in_folds = sorted(w for writers in FOLDS.values() for w in writers)
+    assert in_folds == written  # a writer missing from the folds would never be tested across writers
