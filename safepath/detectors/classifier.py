@@ -50,14 +50,6 @@ class ClassifierOptions(BaseModel):
     gate: GateOptions | None = Field(
         default=None, description="Cascade first tier; every step reaches the model when absent."
     )
-    attribution_share: float | None = Field(
-        default=None,
-        gt=0.0,
-        le=1.0,
-        description="A category whose probability is at least this share of the likeliest category's is named "
-        "too, scored by the step's harm in that proportion (never below its own probability); None names only the "
-        "likeliest and those above `min_score` at their own probability.",
-    )
 
 
 class ClassifierDetector:
@@ -72,7 +64,6 @@ class ClassifierDetector:
         *,
         name: str = "safety_model",
         min_score: float = 0.3,
-        attribution_share: float | None = None,
         gate: StaticGate | None = None,
         vocabulary: frozenset[str] | None = None,
         lexical: LexicalModel | None = None,
@@ -84,7 +75,6 @@ class ClassifierDetector:
             labels: the model's output columns: the taxonomy in order, then `harmful`.
             name: the stage name.
             min_score: see `ClassifierOptions.min_score`.
-            attribution_share: see `ClassifierOptions.attribution_share`.
             gate: the cascade's first tier; every step reaches the model when None.
             vocabulary: known words for undoing disguises (`model_input.readable`); None reads steps as written.
             lexical: the trace-level lexical model blended into each trace's worst step; None judges steps alone.
@@ -97,7 +87,6 @@ class ClassifierDetector:
         self.encoder = encoder
         self.labels = tuple(labels)
         self.min_score = min_score
-        self.attribution_share = attribution_share
         self.gate = gate
         self.vocabulary = vocabulary
         self.lexical = lexical
@@ -135,8 +124,7 @@ class ClassifierDetector:
         # `truncate`: an input is a step (or a piece of one) then its context; a window starting in the context
         # would score the context as if it were the step.
         return cls(encoder_for(model_dir, settings, name=name, truncate=True), labels, name=name,
-                   min_score=opts.min_score, attribution_share=opts.attribution_share, gate=gate,
-                   vocabulary=vocabulary, lexical=lexical, tokenizer=tokenizer)
+                   min_score=opts.min_score, gate=gate, vocabulary=vocabulary, lexical=lexical, tokenizer=tokenizer)
 
     def warmup(self) -> None:
         self.encoder.warmup()
@@ -247,22 +235,11 @@ class ClassifierDetector:
         readable rewrite if it has one)."""
         n = len(CATEGORIES)
         likeliest = int(np.argmax(best[:n]))
-        top = float(best[likeliest])
         # category column -> (score, index of the view it came from)
         found = {j: (float(best[j]), int(source[j])) for j in range(n) if best[j] >= self.min_score}
-        found.setdefault(likeliest, (top, int(source[likeliest])))
+        found.setdefault(likeliest, (float(best[likeliest]), int(source[likeliest])))
         if len(best) > n and best[n] > found[likeliest][0]:
             found[likeliest] = (float(best[n]), int(source[n]))
-        share = self.attribution_share
-        if share is not None and top > 0.0:
-            # Whether a step is harmful is the model's steadiest judgement; which category it is, the weakest (a step
-            # obeying an injected e-mail reads as exfiltration first, injection second). A runner-up close to the
-            # likeliest is named too, with the step's harm in proportion, so one harm is not reported as one
-            # category only. profiles.yaml gives the share and where it was chosen.
-            harm = found[likeliest][0]
-            for j in range(n):
-                if j != likeliest and best[j] >= share * top:
-                    found[j] = (max(float(best[j]), harm * float(best[j]) / top), int(source[j]))
         return [
             Detection(
                 category=Category(CATEGORIES[j]),

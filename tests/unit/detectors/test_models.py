@@ -114,23 +114,6 @@ def test_harmful_without_a_confident_category_reports_the_likeliest():
     assert found.category is Category.DECEPTION and found.score == pytest.approx(0.8)
 
 
-def test_a_runner_up_category_near_the_likeliest_is_named_with_the_harm_in_proportion():
-    def fn(texts):
-        probs = np.full((len(texts), len(LABELS)), 0.02, dtype=np.float32)
-        probs[:, LABELS.index("data_exfiltration")] = 0.25
-        probs[:, LABELS.index("prompt_injection")] = 0.2  # 0.8 of the likeliest
-        probs[:, LABELS.index("deception")] = 0.1  # 0.4 of it
-        probs[:, -1] = 0.9
-        return {"probs": probs}
-
-    trace = _trace("A single step of reasoning.")
-    named = {d.category: d.score for d in ClassifierDetector(FakeEncoder(fn), LABELS).detect([trace])[0]}
-    assert named == {Category.DATA_EXFILTRATION: pytest.approx(0.9)}  # without a share: the likeliest alone
-    shared = ClassifierDetector(FakeEncoder(fn), LABELS, attribution_share=0.6).detect([trace])[0]
-    named = {d.category: d.score for d in shared}
-    assert named == {Category.DATA_EXFILTRATION: pytest.approx(0.9), Category.PROMPT_INJECTION: pytest.approx(0.72)}
-
-
 def test_gate_sends_only_uncertain_steps_to_the_model_and_counts_them():
     encoder = FakeEncoder(_probs_for({"always passes": "reward_hacking"}))
     detector = ClassifierDetector(encoder, LABELS, gate=KeywordGate("test"))
