@@ -6,7 +6,8 @@
 Writers fall in four groups of seven or eight, each mixing slices (categories, the four ordinary-reasoning writers
 apart, the two seeded writers apart), so every fold still trains on every kind of trace. Leaving a quarter of the
 writers out is stricter than leaving one out: each fold trains on three quarters of the corpus, and four trainings
-cover every writer once (twenty-nine would not fit two cores). models/evaluate.py scores each fold on its held-out writers.
+cover every writer once (twenty-nine would not fit two cores). models/evaluate.py scores each fold on its
+held-out writers.
 """
 
 from __future__ import annotations
