@@ -273,7 +273,7 @@ def render(results: dict, measured_on: dict) -> str:
         lines.append("")
     if not any(k.startswith("cross_writer_") for r in results.values() for k in r["reports"]):
         lines += ["## Cross-writer", "",
-                  ("Not in this report: the folds' models (`make folds`, four trainings of about 100 minutes each on "
+                  ("Not in this report: the folds' models (`make folds`, four trainings of about an hour each on "
                    "two cores) were not built when it was generated. `python -m models.baseline_tfidf --cross-writer` "
                    "gives the TF-IDF baseline's cross-writer figures in seconds."), ""]
     sweep = {k: v for k, v in results.items() if k.startswith("cascade:")}
@@ -370,9 +370,9 @@ def render_cascade(sweep: dict, measured_on: dict | None = None) -> str:
 
 NOTES = """## Reading these numbers
 
-- Folds: writers in four groups of four (models/folds.py), each group held out from one fold's safety model and
-  gate; the semantic model is not trained on the corpus. Leaving four writers out at once is stricter than leaving
-  one out: each fold trains on three quarters of the corpus.
+- Folds: writers in four groups of seven or eight (models/folds.py), each group held out from one fold's safety
+  model and gate; the semantic model is not trained on the corpus. Leaving a quarter of the writers out at once is
+  stricter than leaving one out: each fold trains on three quarters of the corpus.
 - dev.jsonl chose the epochs, thresholds and profile settings; its figures are therefore optimistic by some margin.
   The corpus test split shares writers and setups with training; the cross-writer rows are the harder measure.
 - "Each stage alone" runs one stage with the balanced profile's other settings; `rules+semantic` is the pipeline
