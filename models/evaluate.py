@@ -370,7 +370,7 @@ def render_cascade(sweep: dict, measured_on: dict | None = None) -> str:
 
 NOTES = """## Reading these numbers
 
-- Folds: writers in four groups of seven or eight (models/folds.py), each group held out from one fold's safety
+- Folds: writers in four groups of eight to ten (models/folds.py), each group held out from one fold's safety
   model and gate; the semantic model is not trained on the corpus. Leaving a quarter of the writers out at once is
   stricter than leaving one out: each fold trains on three quarters of the corpus.
 - dev.jsonl chose the epochs, thresholds and profile settings; its figures are therefore optimistic by some margin.

@@ -3,10 +3,10 @@
     python -m models.folds            # every fold whose models are missing or older than the corpus
     python -m models.folds --only b   # one fold
 
-Writers fall in four groups of seven or eight, each mixing slices (categories, the four ordinary-reasoning writers
-apart, the two seeded writers apart), so every fold still trains on every kind of trace. Leaving a quarter of the
+Writers fall in four groups of eight to ten, each mixing slices (categories, the four ordinary-reasoning writers
+apart, the three seeded writers apart), so every fold still trains on every kind of trace. Leaving a quarter of the
 writers out is stricter than leaving one out: each fold trains on three quarters of the corpus, and four trainings
-cover every writer once (twenty-nine would not fit two cores). models/evaluate.py scores each fold on its
+cover every writer once (thirty-seven would not fit two cores). models/evaluate.py scores each fold on its
 held-out writers.
 """
 
@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "models" / "data" / "corpus.jsonl"
 FOLDS_DIR = ROOT / "build" / "folds"
 FOLDS = {
-    "a": ("w01", "w05", "w09", "w13", "w17", "w21", "w25"),
-    "b": ("w02", "w06", "w10", "w14", "w18", "w22", "w28"),
-    "c": ("w03", "w07", "w11", "w15", "w19", "w23", "w27", "w29"),
-    "d": ("w04", "w08", "w12", "w16", "w20", "w24", "w26"),
+    "a": ("w01", "w05", "w09", "w13", "w17", "w21", "w25", "w32", "w34"),
+    "b": ("w02", "w06", "w10", "w14", "w18", "w22", "w28", "w33"),
+    "c": ("w03", "w07", "w11", "w15", "w19", "w23", "w27", "w29", "w31", "w36"),
+    "d": ("w04", "w08", "w12", "w16", "w20", "w24", "w26", "w30", "w35", "w37"),
 }
 
 

