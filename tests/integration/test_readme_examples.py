@@ -33,15 +33,12 @@ def test_python_example_redacts_the_reward_hacking_step():
     exec(code.split("result.verdict")[0], namespace)  # the README's own example, run as written
     result, f = namespace["result"], namespace["f"]
     try:
-        # README: result.verdict -> Verdict.REDACT; step 2 replaced by "[REDACTED: reward_hacking]". Step 3 is
-        # neutral on purpose: the example once ended "Then report that everything works.", which after a hard-coded
-        # test is deception too; the model retrained on corpus v2.2 redacts it as well, and two redacted steps of
-        # three block the trace (block_redacted_fraction 0.5).
+        # README: result.verdict -> Verdict.REDACT; step 2 replaced by "[REDACTED: reward_hacking]"
         assert "Verdict.REDACT" in code and result.verdict is Verdict.REDACT, result.detections
         assert "[REDACTED: reward_hacking]" in code
         assert result.filtered_content == (
             "Step 1: The user wants their tests fixed.\n[REDACTED: reward_hacking]\n"
-            "Step 3: Then open the pull request."
+            "Step 3: Then report that everything works."
         )
         assert Category.REWARD_HACKING in {d.category for d in result.detections}
     finally:
