@@ -2,6 +2,7 @@
 
     python -m models.folds            # every fold whose models are missing or older than the corpus
     python -m models.folds --only b   # one fold
+    python -m models.folds --through w29   # from writers w01-w29 only, as the shipped models (`make folds`)
 
 Writers fall in four groups of eight to ten, each mixing slices (categories, the four ordinary-reasoning writers
 apart, the three seeded writers apart), so every fold still trains on every kind of trace. Leaving a quarter of the
@@ -38,12 +39,13 @@ def up_to_date(fold: str) -> bool:
     return model.exists() and model.stat().st_mtime > CORPUS.stat().st_mtime
 
 
-def train(fold: str) -> None:
+def train(fold: str, through: str = "") -> None:
     holdout = ",".join(FOLDS[fold])
     out = model_dir(fold)
     for module, folder, extra in (("models.train_gate", "static-minilm", []),
                                   ("models.train_safety", "safety-minilm", ["--int8-only"])):
-        cmd = [sys.executable, "-m", module, "--holdout", holdout, "--out", str(out / folder), *extra]
+        cmd = [sys.executable, "-m", module, "--holdout", holdout, "--through", through, "--out", str(out / folder),
+               *extra]
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT)
 
@@ -51,12 +53,14 @@ def train(fold: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(FOLDS))
+    parser.add_argument("--through", default="", metavar="WRITER",
+                        help="train on the writers up to this one only, as the shipped models were (default: all)")
     args = parser.parse_args()
     for fold in [args.only] if args.only else sorted(FOLDS):
         if up_to_date(fold):
             print(f"fold {fold}: up to date")
             continue
-        train(fold)
+        train(fold, args.through)
 
 
 if __name__ == "__main__":

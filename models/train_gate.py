@@ -3,6 +3,7 @@
     python -m models.train_gate                  # distil (once) and train the head into models/static-minilm/
     python -m models.train_gate --redistill      # distil again even if the static model exists
     python -m models.train_gate --holdout w03,w11 --out build/folds/a/static-minilm   # a cross-writer fold
+    python -m models.train_gate --through w29    # only writers w01-w29: corpus v2.1 (`make models`)
 
 The static model depends only on the base MiniLM, so it is distilled once and kept; retraining touches only
 `gate.json` (the head, a few kB). The head reads a step's static embedding beside its predecessor's, identifiers
@@ -24,6 +25,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 
+from models.corpus import select
+from models.corpus.select import Writers
 from safepath.detectors.gate import StaticGate
 from safepath.detectors.model_input import mask_identifiers
 
@@ -44,13 +47,10 @@ def distill(out: Path) -> None:
     model.save_pretrained(str(out))
 
 
-def steps(splits: set[str], holdout: set[str]) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+def steps(splits: set[str], writers: Writers) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
     """Every step (masked) with its predecessor, whether it is harmful, and whether its trace is a hard negative."""
     texts, previous, harmful, hard = [], [], [], []
-    for line in CORPUS.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        if row["split"] not in splits or row["writer"] in holdout:
-            continue
+    for row in writers.rows(CORPUS, splits=splits):
         before = ""
         for step in row["steps"]:
             text = mask_identifiers(step["text"])
@@ -62,17 +62,17 @@ def steps(splits: set[str], holdout: set[str]) -> tuple[list[str], list[str], np
     return texts, previous, np.array(harmful), np.array(hard)
 
 
-def train_head(out: Path, holdout: set[str]) -> dict:
+def train_head(out: Path, writers: Writers) -> dict:
     from sklearn.linear_model import LogisticRegression
 
     # A head of zeros lets StaticGate load the static model for embedding before the real head exists.
     (out / "gate.json").write_text(json.dumps({"weights": [0.0] * 2 * PCA_DIMS, "bias": 0.0}))
     gate = StaticGate(out)
-    texts, previous, y, _ = steps({"train"}, holdout)
+    texts, previous, y, _ = steps({"train"}, writers)
     head = LogisticRegression(C=4.0, class_weight="balanced", max_iter=5000, random_state=SEED)
     head.fit(gate.features(gate.embed(texts), previous), y)
 
-    val_texts, val_previous, val_y, val_hard = steps({"val"}, holdout)
+    val_texts, val_previous, val_y, val_hard = steps({"val"}, writers)
     probability = head.predict_proba(gate.features(gate.embed(val_texts), val_previous))[:, 1]
     report = []
     for skip in CANDIDATE_SKIPS:
@@ -87,7 +87,8 @@ def train_head(out: Path, holdout: set[str]) -> dict:
         "weights": [round(float(w), 7) for w in head.coef_[0]],
         "bias": round(float(head.intercept_[0]), 7),
         "features": "static embedding of the step, then of the step before it (zeros for a first step)",
-        "trained_on": {"train_steps": len(texts), "harmful": int(y.sum()), "holdout_writers": sorted(holdout)},
+        "trained_on": {"train_steps": len(texts), "harmful": int(y.sum()),
+                       "holdout_writers": sorted(writers.holdout), "through_writer": writers.through},
         "val": report,
     }
     (out / "gate.json").write_text(json.dumps(gate_json, indent=1) + "\n")
@@ -131,7 +132,7 @@ model2vec's own.)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--holdout", default="", help="comma-separated writers to leave out (a cross-writer fold)")
+    select.add_arguments(parser)
     parser.add_argument("--redistill", action="store_true")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -141,7 +142,7 @@ def main() -> None:
                 shutil.copy(OUT / name, args.out / name)
     if args.redistill or not (args.out / "model.safetensors").exists():
         distill(args.out)
-    summary = train_head(args.out, {w for w in args.holdout.split(",") if w})
+    summary = train_head(args.out, Writers.from_args(args))
     if args.out == OUT:
         write_card(args.out, summary)
     print(json.dumps(summary["val"], indent=1))

