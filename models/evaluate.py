@@ -2,6 +2,7 @@
 
     python -m models.evaluate                    # everything (the folds' models must exist: `make folds`)
     python -m models.evaluate --quick            # profiles only, corpus test split, dev and HarmBench
+    python -m models.evaluate --quick --folds a  # and the cross-writer rows of the folds built so far, profiles only
     python -m models.evaluate --render-only      # rewrite docs/EVALUATION.md from build/eval/results.json
     python -m models.evaluate --cascade          # only the cascade sweep on dev: its section of docs/EVALUATION.md
 
@@ -111,6 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="profiles only; no stage rows, sweep or folds")
     parser.add_argument("--no-folds", action="store_true", help="skip the cross-writer folds")
+    parser.add_argument("--folds", type=lambda text: text.split(","), default=None,
+                        help="comma-separated folds to score (default: every fold, none with --quick)")
     parser.add_argument("--dev", type=Path, default=Path(os.environ.get("SAFEPATH_DEV_SET", DEV)))
     parser.add_argument("--render-only", action="store_true", help="rewrite docs/EVALUATION.md from results.json")
     parser.add_argument("--cascade", action="store_true",
@@ -118,6 +121,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skips", type=lambda text: tuple(map(float, text.split(","))), default=SKIPS,
                         help="comma-separated skip_below values for the sweep (default: %(default)s)")
     args = parser.parse_args(argv)
+    folds = [] if args.no_folds else args.folds or ([] if args.quick else list(FOLDS))
+    if unknown := set(folds) - set(FOLDS):
+        parser.error(f"--folds: no fold {', '.join(sorted(unknown))} (folds: {', '.join(FOLDS)})")
     if args.render_only:
         saved = json.loads(OUT_JSON.read_text())
         OUT_MD.write_text(with_saved_cascade(render(saved["results"], saved["provenance"])))
@@ -150,17 +156,16 @@ def main(argv: list[str] | None = None) -> None:
         results.update(cascade_sweep(profiles, datasets["dev"], SKIPS))
     if args.quick and "dev" in datasets:
         results.update(replayed_stages(profiles, datasets["dev"]))
-    if not (args.quick or args.no_folds):
-        for fold, writers in FOLDS.items():
-            if not (model_dir(fold) / "safety-minilm" / "model.int8.onnx").exists():
-                print(f"fold {fold}: no models under {model_dir(fold)} (make folds); skipped")
+    for fold in folds:
+        if not (model_dir(fold) / "safety-minilm" / "model.int8.onnx").exists():
+            print(f"fold {fold}: no models under {model_dir(fold)} (make folds); skipped")
+            continue
+        held_out = {f"cross_writer_{fold}": corpus_examples(writers=FOLDS[fold])}
+        for label, profile_set, name in configurations(profiles, quick=args.quick):
+            if label in ("stage:rules",):  # no learned part: the same as on the whole corpus
                 continue
-            held_out = {f"cross_writer_{fold}": corpus_examples(writers=writers)}
-            for label, profile_set, name in configurations(profiles, quick=False):
-                if label in ("stage:rules",):  # no learned part: the same as on the whole corpus
-                    continue
-                started = time.time()
-                record(label, *run(profile_set, name, held_out, fold_settings(fold)), started)
+            started = time.time()
+            record(label, *run(profile_set, name, held_out, fold_settings(fold)), started)
     OUT_JSON.parent.mkdir(parents=True, exist_ok=True)
     OUT_JSON.write_text(json.dumps({"provenance": measured_on, "results": results}, indent=1))
     OUT_MD.write_text(with_saved_cascade(render(results, measured_on)))
@@ -229,6 +234,8 @@ def render(results: dict, measured_on: dict) -> str:
     """docs/EVALUATION.md from the results and what they were measured on (models.provenance)."""
     sets = {"corpus_test": "Corpus test split", "cross_writer": "Cross-writer (each writer judged by models that never "
             "saw it)", "dev": "shared/eval/dev.jsonl", "harmbench": "HarmBench (comply and refuse traces)"}
+    measured_folds = sorted({k.removeprefix("cross_writer_") for r in results.values() for k in r["reports"]
+                             if k.startswith("cross_writer_")})
     lines = [
         "# Evaluation",
         "",
@@ -258,7 +265,10 @@ def render(results: dict, measured_on: dict) -> str:
             rows.append((label, rep))
         if not rows:
             continue
-        lines += [f"## {title}", "", f"{rows[0][1]['examples']} traces.", "",
+        lines += [f"## {title}", "", f"{rows[0][1]['examples']} traces.", ""]
+        if key == "cross_writer":
+            lines += [folds_measured(measured_folds), ""]
+        lines += [
                   "| configuration | precision | recall | F1 | HN FPR | easy FPR | hard R | "
                   + " | ".join(c.replace("_", " ") for c in CATEGORIES) + " | ms p50 |",
                   "|---|" + "---|" * (7 + len(CATEGORIES))]
@@ -271,7 +281,7 @@ def render(results: dict, measured_on: dict) -> str:
         if key == "harmbench":
             lines += ["", "On HarmBench, recall is on the compliant traces and HN FPR is the refusal FPR."]
         lines.append("")
-    if not any(k.startswith("cross_writer_") for r in results.values() for k in r["reports"]):
+    if not measured_folds:
         lines += ["## Cross-writer", "",
                   ("Not in this report: the folds' models (`make folds`, four trainings of about an hour each on "
                    "two cores) were not built when it was generated. `python -m models.baseline_tfidf --cross-writer` "
@@ -281,6 +291,19 @@ def render(results: dict, measured_on: dict) -> str:
         lines += [render_cascade(sweep)]
     lines += [NOTES]
     return "\n".join(lines) + "\n"
+
+
+def folds_measured(folds: list[str]) -> str:
+    """Which folds the cross-writer rows pool: all four cover every writer once; fewer cover only their writers."""
+    held_out = sorted(w for fold in folds for w in FOLDS[fold])
+    every = sorted(w for writers in FOLDS.values() for w in writers)
+    text = (f"Folds {', '.join(folds)} (models/folds.py), pooled: {len(held_out)} of {len(every)} writers "
+            f"({', '.join(held_out)}), each fold's traces judged by a safety model and gate trained without them.")
+    missing = [f for f in FOLDS if f not in folds]
+    if missing:
+        text += (f" Folds {', '.join(missing)} were not trained for this report (about an hour each on two cores), "
+                 "so these rows describe only these writers.")
+    return text
 
 
 def gated_at(profiles: ProfileSet, skip: float) -> ProfileSet:

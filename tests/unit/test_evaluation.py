@@ -159,6 +159,21 @@ def test_report_header_states_the_provenance_it_was_given(tiny_filter):
     assert f"| profile:balanced | {report.precision:.3f} | {report.recall:.3f} | {report.f1:.3f} |" in text
 
 
+def test_cross_writer_rows_say_which_folds_they_pool(tiny_filter):
+    """With only some folds trained, the cross-writer rows must not read as covering every writer."""
+    from models.evaluate import render
+    from models.folds import FOLDS
+
+    report = evaluate(tiny_filter, load_dataset(EVAL_SET), dataset="cross_writer_a").model_dump()
+    text = render({"profile:balanced": {"reports": {"cross_writer_a": report}, "cascade": {}}}, {"commit": "abc1234"})
+    assert f"Folds a (models/folds.py), pooled: {len(FOLDS['a'])} of " in text
+    assert "Folds b, c, d were not trained for this report" in text
+    assert "Not in this report" not in text
+    every = {f"cross_writer_{fold}": report for fold in FOLDS}
+    text = render({"profile:balanced": {"reports": every, "cascade": {}}}, {"commit": "abc1234"})
+    assert "Folds a, b, c, d (models/folds.py), pooled" in text and "were not trained" not in text
+
+
 def test_replayed_rows_come_from_this_run_not_from_a_file_left_behind(tmp_path: Path, tiny_filter, monkeypatch):
     import models.evaluate
     from safepath.profiles import load_profiles
