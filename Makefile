@@ -128,7 +128,7 @@ eval-data: install
 	$(BIN)/python -m models.harmbench_traces
 
 ## Retrain the learned stages from the corpus (about an hour on two cores). Not needed to serve.
-## The shipped models learned from corpus v2.1, the writers through w29 (models/corpus/select.py): the corpus has
+## The shipped models learned from corpus v2.1, the writers through w29 (models/corpus/writers.py): the corpus has
 ## grown since, and `make models CORPUS_THROUGH=` trains on all of it.
 CORPUS_THROUGH ?= w29
 models: $(TRAIN_STAMP) data

@@ -25,8 +25,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 
-from models.corpus import select
-from models.corpus.select import Writers
+from models.corpus import writers as corpus_writers
+from models.corpus.writers import Writers
 from safepath.detectors.gate import StaticGate
 from safepath.detectors.model_input import mask_identifiers
 
@@ -132,7 +132,7 @@ model2vec's own.)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT)
-    select.add_arguments(parser)
+    corpus_writers.add_arguments(parser)
     parser.add_argument("--redistill", action="store_true")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

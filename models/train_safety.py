@@ -44,8 +44,8 @@ import torch
 from torch import nn
 
 from models import onnx_export
-from models.corpus import select
-from models.corpus.select import Writers
+from models.corpus import writers as corpus_writers
+from models.corpus.writers import Writers
 from safepath.detectors.model_input import load_vocabulary, step_views
 from safepath.types import CATEGORIES
 
@@ -437,7 +437,7 @@ corpus.jsonl: `{summary['corpus_sha256']}`
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT)
-    select.add_arguments(parser)
+    corpus_writers.add_arguments(parser)
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--lr", type=float, default=LR)
     parser.add_argument("--int8-only", action="store_true", help="skip the fp16 artifact and the card (folds)")

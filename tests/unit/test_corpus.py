@@ -118,9 +118,9 @@ def test_every_writer_is_held_out_by_exactly_one_cross_writer_fold():
 
 
 def test_the_writers_through_one_are_the_corpus_as_it_stood_then(written, tmp_path: Path):
-    """`--through` (models/corpus/select.py) must give back, byte for byte, the corpus built before later writers
+    """`--through` (models/corpus/writers.py) must give back, byte for byte, the corpus built before later writers
     joined: that is how `make models` retrains the shipped models once the corpus has grown."""
-    from models.corpus.select import Writers
+    from models.corpus.writers import Writers
 
     def built() -> Path:
         rows, _ = build.build(None, strict=True)
