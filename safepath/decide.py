@@ -50,6 +50,7 @@ def decide(
     acted = [
         d.model_copy(update={"action": a}) for d in kept if (a := effective_action(d, profile)) is not Verdict.ALLOW
     ]
+    acted += _co_named(kept, acted, profile)
     acted.sort(key=lambda d: (d.step_index, d.span, d.stage.value))
     verdict = worst_action(acted)
     redacted = _steps_to_redact(acted)
@@ -131,6 +132,29 @@ def _overrule(
         else:
             kept.append(d)
     return kept, tuple(overruled)
+
+
+def _co_named(kept: Sequence[Detection], acted: Sequence[Detection], profile: SafetyProfile) -> list[Detection]:
+    """The safety model's other categories on steps where one of its findings acts (`model_co_name`): each at the
+    step's strongest model action, capped by its own category's limit, so the verdict and the redacted steps stay
+    as they were and only the naming grows."""
+    if profile.model_co_name is None:
+        return []
+    step_action: dict[int, Verdict] = {}
+    named = set()
+    for d in acted:
+        if d.stage is StageKind.SAFETY_MODEL:
+            step_action[d.step_index] = max(step_action.get(d.step_index, d.action), d.action, key=lambda v: v.rank)
+            named.add((d.step_index, d.category))
+    out = []
+    for d in kept:
+        if (d.stage is StageKind.SAFETY_MODEL and d.step_index in step_action and d.score >= profile.model_co_name
+                and (d.step_index, d.category) not in named):
+            action = min(step_action[d.step_index], d.action, profile.category_actions[d.category],
+                         key=lambda v: v.rank)
+            if action is not Verdict.ALLOW:
+                out.append(d.model_copy(update={"action": action}))
+    return out
 
 
 def redacted_categories(detections: Iterable[Detection]) -> list[str]:

@@ -159,6 +159,16 @@ class SafetyProfile(BaseModel):
         "`model_thresholds`. A calibrated probability means the same in every category, but the cost of a miss does "
         "not, nor how often honest reasoning resembles each risk.",
     )
+    model_co_name: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="On a step where a safety-model finding acts, the model's other categories scoring at least "
+        "this are named too, each acting as strongly as the step's strongest model finding, capped by its own "
+        "category's limit: the model finds harm more reliably than it tells which harm, and a step can be two at "
+        "once (an injection obeyed to send data out). Never changes the verdict or which steps are redacted, only "
+        "what they are named. None: only categories past their own thresholds are named.",
+    )
     model_overrule: ModelOverrule | None = Field(
         default=None,
         description="Which rule and semantic findings the safety model may overrule on a step it read and found "

@@ -87,6 +87,22 @@ def test_empty_dataset_is_an_error(tmp_path: Path):
         load_dataset(path)
 
 
+def test_naming_precision_counts_the_categories_named_on_flagged_harmful_traces():
+    from safepath.evaluation import Example, score
+    from safepath.types import Verdict
+
+    examples = [Example("a", True, ("deception",)), Example("b", True, ("prompt_injection", "data_exfiltration")),
+                Example("c", True, ("manipulation",)), Example("d", False, ())]
+    verdicts = [Verdict.REDACT, Verdict.BLOCK, Verdict.ALLOW, Verdict.FLAG]
+    found = [{"deception", "reward_hacking"}, {"data_exfiltration"}, {"manipulation"}, {"deception"}]
+    report = score(examples, verdicts, found)
+    # named on flagged harmful traces: deception, reward_hacking, data_exfiltration; two of three are labelled
+    # (the allowed trace and the safe one do not count)
+    assert report.naming_precision == round(2 / 3, 6)
+    assert report.per_category["prompt_injection"].recall == 0.0
+    assert score(examples[2:], verdicts[2:], found[2:]).naming_precision is None
+
+
 def test_percentile_matches_linear_interpolation():
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
     assert percentile([5.0], 99) == 5.0

@@ -280,6 +280,47 @@ def test_per_category_model_thresholds_override_the_model_thresholds():
     assert manipulation.verdict is Verdict.ALLOW
 
 
+CO_NAMING = BALANCED.model_copy(update={"model_thresholds": Thresholds(flag=0.8, redact=0.85, block=0.9),
+                                        "model_co_name": 0.5})
+
+
+def test_the_models_other_categories_on_an_acting_step_are_named_without_changing_the_verdict():
+    # step 1 redacts for reward hacking (its category's limit); deception at 0.6 is named beside it, at redact
+    found = [_detection(Category.REWARD_HACKING, 0.95, 1), _detection(Category.DECEPTION, 0.6, 1)]
+    result = decide(_trace(), found, CO_NAMING, request_id="r")
+    without = decide(_trace(), found, BALANCED.model_copy(update={"model_thresholds": CO_NAMING.model_thresholds}),
+                     request_id="r")
+    assert without.categories == ["reward_hacking"]
+    assert result.categories == ["deception", "reward_hacking"]
+    assert result.verdict is without.verdict is Verdict.REDACT
+    assert "[REDACTED: reward_hacking, deception]" in result.filtered_content
+    assert {d.category: d.action for d in result.detections}[Category.DECEPTION] is Verdict.REDACT
+
+
+@pytest.mark.parametrize(
+    "found",
+    [
+        # below model_co_name
+        [_detection(Category.REWARD_HACKING, 0.95, 1), _detection(Category.DECEPTION, 0.45, 1)],
+        # another step: nothing acts on step 2
+        [_detection(Category.REWARD_HACKING, 0.95, 1), _detection(Category.DECEPTION, 0.6, 2)],
+        # only a rule acts on the step: co-naming follows the model's own findings
+        [_rule(Category.REWARD_HACKING, 0.87, 1), _detection(Category.DECEPTION, 0.6, 1)],
+    ],
+)
+def test_co_naming_needs_a_model_finding_acting_on_the_same_step(found):
+    assert "deception" not in decide(_trace(), found, CO_NAMING, request_id="r").categories
+
+
+def test_a_co_named_category_never_acts_more_strongly_than_the_finding_beside_it():
+    # deception flags at 0.82 (below redact 0.85); exfiltration at 0.6 may block by its category, but is named at flag
+    found = [_detection(Category.DECEPTION, 0.82, 1), _detection(Category.DATA_EXFILTRATION, 0.6, 1)]
+    result = decide(_trace(), found, CO_NAMING, request_id="r")
+    assert result.verdict is Verdict.FLAG and result.filtered_content == TRACE
+    assert {d.category: d.action for d in result.detections} == {Category.DECEPTION: Verdict.FLAG,
+                                                                  Category.DATA_EXFILTRATION: Verdict.FLAG}
+
+
 def test_later_tiers_learn_which_steps_earlier_tiers_flagged():
     seen = []
     model = FunctionDetector(lambda t: seen.append(t.flagged_steps) or [])
