@@ -3,6 +3,7 @@
     python -m models.evaluate                    # everything (the folds' models must exist: `make folds`)
     python -m models.evaluate --quick            # profiles only, corpus test split, dev and HarmBench
     python -m models.evaluate --quick --folds a  # and the cross-writer rows of the folds built so far, profiles only
+    python -m models.evaluate --quick --folds b --add   # add fold b's rows to the last report (a fold an hour)
     python -m models.evaluate --render-only      # rewrite docs/EVALUATION.md from build/eval/results.json
     python -m models.evaluate --cascade          # only the cascade sweep on dev: its section of docs/EVALUATION.md
 
@@ -29,11 +30,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
 from models.folds import FOLDS, model_dir
-from models.provenance import describe, provenance
+from models.provenance import VERDICT_PATHS, describe, provenance
 from safepath import SafePathFilter
 from safepath.evaluation import EvalReport, Example, evaluate, load_dataset, parse_example, score
 from safepath.pipeline import decide
@@ -116,6 +118,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="comma-separated folds to score (default: every fold, none with --quick)")
     parser.add_argument("--dev", type=Path, default=Path(os.environ.get("SAFEPATH_DEV_SET", DEV)))
     parser.add_argument("--render-only", action="store_true", help="rewrite docs/EVALUATION.md from results.json")
+    parser.add_argument("--add", action="store_true",
+                        help="score only --folds and add their rows to build/eval/results.json; refused where a file "
+                             "that can change a verdict differs from the commit those results were measured at")
     parser.add_argument("--cascade", action="store_true",
                         help="only the cascade sweep (balanced on dev, once per skip_below); rewrites only its section")
     parser.add_argument("--skips", type=lambda text: tuple(map(float, text.split(","))), default=SKIPS,
@@ -124,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     folds = [] if args.no_folds else args.folds or ([] if args.quick else list(FOLDS))
     if unknown := set(folds) - set(FOLDS):
         parser.error(f"--folds: no fold {', '.join(sorted(unknown))} (folds: {', '.join(FOLDS)})")
+    if args.add and not args.folds:
+        parser.error("--add needs --folds")
     if args.render_only:
         saved = json.loads(OUT_JSON.read_text())
         OUT_MD.write_text(with_saved_cascade(render(saved["results"], saved["provenance"])))
@@ -133,13 +140,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.cascade:
         sweep_alone(profiles, args.dev, args.skips, measured_on)
         return
-    datasets = {"corpus_test": corpus_examples(split="test")}
-    for name, path in (("dev", args.dev), ("harmbench", HARMBENCH)):
-        if path.exists():
-            datasets[name] = load_dataset(path)
-        else:  # said, so that a report without the set is not read as one that left it out on purpose
-            print(f"{name}: {path} not found; the report leaves it out", flush=True)
     results: dict[str, dict] = {}
+    if args.add:
+        saved = json.loads(OUT_JSON.read_text())
+        refuse_unless_comparable(saved["provenance"], measured_on)
+        results = saved["results"]
+        added = [*saved["provenance"].get("added", []), {"folds": folds, "commit": measured_on["commit"]}]
+        measured_on = {**saved["provenance"], "added": added}
 
     def record(label: str, reports: dict[str, EvalReport], cascade: dict, versions: dict, started: float) -> None:
         entry = results.setdefault(label, {"reports": {}, "cascade": {}, "versions": {}, "minutes": 0.0})
@@ -149,13 +156,20 @@ def main(argv: list[str] | None = None) -> None:
         entry["minutes"] = round(entry["minutes"] + (time.time() - started) / 60, 1)
         print(label, {k: (r.f1, r.hard_negative_fpr) for k, r in reports.items()}, flush=True)
 
-    for label, profile_set, name in configurations(profiles, args.quick):
-        started = time.time()
-        record(label, *run(profile_set, name, datasets), started)
-    if not args.quick and "dev" in datasets:
-        results.update(cascade_sweep(profiles, datasets["dev"], SKIPS))
-    if args.quick and "dev" in datasets:
-        results.update(replayed_stages(profiles, datasets["dev"]))
+    if not args.add:
+        datasets = {"corpus_test": corpus_examples(split="test")}
+        for name, path in (("dev", args.dev), ("harmbench", HARMBENCH)):
+            if path.exists():
+                datasets[name] = load_dataset(path)
+            else:  # said, so that a report without the set is not read as one that left it out on purpose
+                print(f"{name}: {path} not found; the report leaves it out", flush=True)
+        for label, profile_set, name in configurations(profiles, args.quick):
+            started = time.time()
+            record(label, *run(profile_set, name, datasets), started)
+        if not args.quick and "dev" in datasets:
+            results.update(cascade_sweep(profiles, datasets["dev"], SKIPS))
+        if args.quick and "dev" in datasets:
+            results.update(replayed_stages(profiles, datasets["dev"]))
     for fold in folds:
         if not (model_dir(fold) / "safety-minilm" / "model.int8.onnx").exists():
             print(f"fold {fold}: no models under {model_dir(fold)} (make folds); skipped")
@@ -170,6 +184,32 @@ def main(argv: list[str] | None = None) -> None:
     OUT_JSON.write_text(json.dumps({"provenance": measured_on, "results": results}, indent=1))
     OUT_MD.write_text(with_saved_cascade(render(results, measured_on)))
     print(f"wrote {OUT_MD} and {OUT_JSON}")
+
+
+REPORT_CODE = ("models/evaluate.py", "models/provenance.py")
+
+
+def refuse_unless_comparable(saved: dict, now: dict) -> None:
+    """Fold rows may join a saved report only where nothing that can change a verdict differs from the commit it was
+    measured at (the report's own code aside, which only orchestrates and renders), on the same CPU and runtime
+    packages.
+
+    Raises:
+        SystemExit: naming what differs; the whole evaluation must run again.
+    """
+    since = saved.get("commit") or ""
+    differ = [path for path in _git_diff_names(since) if path not in REPORT_CODE] if since else ["(no commit)"]
+    differ += [f"{path} (uncommitted)" for path in (*saved.get("changed", []), *now["changed"])]
+    differ += [key for key in ("packages", "cpu", "python") if saved.get(key) != now.get(key)]
+    if differ:
+        raise SystemExit(f"--add: {', '.join(differ)} differ from the saved report's {since or 'unknown commit'}; "
+                         "run the whole evaluation (python -m models.evaluate --quick --folds ...)")
+
+
+def _git_diff_names(since: str) -> list[str]:
+    done = subprocess.run(["git", "diff", "--name-only", since, "HEAD", "--", *VERDICT_PATHS], cwd=ROOT,
+                          capture_output=True, text=True, check=True)
+    return done.stdout.split()
 
 
 STAGE_KINDS = {"rules": Stage.RULES, "safety_model_full": Stage.SAFETY_MODEL, "semantic_full": Stage.SEMANTIC}

@@ -68,4 +68,8 @@ def describe(p: dict) -> str:
     if p.get("changed"):
         commit += f" **with uncommitted changes to {', '.join(p['changed'])}** (the figures are not that commit's)"
     runtime = ", ".join(f"{k} {v}" for k, v in p.get("packages", {}).items())
-    return f"Measured at {commit}, on {p.get('cpu', 'an unrecorded CPU')}, Python {p.get('python', '?')}, {runtime}."
+    added = "".join(f" The cross-writer rows of fold {', '.join(a['folds'])} were added at commit {a['commit']}, "
+                    "where no file that can change a verdict differed (`models.evaluate --add`)."
+                    for a in p.get("added", []))
+    return (f"Measured at {commit}, on {p.get('cpu', 'an unrecorded CPU')}, Python {p.get('python', '?')}, "
+            f"{runtime}.{added}")

@@ -190,6 +190,25 @@ def test_cross_writer_rows_say_which_folds_they_pool(tiny_filter):
     assert "Folds a, b, c, d (models/folds.py), pooled" in text and "were not trained" not in text
 
 
+def test_fold_rows_join_a_saved_report_only_where_no_verdict_changing_file_differs():
+    import subprocess
+
+    from models.evaluate import ROOT, refuse_unless_comparable
+    from models.provenance import provenance
+
+    now = provenance(ROOT)
+    if now["changed"]:
+        pytest.skip("uncommitted changes to verdict-changing files in this checkout")
+    refuse_unless_comparable(now, now)  # the same commit, CPU and packages: allowed
+    with pytest.raises(SystemExit, match="cpu"):
+        refuse_unless_comparable({**now, "cpu": "another CPU"}, now)
+    # the commit before the last change to the decision: safepath/decide.py differs since
+    last = subprocess.run(["git", "log", "-n1", "--format=%h", "--", "safepath/decide.py"], cwd=ROOT,
+                          capture_output=True, text=True, check=True).stdout.strip()
+    with pytest.raises(SystemExit, match="safepath/decide.py"):
+        refuse_unless_comparable({**now, "commit": f"{last}~1"}, now)
+
+
 def test_replayed_rows_come_from_this_run_not_from_a_file_left_behind(tmp_path: Path, tiny_filter, monkeypatch):
     import models.evaluate
     from safepath.profiles import load_profiles
