@@ -205,6 +205,8 @@ def test_fold_rows_join_a_saved_report_only_where_no_verdict_changing_file_diffe
     # the commit before the last change to the decision: safepath/decide.py differs since
     last = subprocess.run(["git", "log", "-n1", "--format=%h", "--", "safepath/decide.py"], cwd=ROOT,
                           capture_output=True, text=True, check=True).stdout.strip()
+    if subprocess.run(["git", "cat-file", "-e", f"{last}~1"], cwd=ROOT, capture_output=True).returncode:
+        pytest.skip("a shallow clone: the commit before that change is not here")
     with pytest.raises(SystemExit, match="safepath/decide.py"):
         refuse_unless_comparable({**now, "commit": f"{last}~1"}, now)
 
