@@ -31,21 +31,24 @@ class Writers:
     def admits(self, writer: str) -> bool:
         return writer not in self.holdout and (self.through is None or writer <= self.through)
 
-    def lines(self, path: Path) -> list[str]:
-        """The corpus lines (as written, newline kept) of the admitted writers.
+    def read(self, path: Path) -> list[tuple[str, dict]]:
+        """The admitted writers' corpus lines, each as written (newline kept) and parsed, parsed once.
 
         Raises:
             SystemExit: `through` names a writer the corpus does not have (a typo would silently read all or none).
         """
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-        writers = [json.loads(line)["writer"] for line in lines]
-        if self.through is not None and self.through not in writers:
+        parsed = [(line, json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines(keepends=True)]
+        if self.through is not None and all(row["writer"] != self.through for _, row in parsed):
             raise SystemExit(f"--through {self.through}: no such writer in {path}")
-        return [line for line, writer in zip(lines, writers) if self.admits(writer)]
+        return [(line, row) for line, row in parsed if self.admits(row["writer"])]
+
+    def lines(self, path: Path) -> list[str]:
+        """The corpus lines (as written, newline kept) of the admitted writers."""
+        return [line for line, _ in self.read(path)]
 
     def rows(self, path: Path, *, splits: set[str]) -> list[dict]:
         """The admitted writers' traces of these splits."""
-        return [row for row in map(json.loads, self.lines(path)) if row["split"] in splits]
+        return [row for _, row in self.read(path) if row["split"] in splits]
 
     def sha256(self, path: Path) -> str:
         """The sha256 of the corpus the admitted writers make up (the file's own with every writer admitted)."""
