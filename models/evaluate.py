@@ -30,12 +30,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
 from models.folds import FOLDS, model_dir
-from models.provenance import VERDICT_PATHS, describe, provenance
+from models.provenance import changed_since, describe, provenance
 from safepath import SafePathFilter
 from safepath.evaluation import EvalReport, Example, evaluate, load_dataset, parse_example, score
 from safepath.pipeline import decide
@@ -198,18 +197,12 @@ def refuse_unless_comparable(saved: dict, now: dict) -> None:
         SystemExit: naming what differs; the whole evaluation must run again.
     """
     since = saved.get("commit") or ""
-    differ = [path for path in _git_diff_names(since) if path not in REPORT_CODE] if since else ["(no commit)"]
+    differ = [path for path in changed_since(ROOT, since) if path not in REPORT_CODE] if since else ["(no commit)"]
     differ += [f"{path} (uncommitted)" for path in (*saved.get("changed", []), *now["changed"])]
     differ += [key for key in ("packages", "cpu", "python") if saved.get(key) != now.get(key)]
     if differ:
         raise SystemExit(f"--add: {', '.join(differ)} differ from the saved report's {since or 'unknown commit'}; "
                          "run the whole evaluation (python -m models.evaluate --quick --folds ...)")
-
-
-def _git_diff_names(since: str) -> list[str]:
-    done = subprocess.run(["git", "diff", "--name-only", since, "HEAD", "--", *VERDICT_PATHS], cwd=ROOT,
-                          capture_output=True, text=True, check=True)
-    return done.stdout.split()
 
 
 STAGE_KINDS = {"rules": Stage.RULES, "safety_model_full": Stage.SAFETY_MODEL, "semantic_full": Stage.SEMANTIC}

@@ -32,6 +32,17 @@ def changed_paths(root: Path) -> list[str]:
     return sorted(line[3:] for line in out.splitlines() if line)
 
 
+def changed_since(root: Path, commit: str) -> list[str]:
+    """Tracked files under VERDICT_PATHS that differ between `commit` and HEAD.
+
+    Raises:
+        subprocess.CalledProcessError: git cannot compare them (an unknown commit): never read as "nothing changed".
+    """
+    done = subprocess.run(["git", "diff", "--name-only", commit, "HEAD", "--", *VERDICT_PATHS], cwd=root,
+                          capture_output=True, text=True, check=True)
+    return done.stdout.split()
+
+
 def cpu() -> str:
     """The CPU model and whether it has VNNI: dynamically quantized int8 matrix products take another code path in
     ONNX Runtime without it, so int8 scores can differ between machines."""
