@@ -208,6 +208,29 @@ def step_metrics(logits: np.ndarray, rows) -> dict[str, float]:
     return metrics
 
 
+def holdout_metrics(model: SafetyModel, traces: list[dict], vocabulary: frozenset[str], tokenizer) -> dict:
+    """A fold's held-out writers, judged as the filter judges a trace (its worst step, every view), for watching how
+    a recipe generalises epoch by epoch; reporting only, never used to pick the epoch. Logits are uncalibrated,
+    so the measures do not depend on a threshold: ROC AUC of the worst step's `harmful` logit, and recall at the
+    cut that flags 5% of hard negatives (about where `balanced` runs)."""
+    views = [step_views([s["text"] for s in t["steps"]], vocabulary, context=True) for t in traces]
+    texts = sorted({text for trace in views for own in trace for text in own})
+    harmful = dict(zip(texts, predict_logits(model, [(t, ()) for t in texts], tokenizer)[:, -1]))
+    worst = np.array([max(harmful[text] for own in trace for text in own) for trace in views])
+    bad = np.array([t["label"] == "harmful" for t in traces])
+    hard = np.array([t["hard_negative"] and t["label"] != "harmful" for t in traces])
+    # AUC as the chance a harmful trace outranks a safe one (ties count half)
+    ranks = np.argsort(np.argsort(worst, kind="stable"), kind="stable") + 1.0
+    for value in np.unique(worst):  # average ranks over ties
+        tied = worst == value
+        ranks[tied] = ranks[tied].mean()
+    n_bad, n_safe = int(bad.sum()), int((~bad).sum())
+    auc = (ranks[bad].sum() - n_bad * (n_bad + 1) / 2) / (n_bad * n_safe) if n_bad and n_safe else 0.0
+    cut = np.quantile(worst[hard], 0.95) if hard.any() else np.inf
+    return {"holdout_traces": len(traces), "holdout_auc": round(float(auc), 4),
+            "holdout_recall_at_hn05": round(float((worst[bad] > cut).mean()), 4) if n_bad else 0.0}
+
+
 def fit_calibration(logits: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-output Platt scaling, sigmoid(a * logit + c), fitted by log loss on the val split's steps.
 
@@ -228,7 +251,7 @@ def fit_calibration(logits: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, 
     return np.array(scales, dtype=np.float32), np.array(offsets, dtype=np.float32)
 
 
-def train(writers: Writers, epochs: int, lr: float) -> dict:
+def train(writers: Writers, epochs: int, lr: float, *, watch: bool = False) -> dict:
     from transformers import AutoModel, AutoTokenizer
 
     random.seed(SEED)
@@ -245,6 +268,8 @@ def train(writers: Writers, epochs: int, lr: float) -> dict:
     vocabulary = load_vocabulary(base / "tokenizer.json")
     grouped = step_examples(writers.rows(CORPUS, splits={"train"}), vocabulary)
     val_rows = all_rows(step_examples(writers.rows(CORPUS, splits={"val"}), vocabulary))
+    held_out = [r for r in Writers(through=writers.through).rows(CORPUS, splits={"train", "val", "test"})
+                if r["writer"] in writers.holdout] if watch else []
     encoder = AutoModel.from_pretrained(base, attn_implementation="eager")
     encoder.embeddings.word_embeddings.weight.requires_grad_(False)
     model = SafetyModel(encoder)
@@ -277,6 +302,8 @@ def train(writers: Writers, epochs: int, lr: float) -> dict:
             scheduler.step()
             optimizer.zero_grad()
         metrics = step_metrics(predict_logits(model, val_rows, tokenizer), val_rows)
+        if held_out:
+            metrics.update(holdout_metrics(model, held_out, vocabulary, tokenizer))
         history.append({"epoch": epoch + 1, "rows": len(rows), "minutes": round((time.time() - started) / 60, 1),
                         **metrics})
         print(json.dumps(history[-1]), flush=True)
@@ -440,6 +467,8 @@ def main() -> None:
     corpus_writers.add_arguments(parser)
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--lr", type=float, default=LR)
+    parser.add_argument("--watch-holdout", action="store_true",
+                        help="with --holdout: judge the held-out writers' traces after every epoch (reporting only)")
     parser.add_argument("--int8-only", action="store_true", help="skip the fp16 artifact and the card (folds)")
     parser.add_argument("--export-only", action="store_true", help="export the last checkpoint without training")
     parser.add_argument("--lexical-only", action="store_true",
@@ -455,7 +484,7 @@ def main() -> None:
     if args.export_only or args.lexical_only:
         state, summary = torch.load(checkpoint), json.loads((work / "training.json").read_text())
     else:
-        trained = train(writers, args.epochs, args.lr)
+        trained = train(writers, args.epochs, args.lr, watch=args.watch_holdout)
         state, summary = trained["state"], trained["summary"]
         work.mkdir(parents=True, exist_ok=True)
         torch.save(state, checkpoint)
