@@ -1,6 +1,7 @@
 """Train the cross-writer folds: for each group of writers, a safety model and gate that never saw them.
 
-    python -m models.folds            # every fold whose models are missing or older than the corpus
+    python -m models.folds            # every fold whose models are missing, older than the corpus, or
+                                      # trained from other writers
     python -m models.folds --only b   # one fold
     python -m models.folds --through w29   # from writers w01-w29 only, as the shipped models (`make folds`)
 
@@ -14,6 +15,7 @@ held-out writers.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -34,9 +36,12 @@ def model_dir(fold: str) -> Path:
     return FOLDS_DIR / fold / "models"
 
 
-def up_to_date(fold: str) -> bool:
-    model = model_dir(fold) / "safety-minilm" / "model.int8.onnx"
-    return model.exists() and model.stat().st_mtime > CORPUS.stat().st_mtime
+def up_to_date(fold: str, through: str = "") -> bool:
+    """Trained after the corpus was last built, and from the same writers (`fold.json`, written when both models
+    are done): a fold trained with another `--through` is stale."""
+    model, record = model_dir(fold) / "safety-minilm" / "model.int8.onnx", model_dir(fold) / "fold.json"
+    return (model.exists() and record.exists() and model.stat().st_mtime > CORPUS.stat().st_mtime
+            and json.loads(record.read_text()).get("through_writer") == (through or None))
 
 
 def train(fold: str, through: str = "") -> None:
@@ -48,6 +53,8 @@ def train(fold: str, through: str = "") -> None:
                *extra]
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT)
+    (out / "fold.json").write_text(json.dumps({"holdout_writers": list(FOLDS[fold]), "through_writer": through or None},
+                                              indent=2) + "\n")
 
 
 def main() -> None:
@@ -57,7 +64,7 @@ def main() -> None:
                         help="train on the writers up to this one only, as the shipped models were (default: all)")
     args = parser.parse_args()
     for fold in [args.only] if args.only else sorted(FOLDS):
-        if up_to_date(fold):
+        if up_to_date(fold, args.through):
             print(f"fold {fold}: up to date")
             continue
         train(fold, args.through)

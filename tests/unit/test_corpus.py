@@ -143,3 +143,25 @@ def test_the_writers_through_one_are_the_corpus_as_it_stood_then(written, tmp_pa
         == ["w91-0001"]
     with pytest.raises(SystemExit, match="w89"):
         Writers(through="w89").lines(grown)
+
+
+def test_a_fold_from_other_writers_is_not_up_to_date(tmp_path, monkeypatch):
+    """`make folds` must retrain a fold trained with another --through, not keep it because it is newer."""
+    import os
+
+    from models import folds
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("{}\n")
+    monkeypatch.setattr(folds, "CORPUS", corpus)
+    monkeypatch.setattr(folds, "FOLDS_DIR", tmp_path / "folds")
+    model = folds.model_dir("a") / "safety-minilm" / "model.int8.onnx"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"onnx")
+    os.utime(corpus, (1, 1))  # the model is newer than the corpus
+    assert not folds.up_to_date("a", "w29")  # no record of the writers it learned from
+    (folds.model_dir("a") / "fold.json").write_text('{"through_writer": "w29"}')
+    assert folds.up_to_date("a", "w29")
+    assert not folds.up_to_date("a", "")  # trained through w29, asked for every writer
+    os.utime(model, (0, 0))
+    assert not folds.up_to_date("a", "w29")  # the corpus was rebuilt after the training
