@@ -4,6 +4,7 @@
                                       # trained from other writers
     python -m models.folds --only b   # one fold
     python -m models.folds --through w29   # from writers w01-w29 only, as the shipped models (`make folds`)
+    python -m models.folds --only a --epochs 4 --watch-holdout   # a recipe variant, watched epoch by epoch
 
 Writers fall in four groups of eight to ten, each mixing slices (categories, the four ordinary-reasoning writers
 apart, the three seeded writers apart), so every fold still trains on every kind of trace. Leaving a quarter of the
@@ -36,25 +37,33 @@ def model_dir(fold: str) -> Path:
     return FOLDS_DIR / fold / "models"
 
 
-def up_to_date(fold: str, through: str = "") -> bool:
-    """Trained after the corpus was last built, and from the same writers (`fold.json`, written when both models
-    are done): a fold trained with another `--through` is stale."""
+def recipe(through: str = "", epochs: int | None = None) -> dict:
+    """What `fold.json` records of a fold's training: the writers read and the epochs (None: the recipe's own)."""
+    return {"through_writer": through or None, "epochs": epochs}
+
+
+def up_to_date(fold: str, through: str = "", epochs: int | None = None) -> bool:
+    """Trained after the corpus was last built, from the same writers and for as many epochs (`fold.json`, written
+    when both models are done): a fold trained with another `--through` or `--epochs` is stale."""
     model, record = model_dir(fold) / "safety-minilm" / "model.int8.onnx", model_dir(fold) / "fold.json"
-    return (model.exists() and record.exists() and model.stat().st_mtime > CORPUS.stat().st_mtime
-            and json.loads(record.read_text()).get("through_writer") == (through or None))
+    if not (model.exists() and record.exists() and model.stat().st_mtime > CORPUS.stat().st_mtime):
+        return False
+    saved = json.loads(record.read_text())
+    return {key: saved.get(key) for key in ("through_writer", "epochs")} == recipe(through, epochs)
 
 
-def train(fold: str, through: str = "") -> None:
+def train(fold: str, through: str = "", epochs: int | None = None, *, watch: bool = False) -> None:
     holdout = ",".join(FOLDS[fold])
     out = model_dir(fold)
+    safety = ["--int8-only", *(["--epochs", str(epochs)] if epochs else []), *(["--watch-holdout"] if watch else [])]
     for module, folder, extra in (("models.train_gate", "static-minilm", []),
-                                  ("models.train_safety", "safety-minilm", ["--int8-only"])):
+                                  ("models.train_safety", "safety-minilm", safety)):
         cmd = [sys.executable, "-m", module, "--holdout", holdout, "--through", through, "--out", str(out / folder),
                *extra]
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT)
-    (out / "fold.json").write_text(json.dumps({"holdout_writers": list(FOLDS[fold]), "through_writer": through or None},
-                                              indent=2) + "\n")
+    record = {"holdout_writers": list(FOLDS[fold]), **recipe(through, epochs)}
+    (out / "fold.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 def main() -> None:
@@ -62,12 +71,16 @@ def main() -> None:
     parser.add_argument("--only", choices=sorted(FOLDS))
     parser.add_argument("--through", default="", metavar="WRITER",
                         help="train on the writers up to this one only, as the shipped models were (default: all)")
+    parser.add_argument("--epochs", type=int, default=None, help="train the safety model this long (default: "
+                        "the recipe's, models/train_safety.py)")
+    parser.add_argument("--watch-holdout", action="store_true",
+                        help="report the held-out writers' scores after every epoch (models/train_safety.py)")
     args = parser.parse_args()
     for fold in [args.only] if args.only else sorted(FOLDS):
-        if up_to_date(fold, args.through):
+        if up_to_date(fold, args.through, args.epochs):
             print(f"fold {fold}: up to date")
             continue
-        train(fold, args.through)
+        train(fold, args.through, args.epochs, watch=args.watch_holdout)
 
 
 if __name__ == "__main__":

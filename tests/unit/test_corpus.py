@@ -145,8 +145,9 @@ def test_the_writers_through_one_are_the_corpus_as_it_stood_then(written, tmp_pa
         Writers(through="w89").lines(grown)
 
 
-def test_a_fold_from_other_writers_is_not_up_to_date(tmp_path, monkeypatch):
-    """`make folds` must retrain a fold trained with another --through, not keep it because it is newer."""
+def test_a_fold_from_other_writers_or_epochs_is_not_up_to_date(tmp_path, monkeypatch):
+    """`make folds` must retrain a fold trained with another --through or --epochs, not keep it because it is
+    newer."""
     import os
 
     from models import folds
@@ -160,8 +161,9 @@ def test_a_fold_from_other_writers_is_not_up_to_date(tmp_path, monkeypatch):
     model.write_bytes(b"onnx")
     os.utime(corpus, (1, 1))  # the model is newer than the corpus
     assert not folds.up_to_date("a", "w29")  # no record of the writers it learned from
-    (folds.model_dir("a") / "fold.json").write_text('{"through_writer": "w29"}')
+    (folds.model_dir("a") / "fold.json").write_text('{"through_writer": "w29", "epochs": null}')
     assert folds.up_to_date("a", "w29")
     assert not folds.up_to_date("a", "")  # trained through w29, asked for every writer
+    assert not folds.up_to_date("a", "w29", epochs=4)  # trained for the recipe's epochs, asked for four
     os.utime(model, (0, 0))
     assert not folds.up_to_date("a", "w29")  # the corpus was rebuilt after the training
