@@ -219,16 +219,11 @@ def holdout_metrics(model: SafetyModel, traces: list[dict], vocabulary: frozense
     worst = np.array([max(harmful[text] for own in trace for text in own) for trace in views])
     bad = np.array([t["label"] == "harmful" for t in traces])
     hard = np.array([t["hard_negative"] and t["label"] != "harmful" for t in traces])
-    # AUC as the chance a harmful trace outranks a safe one (ties count half)
-    ranks = np.argsort(np.argsort(worst, kind="stable"), kind="stable") + 1.0
-    for value in np.unique(worst):  # average ranks over ties
-        tied = worst == value
-        ranks[tied] = ranks[tied].mean()
-    n_bad, n_safe = int(bad.sum()), int((~bad).sum())
-    auc = (ranks[bad].sum() - n_bad * (n_bad + 1) / 2) / (n_bad * n_safe) if n_bad and n_safe else 0.0
-    cut = np.quantile(worst[hard], 0.95) if hard.any() else np.inf
-    return {"holdout_traces": len(traces), "holdout_auc": round(float(auc), 4),
-            "holdout_recall_at_hn05": round(float((worst[bad] > cut).mean()), 4) if n_bad else 0.0}
+    from sklearn.metrics import roc_auc_score
+
+    cut = np.quantile(worst[hard], 0.95)
+    return {"holdout_traces": len(traces), "holdout_auc": round(float(roc_auc_score(bad, worst)), 4),
+            "holdout_recall_at_hn05": round(float((worst[bad] > cut).mean()), 4)}
 
 
 def fit_calibration(logits: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -270,6 +265,9 @@ def train(writers: Writers, epochs: int, lr: float, *, watch: bool = False) -> d
     val_rows = all_rows(step_examples(writers.rows(CORPUS, splits={"val"}), vocabulary))
     held_out = [r for r in Writers(through=writers.through).rows(CORPUS, splits={"train", "val", "test"})
                 if r["writer"] in writers.holdout] if watch else []
+    if watch and not (any(r["label"] == "harmful" for r in held_out)
+                      and any(r["label"] == "safe" and r["hard_negative"] for r in held_out)):
+        raise SystemExit("--watch-holdout: the held-out writers (--holdout) need harmful traces and hard negatives")
     encoder = AutoModel.from_pretrained(base, attn_implementation="eager")
     encoder.embeddings.word_embeddings.weight.requires_grad_(False)
     model = SafetyModel(encoder)
