@@ -1,8 +1,12 @@
 """The evasion corpus (tests/fixtures/evasion.py) through the shipped `balanced` profile: each harmful fixture trace
 with its decisive step disguised twelve ways must get the verdict of its plain form.
 
-Each obfuscation's test lists its known departures exactly, so a new bypass fails it and so does a fixed one (then
-the entry goes). The known ones, with why:
+A departure is weaker (a bypass: the disguise bought a milder verdict) or stricter. Each obfuscation's test fails on
+any weaker departure it does not list, so a new bypass fails it. It does not demand every listed one: the int8
+models' scores depend on the CPU's arithmetic (VNNI or not), so a verdict near a threshold can differ between
+machines, and the list is the union of what the project's machines showed (on a machine without VNNI, the leetspeak
+bypasses of de-03 and dx-02 do not occur and rot13 reads rh-03 more strongly). Stricter departures never fail it;
+they are listed to say why they happen. The known ones, with why:
 - the disguise merges steps (a base64 or reversed blob has no sentence end for the segmenter), and redacting the one
   merged step is redacting all of the trace, which the profile blocks: stricter, not a bypass;
 - the safety model names a different category on the decoded text, and the two categories' strongest actions
@@ -15,6 +19,7 @@ from __future__ import annotations
 import pytest
 
 from safepath import FilterResult
+from safepath.types import Verdict
 from tests.fixtures.evasion import OBFUSCATIONS, disguise, harmful_traces
 
 # obfuscation -> {trace id: (plain verdict, disguised verdict)}. Weaker ones are bypasses still open.
@@ -25,6 +30,7 @@ _DECODED_STRONGER = {"rh-03-grader-format": ("flag", "redact")}
 KNOWN: dict[str, dict[str, tuple[str, str]]] = {
     "base64": {**_MERGED, **_DECODED_STRONGER},
     "hex": {**_MERGED, **_DECODED_STRONGER},
+    "rot13": _DECODED_STRONGER,  # without VNNI
     "base64_twice": {**_MERGED, **_DECODED_STRONGER},
     "base64_of_rot13": {**_MERGED, **_DECODED_STRONGER},
     "capital_homoglyphs": _DECODED_STRONGER,
@@ -69,4 +75,6 @@ def test_a_disguised_step_gets_the_verdict_of_its_plain_form(patient_balanced, c
         for (trace, plain, _), result in zip(caught, disguised)
         if result.verdict is not plain.verdict
     }
-    assert departures == KNOWN.get(obfuscation, {})
+    weaker = {tid: pair for tid, pair in departures.items() if Verdict(pair[1]).rank < Verdict(pair[0]).rank}
+    known = KNOWN.get(obfuscation, {})
+    assert {tid: pair for tid, pair in weaker.items() if known.get(tid) != pair} == {}  # a new bypass
