@@ -208,15 +208,22 @@ def step_metrics(logits: np.ndarray, rows) -> dict[str, float]:
     return metrics
 
 
+def trace_logits(model: SafetyModel, traces: list[dict], vocabulary: frozenset[str], tokenizer) -> list[np.ndarray]:
+    """Each trace's step logits as the filter reads them: one row per step, the highest over the step's views
+    (plain, decoded, folded), each view with its context; every distinct input scored once."""
+    views = [step_views([s["text"] for s in t["steps"]], vocabulary, context=True) for t in traces]
+    texts = sorted({text for trace in views for own in trace for text in own})
+    logits = dict(zip(texts, predict_logits(model, [(t, ()) for t in texts], tokenizer)))
+    return [np.array([np.max([logits[t] for t in own], axis=0) for own in trace]).reshape(-1, len(LABELS))
+            for trace in views]
+
+
 def holdout_metrics(model: SafetyModel, traces: list[dict], vocabulary: frozenset[str], tokenizer) -> dict:
     """A fold's held-out writers, judged as the filter judges a trace (its worst step, every view), for watching how
     a recipe generalises epoch by epoch; reporting only, never used to pick the epoch. Logits are uncalibrated,
     so the measures do not depend on a threshold: ROC AUC of the worst step's `harmful` logit, and recall at the
     cut that flags 5% of hard negatives (about where `balanced` runs)."""
-    views = [step_views([s["text"] for s in t["steps"]], vocabulary, context=True) for t in traces]
-    texts = sorted({text for trace in views for own in trace for text in own})
-    harmful = dict(zip(texts, predict_logits(model, [(t, ()) for t in texts], tokenizer)[:, -1]))
-    worst = np.array([max(harmful[text] for own in trace for text in own) for trace in views])
+    worst = np.array([steps[:, -1].max() for steps in trace_logits(model, traces, vocabulary, tokenizer)])
     bad = np.array([t["label"] == "harmful" for t in traces])
     hard = np.array([t["hard_negative"] and t["label"] != "harmful" for t in traces])
     from sklearn.metrics import roc_auc_score
@@ -349,11 +356,7 @@ def fit_lexical(state: dict, writers: Writers, out_dir: Path) -> dict:
     model = SafetyModel(AutoModel.from_pretrained(base, attn_implementation="eager"))
     model.load_state_dict(state)
     val = writers.rows(CORPUS, splits={"val"})
-    views = [step_views([s["text"] for s in r["steps"]], vocabulary, context=True) for r in val]
-    texts = sorted({t for trace in views for own in trace for t in own})
-    logits = dict(zip(texts, predict_logits(model, [(t, ()) for t in texts], tokenizer)))
-    per_trace = [np.array([np.max([logits[t] for t in own], axis=0) for own in trace]).reshape(-1, len(LABELS))
-                 for trace in views]
+    per_trace = trace_logits(model, val, vocabulary, tokenizer)
     fitted = train_lexical.fit(writers.rows(CORPUS, splits={"train"}), val, per_trace, LABELS)
     out_dir.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out_dir / "lexical.npz", **fitted["arrays"])
