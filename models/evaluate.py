@@ -1,7 +1,7 @@
-"""Evaluate every profile and each stage alone on four sets; write docs/EVALUATION.md.
+"""Evaluate every profile and each stage alone on five sets; write docs/EVALUATION.md.
 
     python -m models.evaluate                    # everything (the folds' models must exist: `make folds`)
-    python -m models.evaluate --quick            # profiles only, corpus test split, dev and HarmBench
+    python -m models.evaluate --quick            # profiles only: corpus test split, unseen writers, dev, HarmBench
     python -m models.evaluate --quick --folds a  # and the cross-writer rows of the folds built so far, profiles only
     python -m models.evaluate --quick --folds b --add   # add fold b's rows to the last report (a fold an hour)
     python -m models.evaluate --render-only      # rewrite docs/EVALUATION.md from build/eval/results.json
@@ -11,6 +11,8 @@ Sets (none trained or tuned anything it scores):
 
 - **corpus test**: the written corpus's `test` split (models/data/corpus.jsonl): pairs and writers seen in training,
   traces not.
+- **unseen writers**: every trace of the writers who joined the corpus after the shipped models were trained
+  (`newest_writer_read`): a cross-writer measure of the shipped models themselves, with no training.
 - **cross-writer**: each fold's models (`make folds`: models/train_safety.py and models/train_gate.py with
   `--holdout`) judge the traces of the writers they never saw; the folds together cover every writer once.
 - **dev**: shared/eval/dev.jsonl (`--dev`, default ../shared/eval/dev.jsonl), written apart from the corpus. Used to
@@ -28,6 +30,7 @@ profile (the same loader and scoring: safepath.evaluation); on dev.jsonl the two
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import time
@@ -62,6 +65,39 @@ def corpus_examples(*, split: str | None = None, writers: tuple[str, ...] = ()) 
     rows = map(json.loads, CORPUS.read_text(encoding="utf-8").splitlines())
     return [parse_example(row) for row in rows
             if (not split or row["split"] == split) and (not writers or row["writer"] in writers)]
+
+
+def newest_writer_read(models: Path, corpus: Path = CORPUS) -> str | None:
+    """The newest writer the safety model and the gate in `models` learned from, or None where their records do not
+    tell (the report then leaves the unseen writers out).
+
+    Each records `through_writer` when trained with `--through`. A safety model trained on the whole corpus of its day
+    records None there, but it also records the sha256 of the corpus it read, and the writers up to wNN make up a
+    fixed prefix of the corpus (models/corpus/writers.py), so the writer whose prefix has that hash is the newest it
+    read. A gate trained before gates recorded anything is taken to have read what the safety model read (`make
+    models` trains both from the same writers)."""
+    summary = json.loads((models / "safety-minilm" / "training.json").read_text())
+    gate = json.loads((models / "static-minilm" / "gate.json").read_text())["trained_on"]
+    if summary.get("holdout_writers") or gate.get("holdout_writers"):
+        return None  # a fold's models: the writers they never read are the fold's, not the newest
+    lines = corpus.read_text(encoding="utf-8").splitlines(keepends=True)
+    writers = [json.loads(line)["writer"] for line in lines]
+    through = summary.get("through_writer") or next(
+        (w for w in sorted(set(writers))
+         if hashlib.sha256("".join(line for line, writer in zip(lines, writers) if writer <= w).encode("utf-8"))
+         .hexdigest() == summary.get("corpus_sha256")), None)
+    if "through_writer" not in gate:
+        return through
+    if through is None or gate["through_writer"] is None:
+        return None  # a gate trained on the whole corpus of its day, which its record does not name
+    return max(through, gate["through_writer"])
+
+
+def unseen_writers(models: Path, corpus: Path = CORPUS) -> list[str]:
+    """The corpus's writers newer than any the models in `models` learned from (none where that is unknown)."""
+    through = newest_writer_read(models, corpus)
+    writers = {json.loads(line)["writer"] for line in corpus.read_text(encoding="utf-8").splitlines()}
+    return sorted(w for w in writers if through is not None and w > through)
 
 
 def variant(profiles: ProfileSet, name: str, stages: list[str],
@@ -157,6 +193,9 @@ def main(argv: list[str] | None = None) -> None:
 
     if not args.add:
         datasets = {"corpus_test": corpus_examples(split="test")}
+        if unseen := unseen_writers(RuntimeSettings().model_dir):
+            datasets["unseen_writers"] = corpus_examples(writers=tuple(unseen))
+            measured_on["unseen_writers"] = unseen
         for name, path in (("dev", args.dev), ("harmbench", HARMBENCH)):
             if path.exists():
                 datasets[name] = load_dataset(path)
@@ -267,8 +306,11 @@ def _f(value: float | None) -> str:
 
 def render(results: dict, measured_on: dict) -> str:
     """docs/EVALUATION.md from the results and what they were measured on (models.provenance)."""
-    sets = {"corpus_test": "Corpus test split", "cross_writer": "Cross-writer (each writer judged by models that never "
-            "saw it)", "dev": "shared/eval/dev.jsonl", "harmbench": "HarmBench (comply and refuse traces)"}
+    unseen = measured_on.get("unseen_writers") or ["?"]
+    sets = {"corpus_test": "Corpus test split",
+            "unseen_writers": f"Writers the shipped models never read ({unseen[0]}-{unseen[-1]}, every split)",
+            "cross_writer": "Cross-writer (each writer judged by models that never saw it)",
+            "dev": "shared/eval/dev.jsonl", "harmbench": "HarmBench (comply and refuse traces)"}
     measured_folds = sorted({k.removeprefix("cross_writer_") for r in results.values() for k in r["reports"]
                              if k.startswith("cross_writer_")})
     lines = [
@@ -430,7 +472,7 @@ def render_cascade(sweep: dict, measured_on: dict | None = None) -> str:
 
 NOTES = """## Reading these numbers
 
-- Folds: writers in four groups of eight to ten (models/folds.py), each group held out from one fold's safety
+- Folds: writers in four groups of eleven or twelve (models/folds.py), each group held out from one fold's safety
   model and gate; the semantic model is not trained on the corpus. A fold trains by the shipped models' recipe on the
   writers they learned from (`make folds`: through w29, corpus v2.1) less its own group, and is judged on its group's
   traces, later writers included. Leaving a quarter of the writers out at once is stricter than leaving one out.

@@ -275,3 +275,41 @@ def test_a_report_without_a_sweep_keeps_the_saved_cascade_section(tmp_path: Path
     text = models.evaluate.with_saved_cascade(models.evaluate.render({}, {"commit": "def5678"}))
     assert "| 0.05 | 25.0% |  |" in text and "commit abc1234" in text.split("## Cascade")[1]
     assert text.index("## Cascade") < text.index("## Reading these numbers")
+
+
+def test_unseen_writers_are_those_newer_than_the_models_records(tmp_path):
+    """The shipped models' records name (or, by the corpus hash, imply) the newest writer they read; the report's
+    unseen-writers rows are every later writer, and none where the records cannot tell."""
+    import hashlib
+
+    from models.evaluate import newest_writer_read, unseen_writers
+
+    lines = [json.dumps({"id": f"{w}-000{i}", "writer": w}) + "\n" for w in ("w01", "w02", "w03") for i in (1, 2)]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(lines), encoding="utf-8")
+    (tmp_path / "safety-minilm").mkdir()
+    (tmp_path / "static-minilm").mkdir()
+
+    def models(safety: dict, gate: dict) -> Path:
+        (tmp_path / "safety-minilm" / "training.json").write_text(json.dumps({"holdout_writers": [], **safety}))
+        (tmp_path / "static-minilm" / "gate.json").write_text(json.dumps({"trained_on": gate}))
+        return tmp_path
+
+    through_w02 = {"through_writer": None, "corpus_sha256": hashlib.sha256("".join(lines[:4]).encode()).hexdigest()}
+    assert newest_writer_read(models(through_w02, {}), corpus) == "w02"  # by the hash; an old gate follows it
+    assert unseen_writers(tmp_path, corpus) == ["w03"]
+    assert newest_writer_read(models({"through_writer": "w01"}, {"through_writer": "w02"}), corpus) == "w02"
+    assert newest_writer_read(models(through_w02, {"through_writer": None}), corpus) is None  # gate read all
+    assert newest_writer_read(models({"through_writer": None, "corpus_sha256": "0" * 64}, {}), corpus) is None
+    assert unseen_writers(tmp_path, corpus) == []
+    assert newest_writer_read(models({"through_writer": "w01", "holdout_writers": ["w02"]}, {}), corpus) is None
+
+
+def test_unseen_writer_rows_name_the_writers(tiny_filter):
+    from models.evaluate import render
+
+    report = evaluate(tiny_filter, load_dataset(EVAL_SET), dataset="unseen_writers").model_dump()
+    text = render({"profile:balanced": {"reports": {"unseen_writers": report}, "cascade": {}}},
+                  {"commit": "abc1234", "unseen_writers": ["w30", "w31", "w46"]})
+    assert "## Writers the shipped models never read (w30-w46, every split)" in text
+    assert f"| profile:balanced | {report['precision']:.3f} |" in text
