@@ -93,11 +93,14 @@ def newest_writer_read(models: Path, corpus: Path = CORPUS) -> str | None:
     return max(through, gate["through_writer"])
 
 
-def unseen_writers(models: Path, corpus: Path = CORPUS) -> list[str]:
-    """The corpus's writers newer than any the models in `models` learned from (none where that is unknown)."""
-    through = newest_writer_read(models, corpus)
+def unseen_writers(*folders: Path, corpus: Path = CORPUS) -> list[str]:
+    """The corpus's writers newer than any the models in every one of `folders` learned from (none where a record
+    cannot tell)."""
+    newest = [newest_writer_read(folder, corpus) for folder in folders]
+    if None in newest:
+        return []
     writers = {json.loads(line)["writer"] for line in corpus.read_text(encoding="utf-8").splitlines()}
-    return sorted(w for w in writers if through is not None and w > through)
+    return sorted(w for w in writers if w > max(newest))
 
 
 def variant(profiles: ProfileSet, name: str, stages: list[str],
@@ -136,13 +139,18 @@ def configurations(profiles: ProfileSet, quick: bool) -> list[tuple[str, Profile
     return out
 
 
-def fold_settings(fold: str) -> RuntimeSettings:
-    """The runtime settings of one fold: its own safety model and gate, the shipped semantic model."""
-    folder = model_dir(fold)
+def settings_for(folder: Path) -> RuntimeSettings:
+    """Runtime settings reading the models in `folder`: its own safety model and gate, and the shipped semantic model
+    linked in where it has none (trainings on the corpus leave the semantic model alone)."""
     semantic = folder / "semantic-minilm"
     if not semantic.exists():
         semantic.symlink_to(ROOT / "models" / "semantic-minilm")
     return RuntimeSettings(model_dir=folder)
+
+
+def fold_settings(fold: str) -> RuntimeSettings:
+    """The runtime settings of one fold: its own safety model and gate, the shipped semantic model."""
+    return settings_for(model_dir(fold))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -297,11 +297,11 @@ def test_unseen_writers_are_those_newer_than_the_models_records(tmp_path):
 
     through_w02 = {"through_writer": None, "corpus_sha256": hashlib.sha256("".join(lines[:4]).encode()).hexdigest()}
     assert newest_writer_read(models(through_w02, {}), corpus) == "w02"  # by the hash; an old gate follows it
-    assert unseen_writers(tmp_path, corpus) == ["w03"]
+    assert unseen_writers(tmp_path, corpus=corpus) == ["w03"]
     assert newest_writer_read(models({"through_writer": "w01"}, {"through_writer": "w02"}), corpus) == "w02"
     assert newest_writer_read(models(through_w02, {"through_writer": None}), corpus) is None  # gate read all
     assert newest_writer_read(models({"through_writer": None, "corpus_sha256": "0" * 64}, {}), corpus) is None
-    assert unseen_writers(tmp_path, corpus) == []
+    assert unseen_writers(tmp_path, corpus=corpus) == []
     assert newest_writer_read(models({"through_writer": "w01", "holdout_writers": ["w02"]}, {}), corpus) is None
 
 
@@ -313,3 +313,14 @@ def test_unseen_writer_rows_name_the_writers(tiny_filter):
                   {"commit": "abc1234", "unseen_writers": ["w30", "w31", "w46"]})
     assert "## Writers the shipped models never read (w30-w46, every split)" in text
     assert f"| profile:balanced | {report['precision']:.3f} |" in text
+
+
+def test_candidate_table_puts_the_models_side_by_side(tiny_filter):
+    from models.compare import table
+
+    report = evaluate(tiny_filter, load_dataset(EVAL_SET), dataset="dev")
+    text = table({"shipped": {"dev": report}, "candidate": {"dev": report}}).splitlines()
+    assert text[0] == "| set | metric | shipped | candidate |"
+    assert text[2] == f"| dev ({report.examples}) | precision | {report.precision:.3f} | {report.precision:.3f} |"
+    assert f"|  | F1 | {report.f1:.3f} | {report.f1:.3f} |" in text
+    assert any(line.startswith("|  | recall: ") for line in text) == bool(report.per_category)
