@@ -382,10 +382,11 @@ def export(state: dict, out_dir: Path, work: Path, *, int8_only: bool) -> None:
     (out_dir / "labels.json").write_text(json.dumps(list(LABELS), indent=2) + "\n")
 
 
-def agreement_report(out_dir: Path, work: Path) -> dict:
-    """int8 (and fp16, on CPU) against the fp32 export, on the val split's inputs (reporting only)."""
+def agreement_report(out_dir: Path, work: Path, writers: Writers) -> dict:
+    """int8 (and fp16, on CPU) against the fp32 export, on the val split's inputs of the writers trained on
+    (reporting only)."""
     vocabulary = load_vocabulary(out_dir / "tokenizer.json")
-    texts = [t for t, _ in all_rows(step_examples(Writers().rows(CORPUS, splits={"val"}), vocabulary))]
+    texts = [t for t, _ in all_rows(step_examples(writers.rows(CORPUS, splits={"val"}), vocabulary))]
     report: dict = {"val_inputs": len(texts)}
     for name in ("model.int8.onnx", "model.fp16.onnx"):
         if (out_dir / name).exists():
@@ -498,7 +499,7 @@ def main() -> None:
     export(state, args.out, work, int8_only=args.int8_only)
     if args.int8_only:
         return
-    summary["agreement"] = agreement_report(args.out, work)
+    summary["agreement"] = agreement_report(args.out, work, writers)
     summary["corpus_sha256"] = writers.sha256(CORPUS)  # of the corpus read: with --through, an earlier version's
     summary["artifacts_sha256"] = {
         p.name: hashlib.sha256(p.read_bytes()).hexdigest()
