@@ -128,9 +128,9 @@ eval-data: install
 	$(BIN)/python -m models.harmbench_traces
 
 ## Retrain the learned stages from the corpus (about an hour on two cores). Not needed to serve.
-## The shipped models learned from corpus v2.1, the writers through w29 (models/corpus/writers.py): the corpus has
-## grown since, and `make models CORPUS_THROUGH=` trains on all of it.
-CORPUS_THROUGH ?= w29
+## The shipped models learned from corpus v2.4, the writers through w56 (models/corpus/writers.py): the corpus has
+## grown since (w57-w60 were written for measuring them), and `make models CORPUS_THROUGH=` trains on all of it.
+CORPUS_THROUGH ?= w56
 models: $(TRAIN_STAMP) data
 	$(BIN)/python -m models.train_gate --through "$(CORPUS_THROUGH)"
 	$(BIN)/python -m models.train_safety --through "$(CORPUS_THROUGH)"

@@ -30,7 +30,7 @@ def test_the_guard_filter_runs_without_cache_metrics_or_audit(guarded_filter):
     assert guarded_filter.metrics.backend == "off"
 
 
-def test_every_call_on_a_benign_trace_runs_both_transformers_alike(guarded_filter):
+def test_every_call_on_a_benign_trace_does_the_same_model_work(guarded_filter):
     short, long = filter_traces()
     benign = [t for t in short if "audit logging" not in t] + [long]
     assert len(benign) == 4
@@ -44,7 +44,10 @@ def test_every_call_on_a_benign_trace_runs_both_transformers_alike(guarded_filte
             steps.append(tuple(m.steps_to_model - b for m, b in zip(models, before, strict=True)))
         passes.append(steps)
     assert passes[0] == passes[1]
-    assert all(safety > 0 and semantic > 0 for safety, semantic in passes[0]), passes[0]
+    # Every call reaches the safety model. The cascade gate may settle all of a short window's steps for the
+    # semantic stage (the gate trained on corpus v2.4 does so for one of the three), but not the workload's.
+    assert all(safety > 0 for safety, _ in passes[0]), passes[0]
+    assert sum(semantic for _, semantic in passes[0]) > 0, passes[0]
 
 
 def test_the_salted_short_trace_is_blocked_by_the_rules_before_the_models(guarded_filter):
