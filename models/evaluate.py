@@ -479,7 +479,7 @@ NOTES = """## Reading these numbers
 
 - Folds: writers in four groups of fifteen (models/folds.py), each group held out from one fold's safety
   model and gate; the semantic model is not trained on the corpus. A fold trains by the shipped models' recipe on the
-  writers they learned from (`make folds`: through w29, corpus v2.1) less its own group, and is judged on its group's
+  writers they learned from (`make folds`: through w56, corpus v2.4) less its own group, and is judged on its group's
   traces, later writers included. Leaving a quarter of the writers out at once is stricter than leaving one out.
 - dev.jsonl chose the epochs, thresholds and profile settings; its figures are therefore optimistic by some margin.
   The corpus test split shares writers and setups with training; the cross-writer rows are the harder measure.

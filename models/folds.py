@@ -3,7 +3,7 @@
     python -m models.folds            # every fold whose models are missing, older than the corpus, or
                                       # trained from other writers
     python -m models.folds --only b   # one fold
-    python -m models.folds --through w29   # from writers w01-w29 only, as the shipped models (`make folds`)
+    python -m models.folds --through w56   # from writers w01-w56 only, as the shipped models (`make folds`)
     python -m models.folds --only a --epochs 4 --watch-holdout   # a recipe variant, watched epoch by epoch
 
 Writers fall in four groups of eight to ten, each mixing slices (categories, the four ordinary-reasoning writers

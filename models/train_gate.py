@@ -3,7 +3,7 @@
     python -m models.train_gate                  # distil (once) and train the head into models/static-minilm/
     python -m models.train_gate --redistill      # distil again even if the static model exists
     python -m models.train_gate --holdout w03,w11 --out build/folds/a/static-minilm   # a cross-writer fold
-    python -m models.train_gate --through w29    # only writers w01-w29: corpus v2.1 (`make models`)
+    python -m models.train_gate --through w56    # only writers w01-w56: corpus v2.4 (`make models`)
 
 The static model depends only on the base MiniLM, so it is distilled once and kept; retraining touches only
 `gate.json` (the head, a few kB). The head reads a step's static embedding beside its predecessor's, identifiers

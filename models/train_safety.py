@@ -4,7 +4,7 @@
     python -m models.train_safety --export-only            # re-export the last checkpoint
     python -m models.train_safety --holdout w03,w11 --out build/folds/a/safety-minilm --int8-only
                                                            # a cross-writer fold: those writers never seen
-    python -m models.train_safety --through w29            # only writers w01-w29: corpus v2.1 (`make models`)
+    python -m models.train_safety --through w56            # only writers w01-w56: corpus v2.4 (`make models`)
 
 The classifier reads one step with the steps before it, identifiers masked, exactly as the filter builds it
 (`safepath.detectors.model_input.step_views`), and outputs `probs`: one sigmoid per category of the taxonomy plus
