@@ -127,7 +127,7 @@ data: install
 eval-data: install
 	$(BIN)/python -m models.harmbench_traces
 
-## Retrain the learned stages from the corpus (about an hour on two cores). Not needed to serve.
+## Retrain the learned stages from the corpus (about an hour and a half on two cores). Not needed to serve.
 ## The shipped models learned from corpus v2.4, the writers through w56 (models/corpus/writers.py): the corpus has
 ## grown since (w57-w60 were written for measuring them), and `make models CORPUS_THROUGH=` trains on all of it.
 CORPUS_THROUGH ?= w56
