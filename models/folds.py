@@ -6,7 +6,7 @@
     python -m models.folds --through w56   # from writers w01-w56 only, as the shipped models (`make folds`)
     python -m models.folds --only a --epochs 4 --watch-holdout   # a recipe variant, watched epoch by epoch
 
-Writers fall in four groups (fifteen each since w60), each mixing slices (categories, the four ordinary-reasoning writers
+Writers fall in four groups of fifteen, each mixing slices (categories, the four ordinary-reasoning writers
 apart, the three seeded writers apart), so every fold still trains on every kind of trace. Leaving a quarter of the
 writers out is stricter than leaving one out: each fold trains on three quarters of the corpus, and four trainings
 cover every writer once (sixty would not fit two cores). models/evaluate.py scores each fold on its
