@@ -12,8 +12,9 @@ machine slows both sides; a slower code path changes the ratio.
 
 Each round times reference, workload, reference, ... alternately and keeps the fastest of each (interference
 only ever adds time); the ratio of a workload is the median of its rounds. A workload fails when its ratio is more
-than `--threshold` (default 25%) above the baseline's; failing workloads are measured once more with twice the
-rounds, and only a regression seen both times fails the run (exit 1), so one noisy moment does not fail CI.
+than `--threshold` (default 25%; the rule stage's RE2 scans 50%, `RE2_THRESHOLD` says why) above the baseline's;
+failing workloads are measured once more with twice the rounds, and only a regression seen both times fails the run
+(exit 1), so one noisy moment does not fail CI.
 benchmarks/baseline.json keeps one baseline per CPU model (`baseline_for` says why); `--update-baseline` replaces
 this CPU's.
 
@@ -70,6 +71,14 @@ class Workload:
     what: str
     units: int = 1  # one call does this many (the filter workloads: traces); ratios and ms are per unit
     alternations: int = 5  # reference/workload pairs per round; fewer for the slow workloads
+    threshold: float | None = None  # this workload's own, where the machine's noise is wider than the file's
+
+
+# The rule stage's RE2 scans (C++) against the pure-Python reference drift with the host behind this project's masked
+# CPU name ("Intel(R) Xeon(R) Processor"): one commit (09399cf) measured rules_2k_matches at +3% and, five minutes
+# later with nothing else running, +27% to +31% on three runs in a row (2026-12-06). 50% still catches a scan gone
+# quadratic or a pattern set compiled per call.
+RE2_THRESHOLD = 0.5
 
 
 def _python_reference() -> Callable[[], object]:
@@ -187,9 +196,10 @@ def workloads(with_model: bool = True) -> tuple[dict[str, Reference], list[Workl
     clean_trace = [Trace(content=clean, steps=segment(clean))]
     harmful_trace = [Trace(content=harmful, steps=segment(harmful))]
     guarded = [
-        Workload("rules_2k_clean", "python", lambda: rules.detect(clean_trace), "rule stage, 2,000 chars, no match"),
+        Workload("rules_2k_clean", "python", lambda: rules.detect(clean_trace), "rule stage, 2,000 chars, no match",
+                 threshold=RE2_THRESHOLD),
         Workload("rules_2k_matches", "python", lambda: rules.detect(harmful_trace),
-                 "rule stage, 2,000 chars, 8 matches"),
+                 "rule stage, 2,000 chars, 8 matches", threshold=RE2_THRESHOLD),
         Workload("segment_2k", "python", lambda: segment(clean), "segmentation, 2,000 chars"),
         Workload("normalize_2k", "python", lambda: views(clean), "normalisation + decoded views, 2,000 chars"),
     ]
@@ -296,17 +306,20 @@ def with_entry(baselines: dict, entry: dict, threshold: float | None) -> dict:
     return {**baselines, "threshold": kept, "machines": [*others, entry]}
 
 
-def compare(measured: dict[str, dict], baseline: dict[str, float], threshold: float) -> dict[str, str]:
-    """Status per workload: ok, SLOWER (beyond the threshold), faster (beyond it the other way) or "no baseline"
-    (a workload newer than the baseline entry, e.g. another CPU's older one: reported, never failed)."""
+def compare(measured: dict[str, dict], baseline: dict[str, float], threshold: float,
+            own: dict[str, float | None] | None = None) -> dict[str, str]:
+    """Status per workload: ok, SLOWER (beyond the threshold, or the workload's `own` one), faster (beyond it the
+    other way) or "no baseline" (a workload newer than the baseline entry, e.g. another CPU's older one: reported,
+    never failed)."""
     status = {}
     for name, m in measured.items():
         base = baseline.get(name)
+        limit = (own or {}).get(name) or threshold
         if base is None:
             status[name] = "no baseline"
-        elif m["ratio"] > base * (1 + threshold):
+        elif m["ratio"] > base * (1 + limit):
             status[name] = "SLOWER"
-        elif m["ratio"] < base / (1 + threshold):
+        elif m["ratio"] < base / (1 + limit):
             status[name] = "faster"
         else:
             status[name] = "ok"
@@ -357,13 +370,14 @@ def main(argv: list[str] | None = None) -> int:
     baselines = load_baselines(args.baseline)
     base = baseline_for(baselines, machine()["cpu"])
     threshold = args.threshold if args.threshold is not None else baselines.get("threshold", 0.25)
-    status = compare(measured, base["ratios"], threshold)
+    own = {w.name: w.threshold for w in guarded}
+    status = compare(measured, base["ratios"], threshold, own)
     print(table(measured, base["ratios"], status, guarded))
     slower = [w for w in guarded if status[w.name] == "SLOWER"]
     if slower:
         print(f"re-measuring {', '.join(w.name for w in slower)} ({args.rounds * 2} rounds) to rule out noise")
         again = measure(refs, slower, args.rounds * 2)
-        status_again = compare(again, base["ratios"], threshold)
+        status_again = compare(again, base["ratios"], threshold, own)
         print(table(again, base["ratios"], status_again, slower))
         slower = [w for w in slower if status_again[w.name] == "SLOWER"]
     if base.get("machine", {}).get("cpu") != machine()["cpu"]:
@@ -372,8 +386,9 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({"measured": measured, "status": status}, indent=2))
     elapsed = time.perf_counter() - started
     if slower:
-        print(f"regression guard: FAILED: {', '.join(w.name for w in slower)} more than {threshold:.0%} slower "
-              f"than the baseline, relative to the reference ({elapsed:.0f} s)")
+        print(f"regression guard: FAILED: {', '.join(w.name for w in slower)} more than "
+              f"{', '.join(f'{w.threshold or threshold:.0%}' for w in slower)} slower than the baseline, relative to "
+              f"the reference ({elapsed:.0f} s)")
         return 1
     print(f"regression guard: passed, threshold {threshold:.0%}, baseline {base.get('commit')} ({elapsed:.0f} s)")
     return 0

@@ -72,6 +72,15 @@ def test_a_workload_missing_from_the_baseline_is_reported_not_failed():
         "rules_2k_matches": "ok", "filter_short": "no baseline", "filter_3k": "SLOWER"}
 
 
+def test_a_workload_with_its_own_threshold_is_judged_by_it():
+    measured = {"rules_2k_matches": {"ratio": 1.06}, "segment_2k": {"ratio": 0.62}}  # both about +30%
+    base = {"rules_2k_matches": 0.8355, "segment_2k": 0.48}
+    assert compare(measured, base, 0.25, {"rules_2k_matches": regression_guard.RE2_THRESHOLD, "segment_2k": None}) == {
+        "rules_2k_matches": "ok", "segment_2k": "SLOWER"}
+    assert compare({"rules_2k_matches": {"ratio": 1.30}}, base, 0.25, {"rules_2k_matches": 0.5}) == {
+        "rules_2k_matches": "SLOWER"}  # +56%
+
+
 def _fake_run(monkeypatch, ratios: dict[str, float]) -> None:
     """`main` over fake workloads whose every measurement reads `ratios`."""
     refs = {"encoder": Reference(lambda: None)}
