@@ -314,7 +314,7 @@ def compare(measured: dict[str, dict], baseline: dict[str, float], threshold: fl
     status = {}
     for name, m in measured.items():
         base = baseline.get(name)
-        limit = (own or {}).get(name) or threshold
+        limit = threshold if (own or {}).get(name) is None else own[name]
         if base is None:
             status[name] = "no baseline"
         elif m["ratio"] > base * (1 + limit):
@@ -370,14 +370,14 @@ def main(argv: list[str] | None = None) -> int:
     baselines = load_baselines(args.baseline)
     base = baseline_for(baselines, machine()["cpu"])
     threshold = args.threshold if args.threshold is not None else baselines.get("threshold", 0.25)
-    own = {w.name: w.threshold for w in guarded}
-    status = compare(measured, base["ratios"], threshold, own)
+    limits = {w.name: threshold if w.threshold is None else w.threshold for w in guarded}
+    status = compare(measured, base["ratios"], threshold, limits)
     print(table(measured, base["ratios"], status, guarded))
     slower = [w for w in guarded if status[w.name] == "SLOWER"]
     if slower:
         print(f"re-measuring {', '.join(w.name for w in slower)} ({args.rounds * 2} rounds) to rule out noise")
         again = measure(refs, slower, args.rounds * 2)
-        status_again = compare(again, base["ratios"], threshold, own)
+        status_again = compare(again, base["ratios"], threshold, limits)
         print(table(again, base["ratios"], status_again, slower))
         slower = [w for w in slower if status_again[w.name] == "SLOWER"]
     if base.get("machine", {}).get("cpu") != machine()["cpu"]:
@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     if slower:
         print(f"regression guard: FAILED: {', '.join(w.name for w in slower)} more than "
-              f"{', '.join(f'{w.threshold or threshold:.0%}' for w in slower)} slower than the baseline, relative to "
+              f"{', '.join(f'{limits[w.name]:.0%}' for w in slower)} slower than the baseline, relative to "
               f"the reference ({elapsed:.0f} s)")
         return 1
     print(f"regression guard: passed, threshold {threshold:.0%}, baseline {base.get('commit')} ({elapsed:.0f} s)")
