@@ -3,11 +3,16 @@
     python -m models.tune_profiles                     # the balanced profile's candidates on dev
     python -m models.tune_profiles --profile strict
     python -m models.tune_profiles --set val           # the same table on the corpus's val split
+    python -m models.tune_profiles --set unseen        # on the writers the shipped models never read
 
 dev.jsonl is the set for choosing (thresholds, variants), never for training or for writing rules. Each trace's
 raw detections (every stage, before any decision) are computed once; then `safepath.pipeline.decide` replays the
 profile with each candidate setting, so the table costs one pass of the models. The chosen values are written into
 configs/profiles.yaml by hand, with the table's row in the commit message.
+
+`--set unseen` chooses on the corpus writers newer than any the shipped models learned from (the held-back batch a
+retraining leaves out). They are our own writing, not an evaluation set, so fitting them costs nothing at the
+next retraining, and a setting that wins on them and on dev is less likely to be dev's noise.
 """
 
 from __future__ import annotations
@@ -19,11 +24,13 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from models.evaluate import corpus_examples, unseen_writers
 from safepath import SafePathFilter
 from safepath.evaluation import Example, load_dataset, score
 from safepath.pipeline import decide
 from safepath.profiles import ModelOverrule, SafetyProfile, Thresholds
 from safepath.segment import segment
+from safepath.settings import RuntimeSettings
 from safepath.types import Category, Detection, Trace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,17 +73,20 @@ def cached_raw_detections(f: SafePathFilter, profile: SafetyProfile, examples: S
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="balanced")
-    parser.add_argument("--set", choices=["dev", "val"], default="dev")
+    parser.add_argument("--set", choices=["dev", "val", "unseen"], default="dev")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--cache", type=Path, help="raw detections: read from this JSON file if it exists, else "
                         "computed and written there (replay other settings without running the models again)")
     args = parser.parse_args()
     if args.set == "dev":
         examples = load_dataset(DEV)
-    else:
-        from models.evaluate import corpus_examples
-
+    elif args.set == "val":
         examples = corpus_examples(split="val")
+    else:
+        if not (writers := unseen_writers(RuntimeSettings().model_dir)):
+            raise SystemExit("every corpus writer was read by the shipped models (or their records do not tell)")
+        print("writers:", ", ".join(writers))
+        examples = corpus_examples(writers=tuple(writers))
     with SafePathFilter() as f:
         base = f.profiles.get(args.profile)
         raw = cached_raw_detections(f, base, examples, args.cache)
