@@ -477,7 +477,7 @@ def render_cascade(sweep: dict, measured_on: dict | None = None) -> str:
 
 NOTES = """## Reading these numbers
 
-- Folds: writers in four groups of seventeen (models/folds.py), each group held out from one fold's safety
+- Folds: writers in four groups of eighteen or nineteen (models/folds.py), each group held out from one fold's safety
   model and gate; the semantic model is not trained on the corpus. A fold trains by the shipped models' recipe on the
   writers they learned from (`make folds`: through w56, corpus v2.4) less its own group, and is judged on its group's
   traces, later writers included. Leaving a quarter of the writers out at once is stricter than leaving one out.
