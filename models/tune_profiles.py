@@ -4,6 +4,8 @@
     python -m models.tune_profiles --profile strict
     python -m models.tune_profiles --set val           # the same table on the corpus's val split
     python -m models.tune_profiles --set unseen        # on the writers the shipped models never read
+    python -m models.tune_profiles --set dev unseen --own deception,data_exfiltration,manipulation,reward_hacking
+                                                       # both sets at once, own flags for those categories searched
 
 dev.jsonl is the set for choosing (thresholds, variants), never for training or for writing rules. Each trace's
 raw detections (every stage, before any decision) are computed once; then `safepath.pipeline.decide` replays the
@@ -12,7 +14,11 @@ configs/profiles.yaml by hand, with the table's row in the commit message.
 
 `--set unseen` chooses on the corpus writers newer than any the shipped models learned from (the held-back batch a
 retraining leaves out). They are our own writing, not an evaluation set, so fitting them costs nothing at the
-next retraining, and a setting that wins on them and on dev is less likely to be dev's noise.
+next retraining, and a setting that wins on them and on dev is less likely to be dev's noise. With several sets a
+setting is scored by its mean F1, and it must keep hard-negative and easy-safe FPR within the bars on every one.
+`--own` searches every combination of a common model flag (OWN_COMMON) and own flags (OWN_FLAGS, or the common one)
+for the named categories, the profile's overrule kept: the search that chose balanced's thresholds for the v2.4
+models on dev and the unread writers w57-w74.
 """
 
 from __future__ import annotations
@@ -73,37 +79,53 @@ def cached_raw_detections(f: SafePathFilter, profile: SafetyProfile, examples: S
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="balanced")
-    parser.add_argument("--set", choices=["dev", "val", "unseen"], default="dev")
+    parser.add_argument("--set", nargs="+", choices=["dev", "val", "unseen"], default=["dev"])
     parser.add_argument("--top", type=int, default=25)
-    parser.add_argument("--cache", type=Path, help="raw detections: read from this JSON file if it exists, else "
-                        "computed and written there (replay other settings without running the models again)")
+    parser.add_argument("--cache", type=Path, help="raw detections: read from this JSON file (one per set, the set's "
+                        "name added: dev.json) if it exists, else computed and written there (replay other settings "
+                        "without running the models again)")
+    parser.add_argument("--own", type=lambda s: [Category(c) for c in s.split(",")], default=[],
+                        help="comma-separated categories whose own flag thresholds are searched with the common one")
     args = parser.parse_args()
-    if args.set == "dev":
-        examples = load_dataset(DEV)
-    elif args.set == "val":
-        examples = corpus_examples(split="val")
-    else:
-        if not (writers := unseen_writers(RuntimeSettings().model_dir)):
-            raise SystemExit("every corpus writer was read by the shipped models (or their records do not tell)")
-        print("writers:", ", ".join(writers))
-        examples = corpus_examples(writers=tuple(writers))
     with SafePathFilter() as f:
         base = f.profiles.get(args.profile)
-        raw = cached_raw_detections(f, base, examples, args.cache)
-    rows = []
-    for flag, overrule in itertools.product(FLAGS, OVERRULES):
-        profile = candidate(base, flag, overrule)
-        rows.append({"flag": flag, "overrule": overrule, "profile": profile, **replay(examples, raw, profile)})
+        sets = []
+        for name in args.set:
+            examples = named_set(name)
+            cache = args.cache.with_name(f"{args.cache.stem}.{name}{args.cache.suffix}") if args.cache else None
+            sets.append((examples, cached_raw_detections(f, base, examples, cache)))
+    if args.own:
+        rows = [{"flag": flag, "own": own, "profile": profile, **replay_sets(sets, profile)}
+                for flag, own, profile in own_flag_candidates(base, args.own)]
+        columns = ("own flags", lambda r: json.dumps({c.value: t for c, t in r["own"].items()}))
+    else:
+        rows = [{"flag": flag, "overrule": overrule, **replay_sets(sets, profile := candidate(base, flag, overrule)),
+                 "profile": profile} for flag, overrule in itertools.product(FLAGS, OVERRULES)]
+        columns = ("overrule (below, stages)", lambda r: str(r["overrule"]))
     rows.sort(key=lambda r: (r["hn_fpr"] > 0.08 or r["easy_fpr"] > 0.02, -r["f1"]))
-    print(f"{'flag':>5} {'overrule (below, stages)':>32} {'F1':>6} {'P':>6} {'R':>6} {'HN':>6} {'easy':>6} "
-          f"{'min cat R':>9}")
+    per_set = "".join(f" {'F1':>6} {'HN':>6}" for _ in sets)
+    print(f"{'flag':>5} {columns[0]:>32} {'F1':>6} {'P':>6} {'R':>6} {'HN':>6} {'easy':>6} {'min cat R':>9}"
+          + (f"  per set ({', '.join(args.set)}):{per_set}" if len(sets) > 1 else ""))
     for r in rows[: args.top]:
-        print(f"{r['flag']:>5} {str(r['overrule']):>32} {r['f1']:.3f} {r['precision']:.3f} {r['recall']:.3f} "
-              f"{r['hn_fpr']:.3f} {r['easy_fpr']:.3f} {r['min_category_recall']:>9.3f}")
+        print(f"{r['flag']:>5} {columns[1](r):>32} {r['f1']:.3f} {r['precision']:.3f} {r['recall']:.3f} "
+              f"{r['hn_fpr']:.3f} {r['easy_fpr']:.3f} {r['min_category_recall']:>9.3f}"
+              + ("".join(f" {s['f1']:.3f} {s['hn_fpr']:.3f}" for s in r["sets"]) if len(sets) > 1 else ""))
     print(json.dumps(rows[0]["per_category"], indent=1))
-    per_category = per_category_flags(examples, raw, rows[0]["profile"])
-    print("per-category flag thresholds that gain at least", MIN_GAIN, "F1 within the FPR bars:",
-          json.dumps({c.value: t for c, t in per_category.items()}))
+    if not args.own:
+        per_category = per_category_flags(sets, rows[0]["profile"])
+        print("per-category flag thresholds that gain at least", MIN_GAIN, "F1 within the FPR bars:",
+              json.dumps({c.value: t for c, t in per_category.items()}))
+
+
+def named_set(name: str) -> list[Example]:
+    if name == "dev":
+        return load_dataset(DEV)
+    if name == "val":
+        return corpus_examples(split="val")
+    if not (writers := unseen_writers(RuntimeSettings().model_dir)):
+        raise SystemExit("every corpus writer was read by the shipped models (or their records do not tell)")
+    print("unseen writers:", ", ".join(writers))
+    return corpus_examples(writers=tuple(writers))
 
 
 FLAGS = (0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
@@ -126,6 +148,42 @@ def candidate(base: SafetyProfile, flag: float, overrule: tuple | None) -> Safet
     })
 
 
+OWN_COMMON = (0.7, 0.75, 0.8, 0.85)
+OWN_FLAGS = (None, 0.4, 0.5, 0.6, 0.7)  # None: the category keeps the common flag
+
+
+def own_flag_candidates(base: SafetyProfile, categories: Sequence[Category]):
+    """(common flag, own flags, profile) for every combination; redact and block stay the base's, raised to the
+    flag where it is higher. The overrule is the base's."""
+    for flag in OWN_COMMON:
+        common = candidate(base, flag, None).model_thresholds
+        for values in itertools.product(OWN_FLAGS, repeat=len(categories)):
+            own = {c: Thresholds(flag=v, redact=max(v, common.redact), block=max(v, common.block))
+                   for c, v in zip(categories, values) if v is not None}
+            yield flag, {c: t.flag for c, t in own.items()}, base.model_copy(update={
+                "model_thresholds": common, "model_category_thresholds": own})
+
+
+Scored = Sequence[tuple[Sequence[Example], Sequence[tuple[Trace, list]]]]
+
+
+def replay_sets(sets: Scored, profile: SafetyProfile) -> dict:
+    """`replay` on each set, combined: mean precision, recall and F1; the worst FPRs and category recall (a
+    setting must keep the bars on every set); per-category recall averaged. `sets` keeps each set's own scores."""
+    scores = [replay(examples, raw, profile) for examples, raw in sets]
+
+    def mean(key: str) -> float:
+        return sum(s[key] for s in scores) / len(scores)
+
+    categories = {c for s in scores for c in s["per_category"]}
+    return {"f1": mean("f1"), "precision": mean("precision"), "recall": mean("recall"),
+            "hn_fpr": max(s["hn_fpr"] for s in scores), "easy_fpr": max(s["easy_fpr"] for s in scores),
+            "min_category_recall": min(s["min_category_recall"] for s in scores),
+            "per_category": {c: sum(s["per_category"].get(c, 0.0) for s in scores) / len(scores)
+                             for c in sorted(categories)},
+            "sets": scores}
+
+
 def replay(examples: Sequence[Example], raw: Sequence[tuple[Trace, list]], profile: SafetyProfile) -> dict:
     """The profile's decisions on the cached detections, scored."""
     results = [decide(t, d, profile, request_id="t") for t, d in raw]
@@ -141,18 +199,17 @@ def replay(examples: Sequence[Example], raw: Sequence[tuple[Trace, list]], profi
 MIN_GAIN = 0.01
 
 
-def per_category_flags(examples: Sequence[Example], raw: Sequence[tuple[Trace, list]], profile: SafetyProfile) -> dict:
+def per_category_flags(sets: Scored, profile: SafetyProfile) -> dict:
     """One pass over the categories (in taxonomy order): each keeps the profile's flag threshold unless another
-    gains MIN_GAIN F1 while hard-negative and easy-safe FPR stay within their bars."""
+    gains MIN_GAIN F1 (mean over the sets) while hard-negative and easy-safe FPR stay within their bars."""
     chosen: dict = {}
-    current = replay(examples, raw, profile)
+    current = replay_sets(sets, profile)
     for category in Category:
         best_flag, best_score = None, current
         for flag in FLAGS:
             own = Thresholds(flag=flag, redact=max(flag, profile.model_thresholds.redact),
                              block=max(flag, profile.model_thresholds.block))
-            s = replay(examples, raw, profile.model_copy(update={"model_category_thresholds": {**chosen,
-                                                                                                category: own}}))
+            s = replay_sets(sets, profile.model_copy(update={"model_category_thresholds": {**chosen, category: own}}))
             if s["hn_fpr"] <= 0.08 and s["easy_fpr"] <= 0.02 and s["f1"] >= best_score["f1"] + MIN_GAIN:
                 best_flag, best_score = own, s
         if best_flag is not None:
