@@ -2,6 +2,8 @@
 
     python -m models.compare build/models_v5                    # balanced on dev, HarmBench, writers neither read
     python -m models.compare build/models_v5 --profile strict
+    python -m models.compare build/cand --writers w81-w87 --candidate-profiles build/cand/profiles.yaml
+                                # only those writers; the candidate with the thresholds chosen for it
 
 The candidate folder holds `safety-minilm/` and `static-minilm/` as `models.train_safety --out` and `models.train_gate
 --out` write them; the shipped semantic model is linked in where it has none. The sets:
@@ -22,7 +24,7 @@ import argparse
 import os
 from pathlib import Path
 
-from models.evaluate import DEV, HARMBENCH, corpus_examples, run, settings_for, unseen_writers
+from models.evaluate import DEV, HARMBENCH, corpus_examples, in_span, run, settings_for, unseen_writers
 from safepath.evaluation import EvalReport, load_dataset
 from safepath.profiles import load_profiles
 from safepath.settings import RuntimeSettings
@@ -61,17 +63,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("candidate", type=Path, help="folder with the candidate's safety-minilm/ and static-minilm/")
     parser.add_argument("--profile", default="balanced")
     parser.add_argument("--dev", type=Path, default=Path(os.environ.get("SAFEPATH_DEV_SET", DEV)))
+    parser.add_argument("--writers", default="", metavar="FIRST-LAST",
+                        help="only these of the writers neither model read (w81-w87): the batch no choice looked at")
+    parser.add_argument("--candidate-profiles", type=Path,
+                        help="the candidate's own profiles.yaml (thresholds re-chosen for it); default: the shipped")
     args = parser.parse_args(argv)
     shipped = RuntimeSettings().model_dir
     datasets = {name: load_dataset(path) for name, path in (("dev", args.dev), ("harmbench", HARMBENCH))
                 if path.exists()}
-    if unseen := unseen_writers(shipped, args.candidate):
+    if unseen := in_span(unseen_writers(shipped, args.candidate), args.writers):
         datasets[f"writers {unseen[0]}-{unseen[-1]}"] = corpus_examples(writers=tuple(unseen))
     else:
         print("no writer is newer than both models' records: that set is left out")
     profiles = load_profiles(RuntimeSettings().profiles_path)
+    candidate_profiles = load_profiles(args.candidate_profiles) if args.candidate_profiles else profiles
     reports = {"shipped": run(profiles, args.profile, datasets, RuntimeSettings(model_dir=shipped))[0],
-               "candidate": run(profiles, args.profile, datasets, settings_for(args.candidate))[0]}
+               "candidate": run(candidate_profiles, args.profile, datasets, settings_for(args.candidate))[0]}
     print(f"{args.profile}: shipped {shipped}, candidate {args.candidate}\n")
     print(table(reports))
 

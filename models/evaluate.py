@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from models.corpus.writers import Writers
@@ -98,6 +99,13 @@ def unseen_writers(*folders: Path, corpus: Path = CORPUS) -> list[str]:
     if None in newest:
         return []
     return sorted({row["writer"] for _, row in Writers().read(corpus) if row["writer"] > max(newest)})
+
+
+def in_span(writers: Sequence[str], span: str) -> list[str]:
+    """The writers within `span` ("w75-w80", both ends included; "w75" alone; "" keeps them all): one batch of
+    unseen writers chooses thresholds and another, left untouched, confirms them."""
+    first, _, last = span.partition("-")
+    return [w for w in writers if not span or first <= w <= (last or first)]
 
 
 def variant(profiles: ProfileSet, name: str, stages: list[str],

@@ -6,6 +6,7 @@
     python -m models.tune_profiles --set unseen        # on the writers the shipped models never read
     python -m models.tune_profiles --set dev unseen --own deception,data_exfiltration,manipulation,reward_hacking
                                                        # both sets at once, own flags for those categories searched
+    python -m models.tune_profiles --set dev unseen --writers w75-w80   # one batch of the unseen writers only
 
 dev.jsonl is the set for choosing (thresholds, variants), never for training or for writing rules. Each trace's
 raw detections (every stage, before any decision) are computed once; then `safepath.pipeline.decide` replays the
@@ -30,7 +31,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from models.evaluate import corpus_examples, unseen_writers
+from models.evaluate import corpus_examples, in_span, unseen_writers
 from safepath import SafePathFilter
 from safepath.evaluation import Example, load_dataset, score
 from safepath.pipeline import decide
@@ -84,6 +85,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, help="raw detections: read from this JSON file (one per set, the set's "
                         "name added: dev.json) if it exists, else computed and written there (replay other settings "
                         "without running the models again)")
+    parser.add_argument("--writers", default="", metavar="FIRST-LAST",
+                        help="only these of the unseen writers (w75-w80): leave another batch untouched to confirm")
     parser.add_argument("--own", type=lambda s: [Category(c) for c in s.split(",")], default=[],
                         help="comma-separated categories whose own flag thresholds are searched with the common one")
     args = parser.parse_args()
@@ -91,7 +94,7 @@ def main() -> None:
         base = f.profiles.get(args.profile)
         sets = []
         for name in args.set:
-            examples = named_set(name)
+            examples = named_set(name, args.writers)
             cache = args.cache.with_name(f"{args.cache.stem}.{name}{args.cache.suffix}") if args.cache else None
             sets.append((examples, cached_raw_detections(f, base, examples, cache)))
     if args.own:
@@ -117,13 +120,13 @@ def main() -> None:
               json.dumps({c.value: t for c, t in per_category.items()}))
 
 
-def named_set(name: str) -> list[Example]:
+def named_set(name: str, span: str = "") -> list[Example]:
     if name == "dev":
         return load_dataset(DEV)
     if name == "val":
         return corpus_examples(split="val")
-    if not (writers := unseen_writers(RuntimeSettings().model_dir)):
-        raise SystemExit("every corpus writer was read by the shipped models (or their records do not tell)")
+    if not (writers := in_span(unseen_writers(RuntimeSettings().model_dir), span)):
+        raise SystemExit("no corpus writer (in --writers) is newer than the models' records, or they do not tell")
     print("unseen writers:", ", ".join(writers))
     return corpus_examples(writers=tuple(writers))
 

@@ -58,3 +58,12 @@ def test_own_flags_are_searched_in_every_combination():
     # an own flag of 0.6 for deception catches the lie under a common flag of 0.85
     flag, own, profile = next(c for c in candidates if c[0] == 0.85 and c[1] == {Category.DECEPTION: 0.6})
     assert replay_sets(_sets(), profile)["recall"] == 1.0
+
+
+def test_a_span_of_writers_keeps_both_ends():
+    from models.evaluate import in_span
+
+    writers = ["w74", "w75", "w79", "w80", "w81", "w87"]
+    assert in_span(writers, "w75-w80") == ["w75", "w79", "w80"]
+    assert in_span(writers, "w81") == ["w81"]
+    assert in_span(writers, "") == writers
