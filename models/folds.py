@@ -9,7 +9,7 @@
 Writers fall in four groups of twenty-one or twenty-two, each mixing slices (categories; the ordinary-reasoning and the
 seeded writers spread over the groups), so every fold still trains on every kind of trace. Leaving a quarter of the
 writers out is stricter than leaving one out: each fold trains on three quarters of the corpus, and four trainings
-cover every writer once (eighty-six would not fit two cores). models/evaluate.py scores each fold on its
+cover every writer once (eighty-seven would not fit two cores). models/evaluate.py scores each fold on its
 held-out writers.
 """
 
@@ -33,7 +33,7 @@ FOLDS = {
           "w78", "w82", "w86"),
     "c": ("w03", "w07", "w11", "w15", "w19", "w23", "w27", "w29", "w31",
           "w36", "w40", "w46", "w49", "w53", "w59", "w63", "w67", "w71",
-          "w75", "w79", "w83"),
+          "w75", "w79", "w83", "w87"),
     "d": ("w04", "w08", "w12", "w16", "w20", "w24", "w26", "w30", "w35",
           "w37", "w41", "w44", "w50", "w54", "w60", "w64", "w68", "w72",
           "w76", "w80", "w84"),
