@@ -97,6 +97,11 @@ def main() -> None:
             examples = named_set(name, args.writers)
             cache = args.cache.with_name(f"{args.cache.stem}.{name}{args.cache.suffix}") if args.cache else None
             sets.append((examples, cached_raw_detections(f, base, examples, cache)))
+    current = replay_sets(sets, base)
+    print(f"{args.profile} as configured: F1 {current['f1']:.3f} P {current['precision']:.3f} "
+          f"R {current['recall']:.3f} HN {current['hn_fpr']:.3f} easy {current['easy_fpr']:.3f} "
+          f"min cat R {current['min_category_recall']:.3f}"
+          + "".join(f"; {name} F1 {s['f1']:.3f} HN {s['hn_fpr']:.3f}" for name, s in zip(args.set, current["sets"])))
     if args.own:
         rows = [{"flag": flag, "own": own, "profile": profile, **replay_sets(sets, profile)}
                 for flag, own, profile in own_flag_candidates(base, args.own)]
