@@ -129,7 +129,7 @@ eval-data: install
 
 ## Retrain the learned stages from the corpus (about an hour and a half on two cores). Not needed to serve.
 ## The shipped models learned from corpus v2.4, the writers through w56 (models/corpus/writers.py): the corpus has
-## grown since (w57-w74 were written for measuring them), and `make models CORPUS_THROUGH=` trains on all of it.
+## grown since (w57-w87 were written for measuring them), and `make models CORPUS_THROUGH=` trains on all of it.
 CORPUS_THROUGH ?= w56
 models: $(TRAIN_STAMP) data
 	$(BIN)/python -m models.train_gate --through "$(CORPUS_THROUGH)"
