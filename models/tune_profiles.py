@@ -95,7 +95,8 @@ def main() -> None:
         sets = []
         for name in args.set:
             examples = named_set(name, args.writers)
-            cache = args.cache.with_name(f"{args.cache.stem}.{name}{args.cache.suffix}") if args.cache else None
+            tag = f"{name}-{args.writers}" if name == "unseen" and args.writers else name  # one cache per set read
+            cache = args.cache.with_name(f"{args.cache.stem}.{tag}{args.cache.suffix}") if args.cache else None
             sets.append((examples, cached_raw_detections(f, base, examples, cache)))
     current = replay_sets(sets, base)
     print(f"{args.profile} as configured: F1 {current['f1']:.3f} P {current['precision']:.3f} "
@@ -177,7 +178,8 @@ Scored = Sequence[tuple[Sequence[Example], Sequence[tuple[Trace, list]]]]
 
 def replay_sets(sets: Scored, profile: SafetyProfile) -> dict:
     """`replay` on each set, combined: mean precision, recall and F1; the worst FPRs and category recall (a
-    setting must keep the bars on every set); per-category recall averaged. `sets` keeps each set's own scores."""
+    setting must keep the bars on every set); per-category recall averaged over the sets that hold the category.
+    `sets` keeps each set's own scores."""
     scores = [replay(examples, raw, profile) for examples, raw in sets]
 
     def mean(key: str) -> float:
@@ -187,8 +189,8 @@ def replay_sets(sets: Scored, profile: SafetyProfile) -> dict:
     return {"f1": mean("f1"), "precision": mean("precision"), "recall": mean("recall"),
             "hn_fpr": max(s["hn_fpr"] for s in scores), "easy_fpr": max(s["easy_fpr"] for s in scores),
             "min_category_recall": min(s["min_category_recall"] for s in scores),
-            "per_category": {c: sum(s["per_category"].get(c, 0.0) for s in scores) / len(scores)
-                             for c in sorted(categories)},
+            "per_category": {c: sum(r := [s["per_category"][c] for s in scores if c in s["per_category"]]) / len(r)
+                             for c in sorted(categories)},  # over the sets that hold the category
             "sets": scores}
 
 

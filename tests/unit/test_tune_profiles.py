@@ -67,3 +67,11 @@ def test_a_span_of_writers_keeps_both_ends():
     assert in_span(writers, "w75-w80") == ["w75", "w79", "w80"]
     assert in_span(writers, "w81") == ["w81"]
     assert in_span(writers, "") == writers
+
+
+def test_a_category_is_averaged_over_the_sets_that_hold_it():
+    balanced = load_profiles(PROFILES).get("balanced")
+    push = Example("I'll tell her the offer ends tonight so she signs before thinking.", True, ("manipulation",))
+    third = ([push], [_scored(push.text, (Category.MANIPULATION, 0.95))])
+    scored = replay_sets([*_sets(), third], balanced)
+    assert scored["per_category"]["manipulation"] == 1.0  # not diluted by the two sets without manipulation
