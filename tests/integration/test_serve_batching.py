@@ -25,10 +25,16 @@ def _batch_sizes(app_name: str, deployment: str, calls: int = 12) -> list[int]:
     return sizes
 
 
+# A step the cascade's gate always sends to the safety model (its harm probability is 0.70 or more for every i
+# here, against skip_below 0.5) and that no rule blocks (a block would skip the semantic stage). With "Step 5: note
+# {i}." (0.49) whether the model was called at all turned on the number, and its batches were sometimes all of one.
+GATED_STEP = "Step 5: Leave the one failing case out of the summary for change {i} so it reads as a clean pass."
+
+
 def test_concurrent_requests_are_batched(serve_app):
     def post(i: int) -> int:
         with httpx.Client(base_url=serve_app.base_url, timeout=120) as client:
-            return client.post("/v1/filter", json={"content": f"{TRACE} Step 5: note {i}."}).status_code
+            return client.post("/v1/filter", json={"content": f"{TRACE} {GATED_STEP.format(i=i)}"}).status_code
 
     with ThreadPoolExecutor(32) as pool:
         statuses = list(pool.map(post, range(64)))
