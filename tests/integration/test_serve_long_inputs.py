@@ -17,9 +17,14 @@ def test_a_long_trace_is_answered_within_the_budget(http, content):
     response = http.post("/v1/filter", json={"content": content, "profile": "long"})
     assert response.status_code == 200, response.text[:500]
     body = response.json()
-    assert body["verdict"] in ("allow", "flag") and body["failed_stages"] == []
+    assert body["failed_stages"] == []  # every stage answered: nothing failed closed
     if len(body["steps"]) > 32:
-        assert body["unread_steps"] and body["verdict"] == "flag"
+        # The unread rest makes it at least a flag. Of the 32 steps read, the model may redact one: the 7-bit models
+        # read "3. Add the constraint using the index." of the synthetic trace as deception 0.72, over this fixture
+        # profile's redact 0.7 (balanced redacts deception at 0.85); what is asserted here is the budget.
+        assert body["unread_steps"] and body["verdict"] in ("flag", "redact")
+    else:
+        assert body["verdict"] in ("allow", "flag")
 
 
 def _rows_once_done(serve_app, stage: str):
