@@ -435,11 +435,18 @@ def sweep_alone(profiles: ProfileSet, dev_path: Path, skips: tuple[float, ...], 
 
 def with_saved_cascade(report: str) -> str:
     """A report without a sweep of its own keeps the last `--cascade` run's section (which states its own
-    provenance), so a `--quick` run or `--render-only` does not drop the published trade-off curve."""
-    if CASCADE_HEADING in report or not OUT_CASCADE.exists():
+    provenance), so a `--quick` run or `--render-only` does not drop the published trade-off curve. On a fresh
+    clone (no build/eval/cascade.json) that is the section docs/EVALUATION.md already publishes."""
+    if CASCADE_HEADING in report:
         return report
-    saved = json.loads(OUT_CASCADE.read_text())
-    return splice(report, render_cascade(saved["results"], saved["provenance"]))
+    if OUT_CASCADE.exists():
+        saved = json.loads(OUT_CASCADE.read_text())
+        return splice(report, render_cascade(saved["results"], saved["provenance"]))
+    published = OUT_MD.read_text() if OUT_MD.exists() else ""
+    if (start := published.find(CASCADE_HEADING)) < 0:
+        return report
+    following = published.find("\n## ", start + 1)
+    return splice(report, published[start:following if following >= 0 else len(published)].rstrip("\n") + "\n")
 
 
 def splice(document: str, section: str) -> str:
@@ -485,10 +492,11 @@ def render_cascade(sweep: dict, measured_on: dict | None = None) -> str:
 
 NOTES = """## Reading these numbers
 
-- Folds: writers in four groups of eighteen or nineteen (models/folds.py), each group held out from one fold's safety
-  model and gate; the semantic model is not trained on the corpus. A fold trains by the shipped models' recipe on the
-  writers they learned from (`make folds`: through w56, corpus v2.4) less its own group, and is judged on its group's
-  traces, later writers included. Leaving a quarter of the writers out at once is stricter than leaving one out.
+- Folds: writers in four groups of twenty-one or twenty-two (models/folds.py), each group held out from one
+  fold's safety model and gate; the semantic model is not trained on the corpus. A fold trains by the shipped
+  models' recipe on the writers they learned from (`make folds`: through w56, corpus v2.4) less its own group, and
+  is judged on its group's traces, later writers included. Leaving a quarter of the writers out at once is
+  stricter than leaving one out.
 - dev.jsonl chose the epochs, thresholds and profile settings; its figures are therefore optimistic by some margin.
   The corpus test split shares writers and setups with training; the cross-writer rows are the harder measure.
 - "Each stage alone" runs one stage with the balanced profile's other settings; `rules+semantic` is the pipeline
@@ -497,8 +505,9 @@ NOTES = """## Reading these numbers
   stage's findings, or all of them (`profile:balanced, every step judged`: what models/tune_profiles.py chose the
   thresholds from); they carry no latency.
 - `safepath eval shared/eval/dev.jsonl -p balanced` gives the `profile:balanced` row on dev (the same loader, subsets
-  and scoring, safepath.evaluation). The int8 models' scores depend on the machine's arithmetic (ONNX Runtime's
-  version, the CPU: the header says which); a figure measured elsewhere can differ by a few traces near a threshold.
+  and scoring, safepath.evaluation). The int8 models carry 7-bit weights so that CPUs with and without VNNI
+  compute the same integers (models/onnx_export.py, `quantize_int8`); ONNX Runtime's version and float rounding can
+  still move a trace that sits on a threshold, so the header names what the figures were measured on.
 - Latency is per trace, one at a time, in-process on two shared cores: see docs/BENCHMARKS.md for throughput.
 """
 

@@ -277,6 +277,22 @@ def test_a_report_without_a_sweep_keeps_the_saved_cascade_section(tmp_path: Path
     assert text.index("## Cascade") < text.index("## Reading these numbers")
 
 
+def test_without_a_saved_sweep_a_report_keeps_the_published_cascade_section(tmp_path: Path, monkeypatch):
+    """A fresh clone has no build/eval/cascade.json; `--quick` there must not drop the section the docs publish."""
+    import models.evaluate
+
+    published = tmp_path / "EVALUATION.md"
+    published.write_text("# Evaluation\n\n## Cascade: accuracy (dev)\n\n| 0.05 | 25.0% |\n\n"
+                         "## Reading these numbers\n\nstale notes\n")
+    monkeypatch.setattr(models.evaluate, "OUT_CASCADE", tmp_path / "missing.json")
+    monkeypatch.setattr(models.evaluate, "OUT_MD", published)
+    text = models.evaluate.with_saved_cascade(models.evaluate.render({}, {"commit": "def5678"}))
+    assert text.count("## Cascade") == 1 and "| 0.05 | 25.0% |" in text
+    assert text.index("## Cascade") < text.index("## Reading these numbers") and "stale notes" not in text
+    published.write_text("# Evaluation\n\n## Reading these numbers\n")  # nothing published: nothing invented
+    assert "## Cascade" not in models.evaluate.with_saved_cascade(models.evaluate.render({}, {"commit": "def5678"}))
+
+
 def test_unseen_writers_are_those_newer_than_the_models_records(tmp_path):
     """The shipped models' records name (or, by the corpus hash, imply) the newest writer they read; the report's
     unseen-writers rows are every later writer, and none where the records cannot tell."""
