@@ -265,10 +265,23 @@ def measure(refs: dict[str, Reference], guarded: list[Workload], rounds: int) ->
 
 
 def machine() -> dict[str, object]:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
-        else platform.processor()
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version()}
+    """The CPU's model name and, where /proc/cpuinfo gives them, its family, model and stepping (`cpu_id`): a cloud
+    host may mask the name ("Intel(R) Xeon(R) Processor") over several generations."""
+    fields: dict[str, str] = {}
+    if Path("/proc/cpuinfo").exists():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if not key.strip():
+                break  # the first processor's block is enough
+            fields.setdefault(key.strip(), value.strip())
+    ids = [fields.get(k) for k in ("cpu family", "model", "stepping")]
+    cpu_id = "family {} model {} stepping {}".format(*ids) if all(ids) else None
+    return {"cpu": fields.get("model name") or platform.processor(), "cpu_id": cpu_id, "cores": os.cpu_count(),
+            "python": platform.python_version()}
+
+
+def same_cpu(entry: dict, cpu: str, cpu_id: str | None) -> bool:
+    return entry.get("machine", {}).get("cpu") == cpu and entry.get("machine", {}).get("cpu_id") == cpu_id
 
 
 def commit() -> str:
@@ -290,18 +303,25 @@ def load_baselines(path: Path) -> dict:
     return {"threshold": data.pop("threshold", 0.25), "machines": [data]}
 
 
-def baseline_for(baselines: dict, cpu: str) -> dict:
-    """The entry measured on this CPU model, else the first one. Ratios to the reference still differ between CPU
-    models (VNNI speeds the int8 model up; the rules' RE2 scans and the pure-Python reference age differently): on an
-    Intel Xeon the rule workload sat at +25% against an AMD EPYC baseline with unchanged code, right on the threshold,
-    so a guard comparing across CPUs failed or passed by chance."""
+def baseline_for(baselines: dict, cpu: str, cpu_id: str | None = None) -> dict:
+    """The entry measured on this CPU (model name and `cpu_id`), else one of the same name that recorded no
+    `cpu_id` (entries older than it), else any of the same name, else the first. Ratios to the reference differ
+    between CPU models (VNNI speeds the int8 model up; the rules' RE2 scans and the pure-Python reference age
+    differently): on an Intel Xeon the rule workload sat at +25% against an AMD EPYC baseline with unchanged code,
+    and on 2026-12-06 a masked "Intel(R) Xeon(R) Processor" (family 6 model 207) ran the int8 workload at 1.5x the
+    ratio of the Xeon of the 2026-12-03 entry, also with unchanged code, so a guard comparing across CPUs failed or
+    passed by chance."""
     entries = baselines["machines"]
-    return next((e for e in entries if e.get("machine", {}).get("cpu") == cpu), entries[0])
+    named = [e for e in entries if e.get("machine", {}).get("cpu") == cpu]
+    return next((e for e in named if same_cpu(e, cpu, cpu_id)), None) \
+        or next((e for e in named if e["machine"].get("cpu_id") is None), None) \
+        or (named or entries)[0]
 
 
 def with_entry(baselines: dict, entry: dict, threshold: float | None) -> dict:
-    """The baseline file with this CPU model's entry replaced (or added)."""
-    others = [e for e in baselines["machines"] if e.get("machine", {}).get("cpu") != entry["machine"]["cpu"]]
+    """The baseline file with this CPU's entry (model name and `cpu_id`) replaced (or added)."""
+    mine = entry["machine"]
+    others = [e for e in baselines["machines"] if not same_cpu(e, mine["cpu"], mine.get("cpu_id"))]
     kept = threshold if threshold is not None else baselines.get("threshold", 0.25)
     return {**baselines, "threshold": kept, "machines": [*others, entry]}
 
@@ -361,14 +381,15 @@ def main(argv: list[str] | None = None) -> int:
         data = with_entry(load_baselines(args.baseline), entry, args.threshold)
         args.baseline.write_text(json.dumps(data, indent=2) + "\n")
         print(table(measured, entry["ratios"], dict.fromkeys(measured, "written"), guarded))
-        print(f"baseline for {entry['machine']['cpu']!r} written to {args.baseline} "
+        print(f"baseline for {entry['machine']['cpu']!r} ({entry['machine']['cpu_id']}) written to {args.baseline} "
               f"({time.perf_counter() - started:.0f} s)")
         return 0
     if not args.baseline.is_file():
         print(f"regression guard: no baseline at {args.baseline}; run with --update-baseline", file=sys.stderr)
         return 1
     baselines = load_baselines(args.baseline)
-    base = baseline_for(baselines, machine()["cpu"])
+    here = machine()
+    base = baseline_for(baselines, here["cpu"], here["cpu_id"])
     threshold = args.threshold if args.threshold is not None else baselines.get("threshold", 0.25)
     limits = {w.name: threshold if w.threshold is None else w.threshold for w in guarded}
     status = compare(measured, base["ratios"], threshold, limits)
@@ -380,8 +401,10 @@ def main(argv: list[str] | None = None) -> int:
         status_again = compare(again, base["ratios"], threshold, limits)
         print(table(again, base["ratios"], status_again, slower))
         slower = [w for w in slower if status_again[w.name] == "SLOWER"]
-    if base.get("machine", {}).get("cpu") != machine()["cpu"]:
-        print(f"note: baseline measured on {base.get('machine', {}).get('cpu')!r}, this is {machine()['cpu']!r}")
+    if not same_cpu(base, here["cpu"], here["cpu_id"]):
+        there = base.get("machine", {})
+        print(f"note: baseline measured on {there.get('cpu')!r} ({there.get('cpu_id') or 'no cpu_id recorded'}), "
+              f"this is {here['cpu']!r} ({here['cpu_id']})")
     if args.json:
         args.json.write_text(json.dumps({"measured": measured, "status": status}, indent=2))
     elapsed = time.perf_counter() - started

@@ -4,6 +4,7 @@ and what it does with workloads an entry lacks. No timing: the clock and the mea
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -11,8 +12,9 @@ from benchmarks import regression_guard
 from benchmarks.regression_guard import Reference, Workload, baseline_for, compare, load_baselines, measure, with_entry
 
 
-def _entry(cpu: str, ratio: float) -> dict:
-    return {"machine": {"cpu": cpu}, "commit": "c", "ratios": {"rules_2k_matches": ratio}}
+def _entry(cpu: str, ratio: float, cpu_id: str | None = None) -> dict:
+    machine = {"cpu": cpu, **({"cpu_id": cpu_id} if cpu_id else {})}
+    return {"machine": machine, "commit": "c", "ratios": {"rules_2k_matches": ratio}}
 
 
 def test_the_entry_of_this_cpu_is_used_else_the_first(tmp_path):
@@ -21,6 +23,26 @@ def test_the_entry_of_this_cpu_is_used_else_the_first(tmp_path):
     baselines = load_baselines(path)
     assert baseline_for(baselines, "Intel Xeon")["ratios"]["rules_2k_matches"] == 1.05
     assert baseline_for(baselines, "Some ARM")["ratios"]["rules_2k_matches"] == 0.81
+
+
+def test_a_masked_cpu_name_is_told_apart_by_family_model_and_stepping():
+    xeon = "Intel(R) Xeon(R) Processor"
+    baselines = {"machines": [_entry("AMD EPYC", 0.81), _entry(xeon, 1.05),
+                              _entry(xeon, 1.50, "family 6 model 207 stepping 2")]}
+    assert baseline_for(baselines, xeon, "family 6 model 207 stepping 2")["ratios"]["rules_2k_matches"] == 1.50
+    # another generation under the same name: the entry that recorded no id (older), not the other generation's
+    assert baseline_for(baselines, xeon, "family 6 model 143 stepping 8")["ratios"]["rules_2k_matches"] == 1.05
+    only_207 = {"machines": [_entry("AMD EPYC", 0.81), _entry(xeon, 1.50, "family 6 model 207 stepping 2")]}
+    assert baseline_for(only_207, xeon, None)["ratios"]["rules_2k_matches"] == 1.50  # same name beats the first
+    updated = with_entry(baselines, _entry(xeon, 1.60, "family 6 model 207 stepping 2"), None)
+    assert [e["ratios"]["rules_2k_matches"] for e in updated["machines"]] == [0.81, 1.05, 1.60]
+
+
+def test_this_machine_records_its_cpu_id_where_proc_cpuinfo_gives_one():
+    here, cpuinfo = regression_guard.machine(), Path("/proc/cpuinfo")
+    assert here["cpu"]
+    if cpuinfo.exists() and "stepping" in cpuinfo.read_text():
+        assert here["cpu_id"].startswith("family ") and " model " in here["cpu_id"]
 
 
 def test_an_older_single_entry_file_reads_as_one_machine(tmp_path):
