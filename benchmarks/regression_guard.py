@@ -408,6 +408,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"measured": measured, "status": status}, indent=2))
     elapsed = time.perf_counter() - started
+    if slower and not same_cpu(base, here["cpu"], here["cpu_id"]):
+        # Another CPU's ratios are no baseline: on 2026-12-06 another generation under the same masked name read the
+        # int8 workload at +49% with unchanged code. Say it, and how to guard this CPU, without failing the run.
+        print(f"regression guard: not failed: {', '.join(w.name for w in slower)} read slower, but against another "
+              "CPU's baseline; `--update-baseline` on a head that passed elsewhere guards this one "
+              f"({elapsed:.0f} s)")
+        return 0
     if slower:
         print(f"regression guard: FAILED: {', '.join(w.name for w in slower)} more than "
               f"{', '.join(f'{limits[w.name]:.0%}' for w in slower)} slower than the baseline, relative to "

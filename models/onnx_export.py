@@ -109,11 +109,11 @@ def quantize_int8(src: str | Path, dst: str | Path) -> Path:
 
     Weights use 7 bits (`reduce_range`). On a CPU without VNNI, ONNX Runtime multiplies uint8 activations by int8
     weights with an instruction that sums each pair of products into int16 and saturates (255 * 127 * 2 > 32767);
-    a VNNI CPU sums in int32. So 8-bit weights can score differently by host: with no verdict-changing file changed,
-    dev F1 measured 0.884 in one session and 0.870 on a VNNI host in the next (the first host's CPU was not
-    recorded, and no host here runs the other path, so this is the documented cause, not a confirmed one). With
-    weights in [-64, 64] no pair can saturate (255 * 64 * 2 = 32640) and both paths compute the same integers.
-    Dev and unread-writer F1 with 7 bits were within 0.004 of 8 bits (models/README.md).
+    a VNNI CPU sums in int32. So 8-bit weights can score differently by host. With weights in [-64, 64] no pair
+    can saturate (255 * 64 * 2 = 32640) and both paths compute the same integer products for the same inputs; the
+    float kernels around them (attention, GELU, LayerNorm) still differ by ISA, so scores agree up to float
+    rounding, which can still move a trace that sits on a threshold. Against 8 bits, on dev and writers w75-w80:
+    dev F1 +0.002, writers -0.009, mean -0.003 (models/README.md).
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic

@@ -46,21 +46,25 @@ def changed_since(root: Path, commit: str) -> list[str]:
 def cpu() -> str:
     """The CPU model and whether it has VNNI: dynamically quantized int8 matrix products take another code path in
     ONNX Runtime without it. With 8-bit weights that path saturated and scores differed between machines; the
-    shipped models' 7-bit weights (models/onnx_export.py, `quantize_int8`) compute the same integers on both, so
-    figures should now agree across hosts up to float rounding, but the CPU stays on record."""
-    name, flags = platform.processor() or platform.machine(), set()
+    shipped models' 7-bit weights (models/onnx_export.py, `quantize_int8`) compute the same integer products on
+    both, so figures should agree across hosts up to float rounding, which still differs by CPU generation."""
+    name, flags, ids = platform.processor() or platform.machine(), set(), {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
             if key.strip() == "model name" and name in ("", platform.machine()):
                 name = value.strip()
+            elif key.strip() in ("cpu family", "model"):
+                ids.setdefault(key.strip(), value.strip())
             elif key.strip() == "flags":
                 flags = set(value.split())
                 break
     except OSError:
         return name
     vnni = "VNNI" if flags & {"avx512_vnni", "avx_vnni"} else "no VNNI"
-    return f"{name} ({vnni})"
+    # A masked name ("Intel(R) Xeon(R) Processor") covers several generations, whose float kernels round differently.
+    generation = f"family {ids['cpu family']} model {ids['model']}, " if len(ids) == 2 else ""
+    return f"{name} ({generation}{vnni})"
 
 
 def provenance(root: Path) -> dict:

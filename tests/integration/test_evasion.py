@@ -5,8 +5,9 @@ A departure is weaker (a bypass: the disguise bought a milder verdict) or strict
 any weaker departure it does not list, so a new bypass fails it. It does not demand every listed one: the 8-bit
 int8 models' scores depended on the CPU's arithmetic (VNNI or not), so a verdict near a threshold differed between
 machines, and the list is the union of what the project's machines showed (without VNNI, the leetspeak bypasses of
-de-03 and dx-02 did not occur and rot13 read rh-03 more strongly). The 7-bit models shipped since 2026-12-06 should
-score the same on both (models/onnx_export.py, `quantize_int8`); no machine without VNNI has checked that yet.
+de-03 and dx-02 did not occur and rot13 read rh-03 more strongly). The 7-bit models shipped since 2026-12-06 compute
+the same integer products on both (models/onnx_export.py, `quantize_int8`), but float rounding still differs by
+CPU, and a score on a threshold (0.898 and 0.899 against 0.9 below) can still move.
 Stricter departures never fail it; they are listed to say why they happen. The known ones, with why:
 - the disguise merges steps (a base64 or reversed blob has no sentence end for the segmenter), and redacting the one
   merged step is redacting all of the trace, which the profile blocks: stricter, not a bypass;

@@ -123,10 +123,21 @@ def test_an_older_cpu_entry_without_the_filter_workloads_passes(tmp_path, monkey
 
 def test_a_regression_seen_twice_fails(tmp_path, monkeypatch, capsys):
     path = tmp_path / "baseline.json"
-    path.write_text(json.dumps({"threshold": 0.25, "machines": [_entry("Another CPU", 0.81)]}))
+    path.write_text(json.dumps({"threshold": 0.25, "machines": [_entry("This CPU", 0.81, "family 6 model 1")]}))
+    monkeypatch.setattr(regression_guard, "machine", lambda: {"cpu": "This CPU", "cpu_id": "family 6 model 1"})
     _fake_run(monkeypatch, {"rules_2k_matches": 1.2, "filter_short": 40.0})
     assert regression_guard.main(["--baseline", str(path)]) == 1
     assert "FAILED: rules_2k_matches" in capsys.readouterr().out
+
+
+def test_slower_than_another_cpus_baseline_is_reported_not_failed(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps({"threshold": 0.25, "machines": [_entry("This CPU", 0.81)]}))  # no cpu_id: older
+    monkeypatch.setattr(regression_guard, "machine", lambda: {"cpu": "This CPU", "cpu_id": "family 6 model 1"})
+    _fake_run(monkeypatch, {"rules_2k_matches": 1.2, "filter_short": 40.0})
+    assert regression_guard.main(["--baseline", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "not failed: rules_2k_matches" in out and "--update-baseline" in out
 
 
 def test_updating_keeps_the_files_other_keys():
