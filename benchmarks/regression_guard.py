@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.traces import _SENTENCES, make_trace  # noqa: E402
+from models.provenance import cpuinfo  # noqa: E402
 
 if TYPE_CHECKING:
     from safepath import SafePathFilter
@@ -267,13 +268,7 @@ def measure(refs: dict[str, Reference], guarded: list[Workload], rounds: int) ->
 def machine() -> dict[str, object]:
     """The CPU's model name and, where /proc/cpuinfo gives them, its family, model and stepping (`cpu_id`): a cloud
     host may mask the name ("Intel(R) Xeon(R) Processor") over several generations."""
-    fields: dict[str, str] = {}
-    if Path("/proc/cpuinfo").exists():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if not key.strip():
-                break  # the first processor's block is enough
-            fields.setdefault(key.strip(), value.strip())
+    fields = cpuinfo()
     ids = [fields.get(k) for k in ("cpu family", "model", "stepping")]
     cpu_id = "family {} model {} stepping {}".format(*ids) if all(ids) else None
     return {"cpu": fields.get("model name") or platform.processor(), "cpu_id": cpu_id, "cores": os.cpu_count(),
@@ -390,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     baselines = load_baselines(args.baseline)
     here = machine()
     base = baseline_for(baselines, here["cpu"], here["cpu_id"])
+    own_cpu = same_cpu(base, here["cpu"], here["cpu_id"])
     threshold = args.threshold if args.threshold is not None else baselines.get("threshold", 0.25)
     limits = {w.name: threshold if w.threshold is None else w.threshold for w in guarded}
     status = compare(measured, base["ratios"], threshold, limits)
@@ -401,14 +397,14 @@ def main(argv: list[str] | None = None) -> int:
         status_again = compare(again, base["ratios"], threshold, limits)
         print(table(again, base["ratios"], status_again, slower))
         slower = [w for w in slower if status_again[w.name] == "SLOWER"]
-    if not same_cpu(base, here["cpu"], here["cpu_id"]):
+    if not own_cpu:
         there = base.get("machine", {})
         print(f"note: baseline measured on {there.get('cpu')!r} ({there.get('cpu_id') or 'no cpu_id recorded'}), "
               f"this is {here['cpu']!r} ({here['cpu_id']})")
     if args.json:
         args.json.write_text(json.dumps({"measured": measured, "status": status}, indent=2))
     elapsed = time.perf_counter() - started
-    if slower and not same_cpu(base, here["cpu"], here["cpu_id"]):
+    if slower and not own_cpu:
         # Another CPU's ratios are no baseline: on 2026-12-06 another generation under the same masked name read the
         # int8 workload at +49% with unchanged code. Say it, and how to guard this CPU, without failing the run.
         print(f"regression guard: not failed: {', '.join(w.name for w in slower)} read slower, but against another "

@@ -443,21 +443,27 @@ def with_saved_cascade(report: str) -> str:
         saved = json.loads(OUT_CASCADE.read_text())
         return splice(report, render_cascade(saved["results"], saved["provenance"]))
     published = OUT_MD.read_text() if OUT_MD.exists() else ""
-    if (start := published.find(CASCADE_HEADING)) < 0:
+    if (bounds := cascade_bounds(published)) is None:
         return report
-    following = published.find("\n## ", start + 1)
-    return splice(report, published[start:following if following >= 0 else len(published)].rstrip("\n") + "\n")
+    start, end = bounds
+    return splice(report, published[start:end].rstrip("\n") + "\n")
+
+
+def cascade_bounds(document: str) -> tuple[int, int] | None:
+    """Where `document`'s cascade section starts and where the next section starts (or the document ends)."""
+    start = document.find(CASCADE_HEADING)
+    if start < 0:
+        return None
+    following = document.find("\n## ", start + 1)
+    return start, following + 1 if following >= 0 else len(document)
 
 
 def splice(document: str, section: str) -> str:
     """`document` with its cascade section replaced by `section` (or put before the notes when it has none)."""
-    start = document.find(CASCADE_HEADING)
-    if start < 0:
+    if (bounds := cascade_bounds(document)) is None:
         notes = document.find("## Reading these numbers")
-        start = end = notes if notes >= 0 else len(document)
-    else:
-        following = document.find("\n## ", start + 1)
-        end = following + 1 if following >= 0 else len(document)
+        bounds = (notes, notes) if notes >= 0 else (len(document), len(document))
+    start, end = bounds
     return document[:start] + section + "\n" + document[end:]
 
 

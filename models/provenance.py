@@ -43,27 +43,36 @@ def changed_since(root: Path, commit: str) -> list[str]:
     return done.stdout.split()
 
 
+def cpuinfo() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo ("model name", "cpu family", "model", "flags", ...); empty
+    where there is none to read."""
+    fields: dict[str, str] = {}
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return fields
+    for line in lines:
+        key, _, value = line.partition(":")
+        if not key.strip():
+            break  # the first processor's block is enough
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
 def cpu() -> str:
     """The CPU model and whether it has VNNI: dynamically quantized int8 matrix products take another code path in
     ONNX Runtime without it. With 8-bit weights that path saturated and scores differed between machines; the
     shipped models' 7-bit weights (models/onnx_export.py, `quantize_int8`) compute the same integer products on
     both, so figures should agree across hosts up to float rounding, which still differs by CPU generation."""
-    name, flags, ids = platform.processor() or platform.machine(), set(), {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and name in ("", platform.machine()):
-                name = value.strip()
-            elif key.strip() in ("cpu family", "model"):
-                ids.setdefault(key.strip(), value.strip())
-            elif key.strip() == "flags":
-                flags = set(value.split())
-                break
-    except OSError:
+    name, fields = platform.processor() or platform.machine(), cpuinfo()
+    if not fields:
         return name
-    vnni = "VNNI" if flags & {"avx512_vnni", "avx_vnni"} else "no VNNI"
+    if name in ("", platform.machine()) and fields.get("model name"):
+        name = fields["model name"]
+    vnni = "VNNI" if set(fields.get("flags", "").split()) & {"avx512_vnni", "avx_vnni"} else "no VNNI"
     # A masked name ("Intel(R) Xeon(R) Processor") covers several generations, whose float kernels round differently.
-    generation = f"family {ids['cpu family']} model {ids['model']}, " if len(ids) == 2 else ""
+    family, model = fields.get("cpu family"), fields.get("model")
+    generation = f"family {family} model {model}, " if family and model else ""
     return f"{name} ({generation}{vnni})"
 
 
