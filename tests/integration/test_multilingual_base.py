@@ -100,8 +100,9 @@ def test_header_and_tensors(q4):
     d = q4.dims
     assert (d["H"], d["NL"], d["NH"], d["FF"], d["VOC"]) == (384, 12, 12, 1536, 250037)
     assert len(q4.pieces) == 250002 and q4.pieces[d["eos"]] == "</s>"
-    state = mb.state_dict(q4, layers=2)
-    assert state["embeddings.word_embeddings.weight"].shape == (250037, 384)
+    state = mb.state_dict(q4, layers=2, keep=[0, 1, 2, 3, 581])
+    assert np.array_equal(state["embeddings.word_embeddings.weight"][4], mb.state_dict(q4, 1, list(range(582)))[
+        "embeddings.word_embeddings.weight"][581])
     assert state["encoder.layer.1.output.dense.weight"].shape == (384, 1536)
     assert not any(k.startswith("encoder.layer.2.") for k in state)
 
@@ -112,6 +113,18 @@ def test_tokenizer_splits_as_the_engine(q4, engine):
     for text, line in zip(TEXTS, reference, strict=True):
         ids = tok.encode(text, add_special_tokens=False).ids
         assert ids == [int(i) for i in line.split()], text
+
+
+def test_pruned_vocabulary_spells_the_same_text(q4):
+    keep = mb.kept_pieces(q4, 20_000)
+    assert keep[:4] == [0, 1, 2, 3] and len(keep) < 40_000
+    full, pruned = mb.tokenizer(q4), mb.tokenizer(q4, keep)
+    for text in TEXTS:
+        a, b = full.encode(text, add_special_tokens=False), pruned.encode(text, add_special_tokens=False)
+        assert "".join(b.tokens) == "".join(a.tokens)  # the same normalised text, in as many pieces or more
+        assert len(b.ids) >= len(a.ids)
+        # Renumbered ids still name the pieces they named: row `keep[i]` of the full embedding is row i.
+        assert [full.id_to_token(keep[i]) for i in b.ids] == b.tokens
 
 
 def test_separator_reads_as_the_models_own(q4):

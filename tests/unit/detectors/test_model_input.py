@@ -21,6 +21,7 @@ from safepath.detectors.model_input import (
     step_pieces,
     step_views,
     step_with_context,
+    vocabulary_file,
 )
 from safepath.runtime import FakeEncoder
 from safepath.runtime.onnx import load_tokenizer
@@ -161,3 +162,12 @@ def test_a_long_step_is_read_in_overlapping_pieces_that_cover_it():
     assert PLAN in pieces[-1]  # the plan at the very end is read whole, with the context after it
     for a, b in zip(pieces, pieces[1:]):  # consecutive pieces overlap
         assert long.index(b) < long.index(a) + len(a)
+
+
+def test_a_model_folder_with_words_txt_decodes_with_those_words(tmp_path):
+    # An encoder whose own vocabulary is not WordPiece (models/multilingual_base.py) ships the words it decodes with.
+    (tmp_path / "tokenizer.json").write_text('{"model": {"vocab": [["\u2581the", -1.0]]}}')
+    assert vocabulary_file(tmp_path) == tmp_path / "tokenizer.json"
+    (tmp_path / "words.txt").write_text("\n".join(sorted(VOCABULARY)) + "\n")
+    assert vocabulary_file(tmp_path) == tmp_path / "words.txt"
+    assert load_vocabulary(vocabulary_file(tmp_path)) == VOCABULARY
