@@ -95,6 +95,9 @@ class ClassifierDetector:
         self.min_score = min_score
         self.gate = gate
         self.vocabulary = vocabulary
+        # The words decide which disguises are undone, so which inputs the model reads: part of the version. A
+        # WordPiece model's words come from its tokenizer (already in the encoder's version); a words.txt does not.
+        self._words = hashlib.sha256("\n".join(sorted(vocabulary)).encode()).hexdigest()[:8] if vocabulary else None
         self.lexical = lexical
         self.tokenizer = tokenizer
         self._tokenizer_lock = threading.Lock()
@@ -109,7 +112,8 @@ class ClassifierDetector:
         lexical = f"+lexical-{self.lexical.version}" if self.lexical else ""
         # labels.json is read too: its content, the output columns, belongs in the version like any file's bytes
         labels = hashlib.sha256("\n".join(self.labels).encode()).hexdigest()[:8]
-        return f"{self.encoder.version}+labels-{labels}{lexical}{gate}"
+        words = f"+words-{self._words}" if self._words else ""
+        return f"{self.encoder.version}+labels-{labels}{words}{lexical}{gate}"
 
     @classmethod
     def from_options(

@@ -125,6 +125,14 @@ def test_gate_sends_only_uncertain_steps_to_the_model_and_counts_them():
     assert detector.version.startswith("fake+labels-") and detector.version.endswith("+gate-gate-fake")
 
 
+def test_the_words_that_undo_disguises_are_part_of_the_version():
+    encoder = FakeEncoder(_probs_for({}))
+    plain = ClassifierDetector(encoder, LABELS).version
+    english = ClassifierDetector(encoder, LABELS, vocabulary=frozenset({"audit", "disable"})).version
+    other = ClassifierDetector(encoder, LABELS, vocabulary=frozenset({"audit", "disable", "review"})).version
+    assert "+words-" not in plain and len({plain, english, other}) == 3
+
+
 def test_gate_that_clears_everything_skips_the_model_call():
     encoder = FakeEncoder(_probs_for({}))
     detector = ClassifierDetector(encoder, LABELS, gate=KeywordGate("zzz"))
