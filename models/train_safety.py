@@ -395,10 +395,11 @@ def export(state: dict, out_dir: Path, work: Path, *, base: Path, int8_only: boo
     onnx_export.export_onnx(model, fp32, output_names=["probs"])
     onnx_export.optimize_bert(fp32, optimized)
     onnx_export.quantize_int8(optimized, out_dir / "model.int8.onnx")
-    if not int8_only and base == base_model_dir():
+    minilm = base == base_model_dir()
+    if not int8_only and minilm:
         onnx_export.save_fp16(optimized, out_dir)
     shutil.copy(base / "tokenizer.json", out_dir / "tokenizer.json")
-    if base != base_model_dir():  # the de-obfuscation words stay MiniLM's (model_input.vocabulary_file)
+    if not minilm:  # the de-obfuscation words stay MiniLM's (model_input.vocabulary_file)
         (out_dir / "words.txt").write_text("\n".join(sorted(load_vocabulary(words_file()))) + "\n", encoding="utf-8")
     (out_dir / "labels.json").write_text(json.dumps(list(LABELS), indent=2) + "\n")
 

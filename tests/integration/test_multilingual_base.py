@@ -141,8 +141,7 @@ def test_dequantized_rows_are_the_engines(q4, engine, row):
     expected = np.frombuffer(engine("row", row=row), dtype="<f4")
     dtype, count, offset = q4.tensors["emb.word"]
     width = q4.dims["H"]
-    block_bytes = width // mb.QK * 18
-    ours = mb.dequantize_q4_0(q4.data, offset + row * block_bytes, width)
+    ours = mb.dequantize_q4_0(q4.data, offset + row * width // mb.QK * mb.BLOCK_BYTES, width)
     assert np.array_equal(ours, expected)
 
 
