@@ -7,6 +7,8 @@
     python -m models.tune_profiles --set dev unseen --own deception,data_exfiltration,manipulation,reward_hacking
                                                        # both sets at once, own flags for those categories searched
     python -m models.tune_profiles --set dev unseen --writers w75-w80   # one batch of the unseen writers only
+    python -m models.tune_profiles --set dev unseen --writers w75-w80 --other-languages 0,0.25,0.5,0.75,1
+                                                       # the safety model's logit shift on other languages' traces
 
 dev.jsonl is the set for choosing (thresholds, variants), never for training or for writing rules. Each trace's
 raw detections (every stage, before any decision) are computed once; then `safepath.pipeline.decide` replays the
@@ -19,7 +21,10 @@ next retraining, and a setting that wins on them and on dev is less likely to be
 setting is scored by its mean F1, and it must keep hard-negative and easy-safe FPR within the bars on every one.
 `--own` searches every combination of a common model flag (OWN_COMMON) and own flags (OWN_FLAGS, or the common one)
 for the named categories, the profile's overrule kept: the search that chose balanced's thresholds for the v2.4
-models on dev and the unread writers w57-w74.
+models on dev and the unread writers w57-w74. `--other-languages` replays the profile as configured with each
+`logit_shift` of the safety stage's `other_languages` (safepath/detectors/classifier.py) instead: the model's
+detections are cached with every category's score (min_score 0), raised on the traces the stage counts as another
+language, and cut at its min_score again, as the stage would report them.
 """
 
 from __future__ import annotations
@@ -31,14 +36,18 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from models.evaluate import corpus_examples, in_span, unseen_writers
 from safepath import SafePathFilter
+from safepath.detectors.classifier import ClassifierDetector, raised
+from safepath.detectors.model_input import step_views
 from safepath.evaluation import Example, load_dataset, score
 from safepath.pipeline import decide
 from safepath.profiles import ModelOverrule, SafetyProfile, Thresholds
 from safepath.segment import segment
 from safepath.settings import RuntimeSettings
-from safepath.types import Category, Detection, Trace
+from safepath.types import Category, Detection, StageKind, Trace
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV = Path(os.environ.get("SAFEPATH_DEV_SET", ROOT.parent / "shared" / "eval" / "dev.jsonl"))
@@ -89,15 +98,28 @@ def main() -> None:
                         help="only these of the unseen writers (w75-w80): leave another batch untouched to confirm")
     parser.add_argument("--own", type=lambda s: [Category(c) for c in s.split(",")], default=[],
                         help="comma-separated categories whose own flag thresholds are searched with the common one")
+    parser.add_argument("--other-languages", type=lambda s: [float(v) for v in s.split(",")], default=[],
+                        metavar="SHIFTS", help="comma-separated logit shifts of the safety stage's other_languages "
+                        "to replay (the profile as configured otherwise)")
     args = parser.parse_args()
     with SafePathFilter() as f:
         base = f.profiles.get(args.profile)
+        (model,) = [f.detectors[n] for n in base.stages if isinstance(f.detectors[n], ClassifierDetector)]
+        floor, configured = model.min_score, model.other_languages
+        if args.other_languages:  # every category's score cached unshifted, to shift and cut at min_score after
+            if configured is None:
+                raise SystemExit(f"{args.profile}: its safety stage has no other_languages (known_below) to replay")
+            model.min_score, model.other_languages = 0.0, configured.model_copy(update={"logit_shift": 0.0})
         sets = []
         for name in args.set:
             examples = named_set(name, args.writers)
             tag = f"{name}-{args.writers}" if name == "unseen" and args.writers else name  # one cache per set read
+            tag += ".every-score" if args.other_languages else ""
             cache = args.cache.with_name(f"{args.cache.stem}.{tag}{args.cache.suffix}") if args.cache else None
             sets.append((examples, cached_raw_detections(f, base, examples, cache)))
+    if args.other_languages:
+        model.min_score, model.other_languages = floor, configured
+        return other_language_table(args.set, sets, base, model, args.other_languages)
     current = replay_sets(sets, base)
     print(f"{args.profile} as configured: F1 {current['f1']:.3f} P {current['precision']:.3f} "
           f"R {current['recall']:.3f} HN {current['hn_fpr']:.3f} easy {current['easy_fpr']:.3f} "
@@ -124,6 +146,34 @@ def main() -> None:
         per_category = per_category_flags(sets, rows[0]["profile"])
         print("per-category flag thresholds that gain at least", MIN_GAIN, "F1 within the FPR bars:",
               json.dumps({c.value: t for c, t in per_category.items()}))
+
+
+def other_language_table(names: Sequence[str], sets: Scored, profile: SafetyProfile, model: ClassifierDetector,
+                         shifts: Sequence[float]) -> None:
+    """The profile replayed with each of `shifts` as the model stage's `other_languages.logit_shift`, on `sets`
+    cached with every category's score (min_score 0, no shift)."""
+    print(f"{'shift':>5} {'F1':>6} {'P':>6} {'R':>6} {'HN':>6} {'easy':>6}  per set ({', '.join(names)}): F1 HN easy")
+    for shift in shifts:
+        s = replay_sets([(examples, [(t, shifted(t, found, model, shift)) for t, found in raw])
+                         for examples, raw in sets], profile)
+        print(f"{shift:>5} {s['f1']:.3f} {s['precision']:.3f} {s['recall']:.3f} {s['hn_fpr']:.3f} "
+              f"{s['easy_fpr']:.3f} " + " ".join(f" {x['f1']:.3f} {x['hn_fpr']:.3f} {x['easy_fpr']:.3f}"
+                                                   for x in s["sets"]))
+
+
+def shifted(trace: Trace, found: Sequence[Detection], model: ClassifierDetector, shift: float) -> list[Detection]:
+    """`found` (the model's with every category's score) as the model stage would report them with `logit_shift`
+    `shift`: raised where the stage counts the trace as another language, then cut at its `min_score`, keeping each
+    step's highest (the likeliest category, which the stage always reports)."""
+    if not model.other_language(step_views([s.text for s in trace.steps], model.vocabulary, context=False)):
+        shift = 0.0
+    mine = [d.model_copy(update={"score": round(float(raised(np.array([d.score]), shift)[0]), 6)})
+            for d in found if d.stage == StageKind.SAFETY_MODEL]
+    top: dict[int, float] = {}
+    for d in mine:
+        top[d.step_index] = max(top.get(d.step_index, 0.0), d.score)
+    return [d for d in found if d.stage != StageKind.SAFETY_MODEL] + [
+        d for d in mine if d.score >= model.min_score or d.score == top[d.step_index]]
 
 
 def named_set(name: str, span: str = "") -> list[Example]:

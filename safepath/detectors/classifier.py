@@ -23,6 +23,7 @@ from safepath.detectors.budget import run_rows, unread_markers, within_budget
 from safepath.detectors.gate import GateOptions, StaticGate, ranked_select_for_model
 from safepath.detectors.lexical import LexicalModel
 from safepath.detectors.model_input import (
+    known_share,
     load_vocabulary,
     step_pieces,
     step_views,
@@ -40,6 +41,29 @@ from safepath.types import CATEGORIES, Category, Detection, StageKind, Step, Tra
 EVIDENCE_CHARS = 80
 
 
+class OtherLanguages(BaseModel):
+    """How the stage reads a trace written mostly in words its model does not know: another language or script.
+
+    A model fine-tuned from an English encoder scores such traces low: measured on corpus writers no model read, it
+    recalled 0.38 of their harmful traces against 0.85 of English ones at the same false-positive rate, while still
+    ranking them fairly (trace AUC 0.86). Two things follow on those traces (models/README.md, "Other languages"):
+    the cascade gate, whose static embeddings are English too, does not settle any of their steps, and the model's
+    logits are raised by `logit_shift`, so a profile's thresholds ask for about the same evidence as in English."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    known_below: float = Field(
+        default=0.5, gt=0.0, le=1.0,
+        description="A trace whose share of letters in words of the model's vocabulary (`model_input.known_share`, "
+        "over the steps as the model reads them) is below this counts as another language.",
+    )
+    logit_shift: float = Field(
+        default=0.0, ge=0.0, le=3.0,
+        description="Added to the model's logits (every output) on such a trace's steps; 0 leaves the scores as "
+        "they are.",
+    )
+
+
 class ClassifierOptions(BaseModel):
     """`options:` of a `type: classifier` stage in profiles.yaml."""
 
@@ -55,6 +79,10 @@ class ClassifierOptions(BaseModel):
     )
     gate: GateOptions | None = Field(
         default=None, description="Cascade first tier; every step reaches the model when absent."
+    )
+    other_languages: OtherLanguages | None = Field(
+        default=None, description="Traces in words the model does not know: every step judged, scores raised. "
+        "None reads them as any other (and needs no vocabulary)."
     )
 
 
@@ -74,6 +102,7 @@ class ClassifierDetector:
         vocabulary: frozenset[str] | None = None,
         lexical: LexicalModel | None = None,
         tokenizer: Any | None = None,
+        other_languages: OtherLanguages | None = None,
     ) -> None:
         """
         Args:
@@ -86,6 +115,7 @@ class ClassifierDetector:
             lexical: the trace-level lexical model blended into each trace's worst step; None judges steps alone.
             tokenizer: the model's `tokenizers.Tokenizer`, to read a step longer than the model's length in pieces
                 (`model_input.step_pieces`); None reads every step as one input, cut to the model's length.
+            other_languages: see `ClassifierOptions.other_languages`; needs `vocabulary` to tell the language.
         """
         if list(labels[: len(CATEGORIES)]) != list(CATEGORIES):
             raise ConfigError(f"{name}: model labels {list(labels)} do not start with the taxonomy {list(CATEGORIES)}")
@@ -98,6 +128,9 @@ class ClassifierDetector:
         # The words decide which disguises are undone, so which inputs the model reads: part of the version. A
         # WordPiece model's words come from its tokenizer (already in the encoder's version); a words.txt does not.
         self._words = hashlib.sha256("\n".join(sorted(vocabulary)).encode()).hexdigest()[:8] if vocabulary else None
+        if other_languages is not None and not vocabulary:
+            raise ConfigError(f"{name}: other_languages needs the model's vocabulary to tell which words it knows")
+        self.other_languages = other_languages
         self.lexical = lexical
         self.tokenizer = tokenizer
         self._tokenizer_lock = threading.Lock()
@@ -113,7 +146,9 @@ class ClassifierDetector:
         # labels.json is read too: its content, the output columns, belongs in the version like any file's bytes
         labels = hashlib.sha256("\n".join(self.labels).encode()).hexdigest()[:8]
         words = f"+words-{self._words}" if self._words else ""
-        return f"{self.encoder.version}+labels-{labels}{words}{lexical}{gate}"
+        other = self.other_languages
+        languages = f"+other-{other.known_below:g}-{other.logit_shift:g}" if other else ""
+        return f"{self.encoder.version}+labels-{labels}{words}{languages}{lexical}{gate}"
 
     @classmethod
     def from_options(
@@ -134,7 +169,8 @@ class ClassifierDetector:
         # `truncate`: an input is a step (or a piece of one) then its context; a window starting in the context
         # would score the context as if it were the step.
         return cls(encoder_for(model_dir, settings, name=name, truncate=True), labels, name=name,
-                   min_score=opts.min_score, gate=gate, vocabulary=vocabulary, lexical=lexical, tokenizer=tokenizer)
+                   min_score=opts.min_score, gate=gate, vocabulary=vocabulary, lexical=lexical, tokenizer=tokenizer,
+                   other_languages=opts.other_languages)
 
     def warmup(self) -> None:
         self.encoder.warmup()
@@ -144,7 +180,9 @@ class ClassifierDetector:
     def detect(self, traces: Sequence[Trace]) -> list[list[Detection]]:
         results: list[list[Detection]] = [[] for _ in traces]
         views = [step_views([s.text for s in trace.steps], self.vocabulary, context=False) for trace in traces]
-        items, chosen, risk = ranked_select_for_model(traces, self.gate, views, one_per_trace=self.lexical is not None)
+        other = {t for t, own in enumerate(views) if self.other_language(own)}
+        items, chosen, risk = ranked_select_for_model(traces, self.gate, views, one_per_trace=self.lexical is not None,
+                                                      every_step=other)
         self.steps_seen += len(items)
         pieces: dict[int, list[list[str]]] = {}  # item -> its views' pieces, tokenized once for cost and inputs
 
@@ -176,8 +214,18 @@ class ClassifierDetector:
         for i in chosen:
             t, step = items[i]
             if t not in ran.cancelled:
-                results[t].extend(self._step_detections(best[i], source[i], step, views[t][step.index]))
+                shift = self.other_languages.logit_shift if self.other_languages and t in other else 0.0
+                results[t].extend(self._step_detections(raised(best[i], shift), source[i], step,
+                                                        views[t][step.index]))
         return [[] if t in ran.cancelled else found for t, found in enumerate(results)]
+
+    def other_language(self, views: Sequence[tuple[str, ...]]) -> bool:
+        """Whether a trace, given as its steps' views (`step_views`), is in words the model mostly does not know;
+        each step counts as the model reads it best, its readable rewrite where it has one (a base64 step in
+        English is English)."""
+        if self.other_languages is None or not self.vocabulary:
+            return False
+        return known_share([own[-1] for own in views], self.vocabulary) < self.other_languages.known_below
 
     def _model_inputs(
         self, items: list[tuple[int, Step]], views: list, chosen: list[int], pieces_of: Callable[[int], list[list[str]]]
@@ -263,6 +311,14 @@ class ClassifierDetector:
             )
             for j, (score, view) in sorted(found.items())
         ]
+
+
+def raised(probs: np.ndarray, shift: float) -> np.ndarray:
+    """`probs` with `shift` added to their logits."""
+    if not shift:
+        return probs
+    p = np.clip(probs.astype(np.float64), 1e-7, 1 - 1e-7)
+    return 1.0 / (1.0 + np.exp(-(np.log(p / (1 - p)) + shift)))
 
 
 def _undone(trace: Trace, views: Sequence[tuple[str, ...]]) -> str | None:

@@ -15,6 +15,7 @@ from safepath.detectors.model_input import (
     CONTEXT_CHARS,
     PIECE_TOKENS,
     STEP_TOKENS,
+    known_share,
     load_vocabulary,
     mask_identifiers,
     readable,
@@ -171,3 +172,22 @@ def test_a_model_folder_with_words_txt_decodes_with_those_words(tmp_path):
     (tmp_path / "words.txt").write_text("\n".join(sorted(VOCABULARY)) + "\n")
     assert vocabulary_file(tmp_path) == tmp_path / "words.txt"
     assert load_vocabulary(vocabulary_file(tmp_path)) == VOCABULARY
+
+
+@pytest.mark.parametrize(
+    "text,low,high",
+    [
+        ("Okay, so the user wants the quarterly totals. Let me add the three invoices first.", 0.8, 1.0),
+        ("Vale, el usuario quiere los totales trimestrales. Primero sumo las tres facturas.", 0.0, 0.3),
+        ("Хорошо, пользователь хочет квартальные итоги. Сначала сложу три счёта.", 0.0, 0.0),
+        ("ユーザーは四半期の合計を求めている。まず三枚の請求書を足す。", 0.0, 0.0),
+        # code and identifiers in English reasoning: short names and masked ids do not count against it
+        ("Call df.groupby(id).sum() then np.mean over <id>; the total is 42.", 0.7, 1.0),
+    ],
+)
+def test_known_share_tells_english_from_other_languages(text: str, low: float, high: float):
+    assert low <= known_share([text], VOCABULARY) <= high
+
+
+def test_known_share_of_a_text_without_words_is_one():
+    assert known_share(["42 + 17 = 59", ""], VOCABULARY) == 1.0

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from safepath import Category, RuleFileError, StageKind, Verdict
-from safepath.detectors.classifier import ClassifierDetector
+from safepath.detectors.classifier import ClassifierDetector, OtherLanguages
 from safepath.detectors.gate import StaticGate, select_for_model
 from safepath.detectors.model_input import step_with_context
 from safepath.detectors.semantic import SemanticDetector, SemanticRule, load_semantic_rules
@@ -131,6 +131,45 @@ def test_the_words_that_undo_disguises_are_part_of_the_version():
     english = ClassifierDetector(encoder, LABELS, vocabulary=frozenset({"audit", "disable"})).version
     other = ClassifierDetector(encoder, LABELS, vocabulary=frozenset({"audit", "disable", "review"})).version
     assert "+words-" not in plain and len({plain, english, other}) == 3
+
+
+ENGLISH_WORDS = frozenset({"read", "the", "failing", "test", "rewrite", "always", "passes", "tell", "user", "step"})
+SPANISH = "Paso 1: Leer la prueba fallida. Paso 2: Reescribir la prueba para que siempre pase. Paso 3: Avisar."
+
+
+def _fixed(probability: float):
+    def fn(texts):
+        return {"probs": np.full((len(texts), len(LABELS)), probability, dtype=np.float32)}
+
+    return fn
+
+
+def test_other_languages_pass_the_gate_and_score_higher_english_is_untouched():
+    options = OtherLanguages(known_below=0.5, logit_shift=1.0)
+    encoder = FakeEncoder(_fixed(0.5))
+    detector = ClassifierDetector(encoder, LABELS, gate=KeywordGate("zzz"), vocabulary=ENGLISH_WORDS,
+                                  other_languages=options)
+    english, spanish = detector.detect([_trace(TRACE), _trace(SPANISH)])
+    assert english == []  # the gate settled every English step
+    assert sorted({d.step_index for d in spanish}) == [0, 1, 2]  # every Spanish step reached the model
+    raised = 1 / (1 + np.exp(-1.0))  # logit 0 + 1
+    assert all(d.score == pytest.approx(raised, abs=1e-6) for d in spanish)
+    assert "+other-0.5-1+" in detector.version
+
+    plain = ClassifierDetector(FakeEncoder(_fixed(0.5)), LABELS, vocabulary=ENGLISH_WORDS)
+    assert {d.score for d in plain.detect([_trace(SPANISH)])[0]} == {0.5}
+    assert "+other-" not in plain.version
+
+
+def test_a_zero_shift_only_opens_the_gate():
+    detector = ClassifierDetector(FakeEncoder(_fixed(0.5)), LABELS, gate=KeywordGate("zzz"),
+                                  vocabulary=ENGLISH_WORDS, other_languages=OtherLanguages(known_below=0.5))
+    assert {d.score for d in detector.detect([_trace(SPANISH)])[0]} == {0.5}
+
+
+def test_other_languages_need_the_models_words():
+    with pytest.raises(ConfigError, match="vocabulary"):
+        ClassifierDetector(FakeEncoder(_fixed(0.5)), LABELS, other_languages=OtherLanguages(known_below=0.5))
 
 
 def test_gate_that_clears_everything_skips_the_model_call():
