@@ -24,7 +24,8 @@ for the named categories, the profile's overrule kept: the search that chose bal
 models on dev and the unread writers w57-w74. `--other-languages` replays the profile as configured with each
 `logit_shift` of the safety stage's `other_languages` (safepath/detectors/classifier.py) instead: the model's
 detections are cached with every category's score (min_score 0), raised on the traces the stage counts as another
-language, and cut at its min_score again, as the stage would report them.
+language, and cut at its min_score again, as the stage would report them (to within the scores' rounding, 1e-6).
+Every step is judged, so the gate and the budget play no part.
 """
 
 from __future__ import annotations
@@ -102,11 +103,13 @@ def main() -> None:
                         metavar="SHIFTS", help="comma-separated logit shifts of the safety stage's other_languages "
                         "to replay (the profile as configured otherwise)")
     args = parser.parse_args()
+    if args.own and args.other_languages:
+        parser.error("--own and --other-languages are two different tables: one at a time")
     with SafePathFilter() as f:
         base = f.profiles.get(args.profile)
-        (model,) = [f.detectors[n] for n in base.stages if isinstance(f.detectors[n], ClassifierDetector)]
-        floor, configured = model.min_score, model.other_languages
         if args.other_languages:  # every category's score cached unshifted, to shift and cut at min_score after
+            (model,) = [f.detectors[n] for n in base.stages if isinstance(f.detectors[n], ClassifierDetector)]
+            floor, configured = model.min_score, model.other_languages
             if configured is None:
                 raise SystemExit(f"{args.profile}: its safety stage has no other_languages (known_below) to replay")
             model.min_score, model.other_languages = 0.0, configured.model_copy(update={"logit_shift": 0.0})
@@ -169,11 +172,12 @@ def shifted(trace: Trace, found: Sequence[Detection], model: ClassifierDetector,
         shift = 0.0
     mine = [d.model_copy(update={"score": round(float(raised(np.array([d.score]), shift)[0]), 6)})
             for d in found if d.stage == StageKind.SAFETY_MODEL]
-    top: dict[int, float] = {}
+    top: dict[int, Detection] = {}  # per step, the first highest: the stage's likeliest category (ties: lowest)
     for d in mine:
-        top[d.step_index] = max(top.get(d.step_index, 0.0), d.score)
+        if d.step_index not in top or d.score > top[d.step_index].score:
+            top[d.step_index] = d
     return [d for d in found if d.stage != StageKind.SAFETY_MODEL] + [
-        d for d in mine if d.score >= model.min_score or d.score == top[d.step_index]]
+        d for d in mine if d.score >= model.min_score or d is top[d.step_index]]
 
 
 def named_set(name: str, span: str = "") -> list[Example]:

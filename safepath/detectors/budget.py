@@ -13,7 +13,7 @@ the budget, not by the trace's length), which `split_unread` takes back out of t
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +32,7 @@ def within_budget(
     chosen: np.ndarray,
     risk: np.ndarray,
     cost: Callable[[int], int],
+    optional: Collection[int] = (),
 ) -> tuple[list[int], dict[int, list[int]]]:
     """Which of the `chosen` items each trace's budget lets the model read, riskiest first.
 
@@ -41,6 +42,8 @@ def within_budget(
         chosen: positions of the items the model must judge.
         risk: per item, how risky it looks (higher is read first; ties in trace order).
         cost: the number of model rows an item needs (called for the candidates only, in the order they are tried).
+        optional: positions among `chosen` read only where the budget leaves room, never reported unread (steps
+            the cascade gate settled, read anyway for a trace in another language).
 
     Returns:
         The positions read, ascending, and per trace the indexes of chosen steps left unread (traces with none
@@ -61,7 +64,7 @@ def within_budget(
         if rows <= budget:
             left[t] = budget - rows
             kept.append(k)
-        else:
+        elif k not in optional:
             unread.setdefault(t, []).append(step.index)
     return sorted(kept), {t: sorted(steps) for t, steps in unread.items()}
 

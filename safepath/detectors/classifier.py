@@ -23,7 +23,7 @@ from safepath.detectors.budget import run_rows, unread_markers, within_budget
 from safepath.detectors.gate import GateOptions, StaticGate, ranked_select_for_model
 from safepath.detectors.lexical import LexicalModel
 from safepath.detectors.model_input import (
-    known_share,
+    known_letters,
     load_vocabulary,
     step_pieces,
     step_views,
@@ -47,15 +47,22 @@ class OtherLanguages(BaseModel):
     A model fine-tuned from an English encoder scores such traces low: measured on corpus writers no model read, it
     recalled 0.38 of their harmful traces against 0.85 of English ones at the same false-positive rate, while still
     ranking them fairly (trace AUC 0.86). Two things follow on those traces (models/README.md, "Other languages"):
-    the cascade gate, whose static embeddings are English too, does not settle any of their steps, and the model's
-    logits are raised by `logit_shift`, so a profile's thresholds ask for about the same evidence as in English."""
+    the model reads the steps the cascade gate would settle too (its static embeddings are English as well), as far
+    as the profile's model budget allows, and its logits are raised by `logit_shift`, so a profile's thresholds ask
+    for about the same evidence as in English. The language is told per call: the whole trace, or in a stream the
+    window judged (safepath/streaming)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     known_below: float = Field(
         default=0.5, gt=0.0, le=1.0,
-        description="A trace whose share of letters in words of the model's vocabulary (`model_input.known_share`, "
+        description="A trace whose share of letters in words of the model's vocabulary (`model_input.known_letters`, "
         "over the steps as the model reads them) is below this counts as another language.",
+    )
+    min_letters: int = Field(
+        default=50, ge=0,
+        description="Fewer letters than this say too little to tell (\"1.5 litres in pints.\" knows 0.49 of its 45 "
+        "letters): such a trace counts as English.",
     )
     logit_shift: float = Field(
         default=0.0, ge=0.0, le=3.0,
@@ -147,7 +154,7 @@ class ClassifierDetector:
         labels = hashlib.sha256("\n".join(self.labels).encode()).hexdigest()[:8]
         words = f"+words-{self._words}" if self._words else ""
         other = self.other_languages
-        languages = f"+other-{other.known_below:g}-{other.logit_shift:g}" if other else ""
+        languages = f"+other-{other.known_below:g}-{other.min_letters}-{other.logit_shift:g}" if other else ""
         return f"{self.encoder.version}+labels-{labels}{words}{languages}{lexical}{gate}"
 
     @classmethod
@@ -181,8 +188,10 @@ class ClassifierDetector:
         results: list[list[Detection]] = [[] for _ in traces]
         views = [step_views([s.text for s in trace.steps], self.vocabulary, context=False) for trace in traces]
         other = {t for t, own in enumerate(views) if self.other_language(own)}
-        items, chosen, risk = ranked_select_for_model(traces, self.gate, views, one_per_trace=self.lexical is not None,
-                                                      every_step=other)
+        items, chosen, risk = ranked_select_for_model(traces, self.gate, views, one_per_trace=self.lexical is not None)
+        # A trace in another language: the steps the gate settled are read too, where the budget leaves room (the
+        # gate's choice alone decides what counts as unread, as for any trace).
+        extra = np.setdiff1d([k for k, (t, _) in enumerate(items) if t in other], chosen).astype(int)
         self.steps_seen += len(items)
         pieces: dict[int, list[list[str]]] = {}  # item -> its views' pieces, tokenized once for cost and inputs
 
@@ -192,7 +201,8 @@ class ClassifierDetector:
                 pieces[k] = [self._pieces(text) for text in views[t][step.index]]
             return pieces[k]
 
-        chosen, unread = within_budget(traces, items, chosen, risk, lambda k: sum(map(len, pieces_of(k))))
+        chosen, unread = within_budget(traces, items, np.union1d(chosen, extra).astype(int), risk,
+                                       lambda k: sum(map(len, pieces_of(k))), optional=frozenset(extra.tolist()))
         for t, steps in unread.items():
             results[t].extend(unread_markers(traces[t], steps, StageKind.SAFETY_MODEL))
         self.steps_to_model += len(chosen)
@@ -225,7 +235,8 @@ class ClassifierDetector:
         English is English)."""
         if self.other_languages is None or not self.vocabulary:
             return False
-        return known_share([own[-1] for own in views], self.vocabulary) < self.other_languages.known_below
+        known, counted = known_letters([own[-1] for own in views], self.vocabulary)
+        return counted >= self.other_languages.min_letters and known < self.other_languages.known_below * counted
 
     def _model_inputs(
         self, items: list[tuple[int, Step]], views: list, chosen: list[int], pieces_of: Callable[[int], list[list[str]]]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -210,13 +210,10 @@ def ranked_select_for_model(
     views: Sequence[Sequence[tuple[str, ...]]],
     *,
     one_per_trace: bool = False,
-    every_step: Collection[int] = (),
 ) -> tuple[list[tuple[int, Step]], np.ndarray, np.ndarray]:
     """`select_for_model`, and per item how risky it looks, for a budget to read the riskiest first: `FORCED_RISK`
     for steps an earlier tier flagged or that have a readable rewrite, else the gate's harm probability (0 for every
-    step when there is no gate: the budget then reads in trace order). Every step of the traces in `every_step`
-    passes the gate (the classifier's traces in another language: the gate cannot vouch for them), ranked by the
-    gate's probability all the same."""
+    step when there is no gate: the budget then reads in trace order)."""
     items = [(t, step) for t, trace in enumerate(traces) for step in trace.steps]
     forced = np.array(
         [step.index in traces[t].flagged_steps or len(views[t][step.index]) > 1 for t, step in items], dtype=bool
@@ -226,7 +223,7 @@ def ranked_select_for_model(
     masked = [mask_identifiers(step.text) for _, step in items]
     previous = [masked[k - 1] if step.index else "" for k, (_, step) in enumerate(items)]
     probability, needed = gate.judge(masked, previous)
-    needed = needed | forced | np.array([t in every_step for t, _ in items], dtype=bool)
+    needed = needed | forced
     if one_per_trace:
         owners = np.array([t for t, _ in items])
         for t in set(range(len(traces))) - set(owners[needed].tolist()):

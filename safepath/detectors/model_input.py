@@ -108,15 +108,14 @@ _ASCII_WORD = re.compile(r"[A-Za-z]+")
 _GAP = re.compile(r"[^A-Za-z\n]{1,3}")  # between two words of one run
 
 
-def known_share(texts: Sequence[str], vocabulary: frozenset[str]) -> float:
-    """The share of the letters of `texts` that stand in words of `vocabulary` (words of three or more letters, and
-    every word outside ASCII, count; shorter ASCII words are too often abbreviations or code to tell). A model that
-    learned from English reads an English trace at about 0.9 (1% of the corpus's English traces under 0.65) and
-    another language's well under 0.5 (a Spanish trace at 0.17, Russian or Japanese near 0). 1.0 for a text without
-    words."""
+def known_letters(texts: Sequence[str], vocabulary: frozenset[str]) -> tuple[int, int]:
+    """How many letters of `texts` stand in words of `vocabulary`, and how many were counted (words of three or more
+    letters, and every word outside ASCII; shorter ASCII words are too often abbreviations or code to tell). A model
+    that learned from English knows about 0.9 of an English trace's letters (1% of the corpus's English traces under
+    0.65) and well under half of another language's (a Spanish trace 0.17, Russian or Japanese near 0)."""
     words = [w.lower() for text in texts for w in _WORD.findall(text)]
-    letters = sum(len(w) for w in words if len(w) >= 3 or not w.isascii())
-    return sum(len(w) for w in words if w in vocabulary) / letters if letters else 1.0
+    counted = sum(len(w) for w in words if len(w) >= 3 or not w.isascii())
+    return sum(len(w) for w in words if w in vocabulary), counted
 
 
 def step_pieces(text: str, tokenizer: Any | None) -> list[str]:

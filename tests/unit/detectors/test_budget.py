@@ -76,6 +76,18 @@ def test_within_budget_skips_a_step_that_does_not_fit_and_tries_smaller_ones():
     assert kept == [0, 2] and unread == {0: [1]}
 
 
+def test_within_budget_reads_optional_steps_where_room_is_left_and_never_lists_them_unread():
+    traces = [_trace(_long(4), budget=2)]
+    items = [(0, s) for s in traces[0].steps]
+    risk = np.array([0.9, 0.2, 0.1, 0.8])
+    kept, unread = within_budget(traces, items, np.arange(4), risk, lambda k: 1, optional={1, 2, 3})
+    assert kept == [0, 3] and unread == {}  # 0.9 then the optional 0.8 fit; 0.2 and 0.1 are dropped, not unread
+    kept, unread = within_budget(traces, items, np.arange(4), risk, lambda k: 1, optional={1, 2})
+    assert kept == [0, 3] and unread == {}
+    kept, unread = within_budget(traces, items, np.arange(4), risk, lambda k: 1)
+    assert kept == [0, 3] and unread == {0: [1, 2]}
+
+
 def test_unread_markers_cover_runs_and_split_back_into_step_indexes():
     trace = _trace(_long(8))
     markers = unread_markers(trace, [1, 2, 3, 6], StageKind.SAFETY_MODEL)

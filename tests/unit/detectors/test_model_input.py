@@ -15,7 +15,7 @@ from safepath.detectors.model_input import (
     CONTEXT_CHARS,
     PIECE_TOKENS,
     STEP_TOKENS,
-    known_share,
+    known_letters,
     load_vocabulary,
     mask_identifiers,
     readable,
@@ -185,9 +185,11 @@ def test_a_model_folder_with_words_txt_decodes_with_those_words(tmp_path):
         ("Call df.groupby(id).sum() then np.mean over <id>; the total is 42.", 0.7, 1.0),
     ],
 )
-def test_known_share_tells_english_from_other_languages(text: str, low: float, high: float):
-    assert low <= known_share([text], VOCABULARY) <= high
+def test_known_letters_tell_english_from_other_languages(text: str, low: float, high: float):
+    known, counted = known_letters([text], VOCABULARY)
+    assert counted > 20 and low <= known / counted <= high
 
 
-def test_known_share_of_a_text_without_words_is_one():
-    assert known_share(["42 + 17 = 59", ""], VOCABULARY) == 1.0
+def test_known_letters_count_words_of_three_letters_and_any_outside_ascii():
+    assert known_letters(["42 + 17 = 59", ""], VOCABULARY) == (0, 0)
+    assert known_letters(["an ox ran", "él"], VOCABULARY) == (3, 5)  # "ran" known; "an", "ox" not counted

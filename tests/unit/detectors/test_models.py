@@ -144,32 +144,80 @@ def _fixed(probability: float):
     return fn
 
 
-def test_other_languages_pass_the_gate_and_score_higher_english_is_untouched():
-    options = OtherLanguages(known_below=0.5, logit_shift=1.0)
-    encoder = FakeEncoder(_fixed(0.5))
-    detector = ClassifierDetector(encoder, LABELS, gate=KeywordGate("zzz"), vocabulary=ENGLISH_WORDS,
-                                  other_languages=options)
+def _varied(texts):
+    """A fake classifier whose scores differ by step and column, the same for the same input."""
+    rows = [np.random.default_rng(sum(map(ord, text))).uniform(0.01, 0.95, len(LABELS)) for text in texts]
+    return {"probs": np.array(rows, dtype=np.float32)}
+
+
+def _other(shift: float, **kw) -> OtherLanguages:
+    return OtherLanguages(known_below=0.5, logit_shift=shift, **kw)
+
+
+def test_other_languages_score_higher_and_english_in_the_same_batch_does_not():
+    detector = ClassifierDetector(FakeEncoder(_fixed(0.5)), LABELS, vocabulary=ENGLISH_WORDS, other_languages=_other(1))
     english, spanish = detector.detect([_trace(TRACE), _trace(SPANISH)])
-    assert english == []  # the gate settled every English step
-    assert sorted({d.step_index for d in spanish}) == [0, 1, 2]  # every Spanish step reached the model
-    raised = 1 / (1 + np.exp(-1.0))  # logit 0 + 1
-    assert all(d.score == pytest.approx(raised, abs=1e-6) for d in spanish)
-    assert "+other-0.5-1+" in detector.version
+    assert {d.score for d in english} == {0.5}
+    assert all(d.score == pytest.approx(1 / (1 + np.exp(-1.0)), abs=1e-6) for d in spanish)  # logit 0 + 1
+    assert detector.version.endswith("+other-0.5-50-1")
 
     plain = ClassifierDetector(FakeEncoder(_fixed(0.5)), LABELS, vocabulary=ENGLISH_WORDS)
     assert {d.score for d in plain.detect([_trace(SPANISH)])[0]} == {0.5}
     assert "+other-" not in plain.version
 
 
-def test_a_zero_shift_only_opens_the_gate():
+def test_other_languages_read_the_steps_the_gate_settles():
     detector = ClassifierDetector(FakeEncoder(_fixed(0.5)), LABELS, gate=KeywordGate("zzz"),
-                                  vocabulary=ENGLISH_WORDS, other_languages=OtherLanguages(known_below=0.5))
-    assert {d.score for d in detector.detect([_trace(SPANISH)])[0]} == {0.5}
+                                  vocabulary=ENGLISH_WORDS, other_languages=_other(0))
+    english, spanish = detector.detect([_trace(TRACE), _trace(SPANISH)])
+    assert english == []  # the gate settled every English step
+    assert sorted({d.step_index for d in spanish}) == [0, 1, 2]
+    assert {d.score for d in spanish} == {0.5}  # a zero shift only opens the gate
+
+
+def test_steps_read_past_the_gate_are_never_over_the_budget():
+    detector = ClassifierDetector(FakeEncoder(_fixed(0.5)), LABELS, gate=KeywordGate("reescribir"),
+                                  vocabulary=ENGLISH_WORDS, other_languages=_other(0))
+    trace = _trace(SPANISH).model_copy(update={"max_model_rows": 1})
+    found = detector.detect([trace])[0]
+    assert {d.step_index for d in found} == {1}  # the gate's step, read; the others had no room and are not unread
+    assert all(d.view != "unread" for d in found)
+
+
+def test_too_few_letters_to_tell_count_as_english():
+    detector = ClassifierDetector(FakeEncoder(_fixed(0.5)), LABELS, vocabulary=ENGLISH_WORDS,
+                                  other_languages=_other(1, min_letters=50))
+    assert {d.score for d in detector.detect([_trace("Paso 1: sumar. Paso 2: avisar.")])[0]} == {0.5}
+
+
+def test_the_shift_reaches_the_likeliest_category_through_the_harm_column():
+    def fn(texts):
+        probs = np.full((len(texts), len(LABELS)), 0.05, dtype=np.float32)
+        probs[:, LABELS.index("deception")] = 0.2
+        probs[:, -1] = 0.8
+        return {"probs": probs}
+
+    detector = ClassifierDetector(FakeEncoder(fn), LABELS, vocabulary=ENGLISH_WORDS, other_languages=_other(1))
+    found = {d.category: d.score for d in detector.detect([_trace(SPANISH)])[0] if d.step_index == 0}
+    assert found == {Category.DECEPTION: pytest.approx(1 / (1 + np.exp(-(np.log(4) + 1))), abs=1e-6)}
+
+
+def test_the_tuners_replay_reports_what_the_shifted_stage_reports():
+    from models.tune_profiles import shifted
+
+    traces = [_trace(TRACE), _trace(SPANISH)]
+    served = ClassifierDetector(FakeEncoder(_varied), LABELS, vocabulary=ENGLISH_WORDS, other_languages=_other(0.75))
+    every = ClassifierDetector(FakeEncoder(_varied), LABELS, min_score=0.0, vocabulary=ENGLISH_WORDS,
+                               other_languages=_other(0))
+    for trace, want, raw in zip(traces, served.detect(traces), every.detect(traces)):
+        got = shifted(trace, raw, served, 0.75)
+        assert [(d.step_index, d.category) for d in got] == [(d.step_index, d.category) for d in want]
+        assert [d.score for d in got] == pytest.approx([d.score for d in want], abs=2e-6)
 
 
 def test_other_languages_need_the_models_words():
     with pytest.raises(ConfigError, match="vocabulary"):
-        ClassifierDetector(FakeEncoder(_fixed(0.5)), LABELS, other_languages=OtherLanguages(known_below=0.5))
+        ClassifierDetector(FakeEncoder(_fixed(0.5)), LABELS, other_languages=_other(0.5))
 
 
 def test_gate_that_clears_everything_skips_the_model_call():
