@@ -88,8 +88,8 @@ class ClassifierOptions(BaseModel):
         default=None, description="Cascade first tier; every step reaches the model when absent."
     )
     other_languages: OtherLanguages | None = Field(
-        default=None, description="Traces in words the model does not know: every step judged, scores raised. "
-        "None reads them as any other (and needs no vocabulary)."
+        default=None, description="Traces in words the model does not know: the steps the gate settled read too, "
+        "where the budget has room, and the scores raised. None reads them as any other (and needs no vocabulary)."
     )
 
 
