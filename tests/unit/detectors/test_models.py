@@ -103,14 +103,17 @@ def test_steps_an_earlier_tier_flagged_pass_the_gate():
                               "Step 1: Read the failing test."]]
 
 
-def test_harmful_without_a_confident_category_reports_the_likeliest():
-    def fn(texts):
-        probs = np.full((len(texts), len(LABELS)), 0.05, dtype=np.float32)
-        probs[:, LABELS.index("deception")] = 0.2
-        probs[:, -1] = 0.8
-        return {"probs": probs}
+def _harm_without_a_category(texts):
+    """Harmful at 0.8, no category above 0.2 (deception the likeliest)."""
+    probs = np.full((len(texts), len(LABELS)), 0.05, dtype=np.float32)
+    probs[:, LABELS.index("deception")] = 0.2
+    probs[:, -1] = 0.8
+    return {"probs": probs}
 
-    (found,) = ClassifierDetector(FakeEncoder(fn), LABELS).detect([_trace("A single step of reasoning.")])[0]
+
+def test_harmful_without_a_confident_category_reports_the_likeliest():
+    detector = ClassifierDetector(FakeEncoder(_harm_without_a_category), LABELS)
+    (found,) = detector.detect([_trace("A single step of reasoning.")])[0]
     assert found.category is Category.DECEPTION and found.score == pytest.approx(0.8)
 
 
@@ -191,13 +194,8 @@ def test_too_few_letters_to_tell_count_as_english():
 
 
 def test_the_shift_reaches_the_likeliest_category_through_the_harm_column():
-    def fn(texts):
-        probs = np.full((len(texts), len(LABELS)), 0.05, dtype=np.float32)
-        probs[:, LABELS.index("deception")] = 0.2
-        probs[:, -1] = 0.8
-        return {"probs": probs}
-
-    detector = ClassifierDetector(FakeEncoder(fn), LABELS, vocabulary=ENGLISH_WORDS, other_languages=_other(1))
+    detector = ClassifierDetector(FakeEncoder(_harm_without_a_category), LABELS, vocabulary=ENGLISH_WORDS,
+                                  other_languages=_other(1))
     found = {d.category: d.score for d in detector.detect([_trace(SPANISH)])[0] if d.step_index == 0}
     assert found == {Category.DECEPTION: pytest.approx(1 / (1 + np.exp(-(np.log(4) + 1))), abs=1e-6)}
 
