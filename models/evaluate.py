@@ -482,7 +482,8 @@ def render_cascade(sweep: dict, measured_on: dict | None = None) -> str:
              f"value; {seen} steps. " + (describe(measured_on) + " " if measured_on else "") +
              "A step reaches a model when its gate probability is at least `skip_below`, or whatever the gate says "
              "when an earlier tier flagged it or it has a readable rewrite (disguised), and, for the safety model, "
-             "its trace's likeliest step when the gate clears them all (the lexical blend needs one per trace); for "
+             "its trace's likeliest step when the gate clears them all (the lexical blend needs one per trace) and "
+             "every step of a trace in another language where its budget has room (`other_languages`); for "
              "the semantic stage, also when it is near a semantic-rule exemplar. So 1.0 shows the floor the gate "
              "cannot settle. ΔF1 is against 0 (every step judged). Counts only: no timings.", "",
              "| skip_below | to safety model | to semantic model | F1 | ΔF1 | recall | HN FPR | easy FPR |",

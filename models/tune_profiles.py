@@ -24,7 +24,8 @@ for the named categories, the profile's overrule kept: the search that chose bal
 models on dev and the unread writers w57-w74. `--other-languages` replays the profile as configured with each
 `logit_shift` of the safety stage's `other_languages` (safepath/detectors/classifier.py) instead: the model's
 detections are cached with every category's score (min_score 0), raised on the traces the stage counts as another
-language, and cut at its min_score again, as the stage would report them (to within the scores' rounding, 1e-6).
+language, and cut at its min_score again, as the stage would report them (to within the scores' rounding, a few
+1e-6).
 Every step is judged, so the gate and the budget play no part.
 """
 

@@ -42,14 +42,14 @@ def within_budget(
         chosen: positions of the items the model must judge.
         risk: per item, how risky it looks (higher is read first; ties in trace order).
         cost: the number of model rows an item needs (called for the candidates only, in the order they are tried).
-        optional: positions among `chosen` read only where the budget leaves room, never reported unread (steps
-            the cascade gate settled, read anyway for a trace in another language).
+        optional: positions among `chosen` read only with the room the others leave (tried after all of them),
+            never reported unread: steps the cascade gate settled, read anyway for a trace in another language.
 
     Returns:
         The positions read, ascending, and per trace the indexes of chosen steps left unread (traces with none
         left out).
     """
-    order = sorted(chosen.tolist(), key=lambda k: (-risk[k], k))
+    order = sorted(chosen.tolist(), key=lambda k: (k in optional, -risk[k], k))
     left = {t: trace.max_model_rows for t, trace in enumerate(traces)}
     kept: list[int] = []
     unread: dict[int, list[int]] = {}

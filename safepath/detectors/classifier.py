@@ -61,8 +61,8 @@ class OtherLanguages(BaseModel):
     )
     min_letters: int = Field(
         default=50, ge=0,
-        description="Fewer letters than this say too little to tell (\"1.5 litres in pints.\" knows 0.49 of its 45 "
-        "letters): such a trace counts as English.",
+        description="Fewer counted letters than this say too little to tell (a four-line English trace of unit "
+        "conversions, \"1.5 litres in pints.\" and the like, knows 0.49 of its 45): such a trace counts as English.",
     )
     logit_shift: float = Field(
         default=0.0, ge=0.0, le=3.0,

@@ -113,9 +113,8 @@ def known_letters(texts: Sequence[str], vocabulary: frozenset[str]) -> tuple[int
     letters, and every word outside ASCII; shorter ASCII words are too often abbreviations or code to tell). A model
     that learned from English knows about 0.9 of an English trace's letters (1% of the corpus's English traces under
     0.65) and well under half of another language's (a Spanish trace 0.17, Russian or Japanese near 0)."""
-    words = [w.lower() for text in texts for w in _WORD.findall(text)]
-    counted = sum(len(w) for w in words if len(w) >= 3 or not w.isascii())
-    return sum(len(w) for w in words if w in vocabulary), counted
+    words = [w for text in texts for w in _WORD.findall(text) if len(w) >= 3 or not w.isascii()]
+    return sum(len(w) for w in words if w.lower() in vocabulary), sum(map(len, words))
 
 
 def step_pieces(text: str, tokenizer: Any | None) -> list[str]:

@@ -86,6 +86,10 @@ def test_within_budget_reads_optional_steps_where_room_is_left_and_never_lists_t
     assert kept == [0, 3] and unread == {}
     kept, unread = within_budget(traces, items, np.arange(4), risk, lambda k: 1)
     assert kept == [0, 3] and unread == {0: [1, 2]}
+    # an optional step never takes the room of one the budget must read, however risky it looks
+    kept, unread = within_budget(traces, items, np.arange(4), np.array([0.1, 0.9, 0.5, 0.2]), lambda k: 1,
+                                 optional={1})
+    assert kept == [2, 3] and unread == {0: [0]}
 
 
 def test_unread_markers_cover_runs_and_split_back_into_step_indexes():

@@ -204,13 +204,14 @@ def test_the_tuners_replay_reports_what_the_shifted_stage_reports():
     from models.tune_profiles import shifted
 
     traces = [_trace(TRACE), _trace(SPANISH)]
-    served = ClassifierDetector(FakeEncoder(_varied), LABELS, vocabulary=ENGLISH_WORDS, other_languages=_other(0.75))
-    every = ClassifierDetector(FakeEncoder(_varied), LABELS, min_score=0.0, vocabulary=ENGLISH_WORDS,
-                               other_languages=_other(0))
-    for trace, want, raw in zip(traces, served.detect(traces), every.detect(traces)):
-        got = shifted(trace, raw, served, 0.75)
-        assert [(d.step_index, d.category) for d in got] == [(d.step_index, d.category) for d in want]
-        assert [d.score for d in got] == pytest.approx([d.score for d in want], abs=2e-6)
+    for fake in (_varied, _fixed(0.1)):  # every column tied under min_score: the stage reports one, the likeliest
+        served = ClassifierDetector(FakeEncoder(fake), LABELS, vocabulary=ENGLISH_WORDS, other_languages=_other(0.75))
+        every = ClassifierDetector(FakeEncoder(fake), LABELS, min_score=0.0, vocabulary=ENGLISH_WORDS,
+                                   other_languages=_other(0))
+        for trace, want, raw in zip(traces, served.detect(traces), every.detect(traces)):
+            got = shifted(trace, raw, served, 0.75)
+            assert [(d.step_index, d.category) for d in got] == [(d.step_index, d.category) for d in want]
+            assert [d.score for d in got] == pytest.approx([d.score for d in want], abs=2e-6)
 
 
 def test_other_languages_need_the_models_words():
