@@ -236,8 +236,7 @@ def tokenizer(model: Q4Model, keep: list[int] | None = None):
 
 def write_folder(model: Q4Model, out: Path, *, layers: int | None = None, pieces: int | None = None) -> Path:
     """config.json, model.safetensors, tokenizer.json, tokenizer_config.json and source.json (what it came from) in
-    `out`: the first
-    `layers` layers, the vocabulary pruned to `pieces` (`kept_pieces`)."""
+    `out`: the first `layers` layers, the vocabulary pruned to `pieces` (`kept_pieces`)."""
     from safetensors.numpy import save_file
 
     layers = layers or model.dims["NL"]
