@@ -32,6 +32,7 @@ Every step is judged, so the gate and the budget play no part.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import os
@@ -77,14 +78,20 @@ def raw_detections(f: SafePathFilter, profile: SafetyProfile, examples: Sequence
 
 def cached_raw_detections(f: SafePathFilter, profile: SafetyProfile, examples: Sequence[Example],
                           cache: Path | None) -> list[tuple[Trace, list]]:
-    """`raw_detections`, read from `cache` if it exists, else computed and written there."""
+    """`raw_detections`, read from `cache` where it holds them for the same traces and the same stages (each stage's
+    `version`: its model files and the options that change its findings), else computed and written there. A cache
+    left by other models or another corpus would otherwise replay their detections under these names."""
+    key = {"stages": {name: f.detectors[name].version for name in profile.stages},
+           "traces": hashlib.sha256("\0".join(e.text for e in examples).encode()).hexdigest()}
     if cache and cache.exists():
-        return [(Trace.model_validate(t), [Detection.model_validate(d) for d in ds])
-                for t, ds in json.loads(cache.read_text())]
+        held = json.loads(cache.read_text())
+        if isinstance(held, dict) and held.get("key") == key:
+            return [(Trace.model_validate(t), [Detection.model_validate(d) for d in ds]) for t, ds in held["raw"]]
+        print(f"{cache}: written for other traces or models, computed again")
     raw = raw_detections(f, profile, examples)
     if cache:
-        cache.write_text(json.dumps([[t.model_dump(mode="json"), [d.model_dump(mode="json") for d in ds]]
-                                     for t, ds in raw]))
+        cache.write_text(json.dumps({"key": key, "raw": [[t.model_dump(mode="json"), [d.model_dump(mode="json")
+                                                                                      for d in ds]] for t, ds in raw]}))
     return raw
 
 
@@ -94,8 +101,8 @@ def main() -> None:
     parser.add_argument("--set", nargs="+", choices=["dev", "val", "unseen"], default=["dev"])
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--cache", type=Path, help="raw detections: read from this JSON file (one per set, the set's "
-                        "name added: dev.json) if it exists, else computed and written there (replay other settings "
-                        "without running the models again)")
+                        "name added: dev.json) where it holds that set's for these models, else computed and written "
+                        "there (replay other settings without running the models again)")
     parser.add_argument("--writers", default="", metavar="FIRST-LAST",
                         help="only these of the unseen writers (w75-w80): leave another batch untouched to confirm")
     parser.add_argument("--own", type=lambda s: [Category(c) for c in s.split(",")], default=[],

@@ -75,3 +75,35 @@ def test_a_category_is_averaged_over_the_sets_that_hold_it():
     third = ([push], [_scored(push.text, (Category.MANIPULATION, 0.95))])
     scored = replay_sets([*_sets(), third], balanced)
     assert scored["per_category"]["manipulation"] == 1.0  # not diluted by the two sets without manipulation
+
+
+class _CountingStage:
+    """A stage that finds nothing and counts the traces it read; `version` as a detector states it."""
+
+    def __init__(self, version: str) -> None:
+        self.version, self.read = version, 0
+
+    def detect(self, traces):
+        self.read += len(traces)
+        return [[] for _ in traces]
+
+
+def test_the_cache_is_read_only_for_the_same_traces_and_stage_versions(tmp_path):
+    from types import SimpleNamespace
+
+    from models.tune_profiles import cached_raw_detections
+
+    stage = _CountingStage("model-a")
+    f, profile = SimpleNamespace(detectors={"rules": stage}), SimpleNamespace(stages=["rules"])
+    examples = [Example("Step 1: add the numbers. Step 2: report the sum.", False, ())]
+    cache = tmp_path / "raw.json"
+    first = cached_raw_detections(f, profile, examples, cache)
+    assert stage.read == 1 and cache.exists()
+    again = cached_raw_detections(f, profile, examples, cache)
+    assert stage.read == 1 and [t.content for t, _ in again] == [t.content for t, _ in first]
+    stage.version = "model-b"  # retrained: the cache no longer speaks for it
+    cached_raw_detections(f, profile, examples, cache)
+    assert stage.read == 2
+    other = [Example("Convert 3 miles to kilometres: 3 * 1.609 = 4.83 km.", False, ())]
+    assert [t.content for t, _ in cached_raw_detections(f, profile, other, cache)] == [other[0].text]
+    assert stage.read == 3
