@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from models.tune_profiles import OWN_COMMON, OWN_FLAGS, own_flag_candidates, replay_sets
+from models.tune_profiles import OWN_COMMON, OWN_FLAGS, cached_raw_detections, own_flag_candidates, replay_sets
 from safepath.evaluation import Example
 from safepath.profiles import load_profiles
 from safepath.segment import segment
@@ -89,10 +90,6 @@ class _CountingStage:
 
 
 def test_the_cache_is_read_only_for_the_same_traces_and_stage_versions(tmp_path):
-    from types import SimpleNamespace
-
-    from models.tune_profiles import cached_raw_detections
-
     stage = _CountingStage("model-a")
     f, profile = SimpleNamespace(detectors={"rules": stage}), SimpleNamespace(stages=["rules"])
     examples = [Example("Step 1: add the numbers. Step 2: report the sum.", False, ())]
