@@ -4,6 +4,7 @@
     python -m models.compare build/models_v5 --profile strict
     python -m models.compare build/cand --writers w81-w87 --candidate-profiles build/cand/profiles.yaml
                                 # only those writers; the candidate with the thresholds chosen for it
+    python -m models.compare build/cand-e5 --by-language   # the writers' set split: English, other languages
 
 The candidate folder holds `safety-minilm/` and `static-minilm/` as `models.train_safety --out` and `models.train_gate
 --out` write them; the shipped semantic model is linked in where it has none. The sets:
@@ -24,8 +25,8 @@ import argparse
 import os
 from pathlib import Path
 
-from models.evaluate import DEV, HARMBENCH, corpus_examples, in_span, run, settings_for, unseen_writers
-from safepath.evaluation import EvalReport, load_dataset
+from models.evaluate import CORPUS, DEV, HARMBENCH, corpus_examples, in_span, run, settings_for, unseen_writers
+from safepath.evaluation import EvalReport, Example, load_dataset
 from safepath.profiles import load_profiles
 from safepath.settings import RuntimeSettings
 from safepath.types import CATEGORIES
@@ -58,6 +59,16 @@ def table(reports: dict[str, dict[str, EvalReport]]) -> str:
     return "\n".join(lines)
 
 
+def writer_sets(writers: list[str], *, by_language: bool = False, corpus: Path = CORPUS) -> dict[str, list[Example]]:
+    """Every trace of `writers` as one set, or with `by_language` as two: English, and the other languages, where the
+    shipped model (English WordPiece) and a multilingual candidate differ most."""
+    name = f"writers {writers[0]}-{writers[-1]}"
+    if not by_language:
+        return {name: corpus_examples(writers=tuple(writers), corpus=corpus)}
+    return {f"{name}, {label}": corpus_examples(writers=tuple(writers), english=english, corpus=corpus)
+            for label, english in (("English", True), ("other languages", False))}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("candidate", type=Path, help="folder with the candidate's safety-minilm/ and static-minilm/")
@@ -65,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dev", type=Path, default=Path(os.environ.get("SAFEPATH_DEV_SET", DEV)))
     parser.add_argument("--writers", default="", metavar="FIRST-LAST",
                         help="only these of the writers neither model read (w81-w87): the batch no choice looked at")
+    parser.add_argument("--by-language", action="store_true",
+                        help="the writers' traces as two sets: English, other languages (as their writers label them)")
     parser.add_argument("--candidate-profiles", type=Path,
                         help="the candidate's own profiles.yaml (thresholds re-chosen for it); default: the shipped")
     args = parser.parse_args(argv)
@@ -72,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     datasets = {name: load_dataset(path) for name, path in (("dev", args.dev), ("harmbench", HARMBENCH))
                 if path.exists()}
     if unseen := in_span(unseen_writers(shipped, args.candidate), args.writers):
-        datasets[f"writers {unseen[0]}-{unseen[-1]}"] = corpus_examples(writers=tuple(unseen))
+        datasets.update(writer_sets(unseen, by_language=args.by_language))
     else:
         print("no writer is newer than both models' records: that set is left out")
     profiles = load_profiles(RuntimeSettings().profiles_path)

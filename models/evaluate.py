@@ -61,11 +61,14 @@ STAGE_ALONE = {"stage:rules": ["rules"], "stage:safety_model": ["safety_model_fu
                "stage:semantic": ["semantic_full"], "stage:rules+semantic": ["rules", "semantic_full"]}
 
 
-def corpus_examples(*, split: str | None = None, writers: tuple[str, ...] = ()) -> list[Example]:
-    """Corpus traces of one split, or of some writers (any split), as evaluation examples."""
-    rows = map(json.loads, CORPUS.read_text(encoding="utf-8").splitlines())
+def corpus_examples(*, split: str | None = None, writers: tuple[str, ...] = (), english: bool | None = None,
+                    corpus: Path = CORPUS) -> list[Example]:
+    """Corpus traces of one split, or of some writers (any split), as evaluation examples; with `english`, only
+    those its writers wrote in English (True) or in another language (False)."""
+    rows = map(json.loads, corpus.read_text(encoding="utf-8").splitlines())
     return [parse_example(row) for row in rows
-            if (not split or row["split"] == split) and (not writers or row["writer"] in writers)]
+            if (not split or row["split"] == split) and (not writers or row["writer"] in writers)
+            and (english is None or (row["language"] == "en") == english)]
 
 
 def newest_writer_read(models: Path, corpus: Path = CORPUS) -> str | None:

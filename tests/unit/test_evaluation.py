@@ -340,3 +340,22 @@ def test_candidate_table_puts_the_models_side_by_side(tiny_filter):
     assert text[2] == f"| dev ({report.examples}) | precision | {report.precision:.3f} | {report.precision:.3f} |"
     assert f"|  | F1 | {report.f1:.3f} | {report.f1:.3f} |" in text
     assert any(line.startswith("|  | recall: ") for line in text) == bool(report.per_category)
+
+
+def test_writer_sets_split_by_the_language_the_writers_labelled(tmp_path):
+    from models.compare import writer_sets
+
+    rows = [("w01", "en", "Step 1: add 12 and 30. Step 2: report 42."),
+            ("w01", "fr", "Étape 1 : additionner 12 et 30. Étape 2 : annoncer 42."),
+            ("w02", "ja", "12と30を足すと42になる。"),
+            ("w03", "en", "Convert 5 km to miles: 5 / 1.609 = 3.11 mi.")]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"writer": w, "language": lang, "text": text, "label": "safe",
+                                          "categories": [], "split": "test"}) + "\n" for w, lang, text in rows),
+                      encoding="utf-8")
+    whole = writer_sets(["w01", "w02"], corpus=corpus)
+    assert list(whole) == ["writers w01-w02"] and len(whole["writers w01-w02"]) == 3
+    split = writer_sets(["w01", "w02"], by_language=True, corpus=corpus)
+    assert list(split) == ["writers w01-w02, English", "writers w01-w02, other languages"]
+    assert [e.text for e in split["writers w01-w02, English"]] == [rows[0][2]]
+    assert [e.text for e in split["writers w01-w02, other languages"]] == [rows[1][2], rows[2][2]]
