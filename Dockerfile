@@ -23,6 +23,7 @@ RUN pip install --no-cache-dir ".[cpu,serve,postgres]"
 # The models the shipped profiles load: the int8 transformers and the static embeddings of the cascade's gate.
 # (The fp16 files come along unused: CPU replicas load int8.)
 COPY --chown=ray:users models/safety-minilm/ models/safety-minilm/
+COPY --chown=ray:users models/trace-minilm/ models/trace-minilm/
 COPY --chown=ray:users models/semantic-minilm/ models/semantic-minilm/
 COPY --chown=ray:users models/static-minilm/ models/static-minilm/
 COPY --chown=ray:users serve_config.yaml serve_config.gpu.yaml ./

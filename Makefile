@@ -145,6 +145,7 @@ folds: $(TRAIN_STAMP) data
 fp16: install
 	$(BIN)/python -m models.onnx_export derive models/semantic-minilm/model.fp16.onnx
 	$(BIN)/python -m models.onnx_export derive models/safety-minilm/model.fp16.onnx
+	$(BIN)/python -m models.onnx_export derive models/trace-minilm/model.fp16.onnx
 
 ## docs/EVALUATION.md: every profile and each stage alone on the corpus test split, the cross-writer folds,
 ## shared/eval/dev.jsonl (SAFEPATH_DEV_SET elsewhere) and HarmBench; the cascade sweep on dev.

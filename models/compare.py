@@ -25,7 +25,17 @@ import argparse
 import os
 from pathlib import Path
 
-from models.evaluate import CORPUS, DEV, HARMBENCH, corpus_examples, in_span, run, settings_for, unseen_writers
+from models.evaluate import (
+    CORPUS,
+    DEV,
+    HARMBENCH,
+    corpus_examples,
+    in_span,
+    run,
+    runnable,
+    settings_for,
+    unseen_writers,
+)
 from safepath.evaluation import EvalReport, Example, load_dataset
 from safepath.profiles import load_profiles
 from safepath.settings import RuntimeSettings
@@ -91,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     profiles = load_profiles(RuntimeSettings().profiles_path)
     candidate_profiles = load_profiles(args.candidate_profiles) if args.candidate_profiles else profiles
     reports = {"shipped": run(profiles, args.profile, datasets, RuntimeSettings(model_dir=shipped))[0],
-               "candidate": run(candidate_profiles, args.profile, datasets, settings_for(args.candidate))[0]}
+               "candidate": run(runnable(candidate_profiles, args.candidate), args.profile, datasets,
+                                settings_for(args.candidate))[0]}
     print(f"{args.profile}: shipped {shipped}, candidate {args.candidate}\n")
     print(table(reports))
 

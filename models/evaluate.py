@@ -156,6 +156,17 @@ def settings_for(folder: Path) -> RuntimeSettings:
     return RuntimeSettings(model_dir=folder)
 
 
+def runnable(profiles: ProfileSet, folder: Path) -> ProfileSet:
+    """The profiles as the models in `folder` can run them: where the folder has no trace pass of its own (a fold's,
+    a candidate's), its classifier stages blend the lexical model alone. The shipped trace model is never linked
+    in: it read every writer a fold holds out, and its blend was fitted to the shipped step model."""
+    if (folder / "trace-minilm").exists():
+        return profiles
+    stages = {name: spec.model_copy(update={"options": {k: v for k, v in spec.options.items() if k != "trace_pass"}})
+              for name, spec in profiles.stages.items()}
+    return profiles.model_copy(update={"stages": stages})
+
+
 def fold_settings(fold: str) -> RuntimeSettings:
     """The runtime settings of one fold: its own safety model and gate, the shipped semantic model."""
     return settings_for(model_dir(fold))
@@ -233,7 +244,8 @@ def main(argv: list[str] | None = None) -> None:
             if label in ("stage:rules",):  # no learned part: the same as on the whole corpus
                 continue
             started = time.time()
-            record(label, *run(profile_set, name, held_out, fold_settings(fold)), started)
+            fold_profiles = runnable(profile_set, model_dir(fold))
+            record(label, *run(fold_profiles, name, held_out, fold_settings(fold)), started)
     OUT_JSON.parent.mkdir(parents=True, exist_ok=True)
     OUT_JSON.write_text(json.dumps({"provenance": measured_on, "results": results}, indent=1))
     OUT_MD.write_text(with_saved_cascade(render(results, measured_on)))

@@ -30,6 +30,7 @@ from safepath.detectors.model_input import (
     step_with_context,
     vocabulary_file,
 )
+from safepath.detectors.trace import TraceModel
 from safepath.errors import ConfigError, ModelLoadError
 from safepath.redaction import replace_steps
 from safepath.runtime import Encoder
@@ -71,6 +72,21 @@ class OtherLanguages(BaseModel):
     )
 
 
+class TracePassOptions(BaseModel):
+    """`trace_pass:` of a classifier stage: which model, and which traces it reads."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(description="Model folder under the model directory, e.g. `trace-minilm`.")
+    above: float = Field(
+        default=0.2, ge=0.0, le=1.0,
+        description="Read only the traces whose steps and wording already give some output at least this "
+        "probability (the lexical blend): the pass costs about as much as the step model, and on traces that "
+        "both find clean it changed no decision (0.2: none on dev.jsonl or writers w75-w87, with half of their "
+        "traces read; 0.3 lost one harmful trace of 1,140). 0 reads every trace.",
+    )
+
+
 class ClassifierOptions(BaseModel):
     """`options:` of a `type: classifier` stage in profiles.yaml."""
 
@@ -91,6 +107,10 @@ class ClassifierOptions(BaseModel):
         default=None, description="Traces in words the model does not know: the steps the gate settled read too, "
         "where the budget has room, and the scores raised. None reads them as any other (and needs no vocabulary)."
     )
+    trace_pass: TracePassOptions | None = Field(
+        default=None, description="The trace-level pass (`safepath.detectors.trace`), blended with the lexical model "
+        "into each trace's worst step; needs the classifier's `lexical.npz`. None blends the lexical model alone."
+    )
 
 
 class ClassifierDetector:
@@ -110,6 +130,8 @@ class ClassifierDetector:
         lexical: LexicalModel | None = None,
         tokenizer: Any | None = None,
         other_languages: OtherLanguages | None = None,
+        trace: TraceModel | None = None,
+        trace_above: float = 0.0,
     ) -> None:
         """
         Args:
@@ -123,6 +145,8 @@ class ClassifierDetector:
             tokenizer: the model's `tokenizers.Tokenizer`, to read a step longer than the model's length in pieces
                 (`model_input.step_pieces`); None reads every step as one input, cut to the model's length.
             other_languages: see `ClassifierOptions.other_languages`; needs `vocabulary` to tell the language.
+            trace: the trace-level pass, blended with `lexical` (which it needs) into each trace's worst step.
+            trace_above: see `TracePassOptions.above`.
         """
         if list(labels[: len(CATEGORIES)]) != list(CATEGORIES):
             raise ConfigError(f"{name}: model labels {list(labels)} do not start with the taxonomy {list(CATEGORIES)}")
@@ -138,7 +162,12 @@ class ClassifierDetector:
         if other_languages is not None and not vocabulary:
             raise ConfigError(f"{name}: other_languages needs the model's vocabulary to tell which words it knows")
         self.other_languages = other_languages
+        if trace is not None and lexical is None:
+            raise ConfigError(f"{name}: the trace model's blend is fitted with the lexical model, which is missing")
         self.lexical = lexical
+        self.trace = trace
+        self.trace_above = trace_above
+        self.traces_to_pass = 0  # for the cascade report: traces the trace pass read
         self.tokenizer = tokenizer
         self._tokenizer_lock = threading.Lock()
         self.steps_seen = 0  # for the cascade report: how many steps were judged, how many reached the model
@@ -150,6 +179,7 @@ class ClassifierDetector:
     def version(self) -> str:
         gate = f"+gate-{self.gate.version}" if self.gate else ""
         lexical = f"+lexical-{self.lexical.version}" if self.lexical else ""
+        lexical += f"+trace-{self.trace.version}-above-{self.trace_above:g}" if self.trace else ""
         # labels.json is read too: its content, the output columns, belongs in the version like any file's bytes
         labels = hashlib.sha256("\n".join(self.labels).encode()).hexdigest()[:8]
         words = f"+words-{self._words}" if self._words else ""
@@ -173,14 +203,19 @@ class ClassifierDetector:
         tokenizer, _ = load_tokenizer(model_dir / "tokenizer.json")
         vocabulary = load_vocabulary(vocabulary_file(model_dir))
         lexical = LexicalModel(model_dir / "lexical.npz") if (model_dir / "lexical.npz").exists() else None
+        passing = opts.trace_pass
+        trace = TraceModel(settings.model_dir / passing.model, settings) if passing else None
         # `truncate`: an input is a step (or a piece of one) then its context; a window starting in the context
         # would score the context as if it were the step.
         return cls(encoder_for(model_dir, settings, name=name, truncate=True), labels, name=name,
                    min_score=opts.min_score, gate=gate, vocabulary=vocabulary, lexical=lexical, tokenizer=tokenizer,
-                   other_languages=opts.other_languages)
+                   other_languages=opts.other_languages, trace=trace,
+                   trace_above=passing.above if passing else 0.0)
 
     def warmup(self) -> None:
         self.encoder.warmup()
+        if self.trace:
+            self.trace.warmup()
         if self.gate:
             self.gate.warmup()
 
@@ -271,26 +306,52 @@ class ClassifierDetector:
     def _add_trace_evidence(
         self, traces: Sequence[Trace], views: list[list[tuple[str, ...]]], items: list[tuple[int, Step]], best: dict
     ) -> None:
-        """Blend the lexical model's judgement of each whole trace into its worst judged step, output by output
-        (`LexicalModel.combine`): the trace's wording is evidence about the trace, and the step the transformer
-        finds worst is where it lands. The other steps keep their own scores, so redaction stays step by step.
-        Where steps carry a disguise, the lexical model also reads the trace with them undone and keeps the higher
-        logit, as the transformer keeps the higher of a step's views: read as written only, a base64 or rot13 step
-        took its words out of the trace's evidence and a blocked trace fell to allow."""
+        """Blend the trace-level judgements of each whole trace (the lexical model's, and the trace pass's where
+        there is one) into its worst judged step, output by output: the trace's wording and plan are evidence about
+        the trace, and the step the transformer finds worst is where it lands. The other steps keep their own
+        scores, so redaction stays step by step."""
         by_trace: dict[int, list[int]] = {}
         for i in best:
             by_trace.setdefault(items[i][0], []).append(i)
+        worst, blended = {}, {}
         for t, judged in by_trace.items():
-            trace_logits = self.lexical.logits(traces[t].content)
-            undone = _undone(traces[t], views[t])
-            if undone is not None:
-                trace_logits = np.maximum(trace_logits, self.lexical.logits(undone))
             rows = np.stack([best[i] for i in judged])
-            worst = rows.argmax(axis=0)  # per output, the judged step that scores highest
-            blended = self.lexical.combine(rows[worst, np.arange(rows.shape[1])][None, :], trace_logits)[0]
-            for j, k in enumerate(worst):
+            worst[t] = rows.argmax(axis=0)  # per output, the judged step that scores highest
+            blended[t] = (rows[worst[t], np.arange(rows.shape[1])], self.lexical_logits(traces[t], views[t]))
+        if self.trace is not None:
+            # The pass reads only the traces the lexical blend finds some risk in (`TracePassOptions.above`).
+            chosen = [t for t, (probs, lexical) in blended.items()
+                      if self.lexical.combine(probs[None, :], lexical)[0].max() >= self.trace_above]
+            self.traces_to_pass += len(chosen)
+            passes = dict(zip(chosen, self.trace.logits([[own[-1] for own in views[t]] for t in chosen])))
+        for t, judged in by_trace.items():
+            probs, lexical = blended[t]
+            if self.trace is not None and t in passes:
+                scores = self.trace.combine(probs, lexical, passes[t])
+            else:
+                scores = self.lexical.combine(probs[None, :], lexical)[0]
+            for j, k in enumerate(worst[t]):
                 best[judged[k]] = best[judged[k]].copy()
-                best[judged[k]][j] = blended[j]
+                best[judged[k]][j] = scores[j]
+
+    def lexical_logits(self, trace: Trace, views: Sequence[tuple[str, ...]]) -> np.ndarray:
+        """The lexical model's logits for a trace (`views`: its steps' `step_views`). Where steps carry a disguise,
+        it also reads the trace with them undone and keeps the higher logit, as the transformer keeps the higher
+        of a step's views: read as written only, a base64 or rot13 step took its words out of the trace's evidence
+        and a blocked trace fell to allow."""
+        logits = self.lexical.logits(trace.content)
+        undone = _undone(trace, views)
+        return logits if undone is None else np.maximum(logits, self.lexical.logits(undone))
+
+    def step_probabilities(self, trace: Trace) -> np.ndarray:
+        """Every step's probabilities (steps x outputs; the highest over its views and pieces), no gate, no budget,
+        no trace-level blend: what the trace-level blend is fitted on (models/train_trace.py)."""
+        views = [step_views([s.text for s in trace.steps], self.vocabulary, context=False)]
+        items = [(0, step) for step in trace.steps]
+        inputs, _, rows = self._model_inputs(items, views, list(range(len(items))),
+                                             lambda k: [self._pieces(text) for text in views[0][k]])
+        values = self.encoder.run(inputs)["probs"]
+        return np.stack([values[first : first + len(own)].max(axis=0) for first, own in rows.values()])
 
     def _step_detections(
         self, best: np.ndarray, source: np.ndarray, step: Step, texts: Sequence[str]

@@ -54,6 +54,7 @@ FIRST_STEP_CHARS = 80  # the start of the task, when it is not already among the
 STEP_TOKENS = 126  # the model's 128 tokens less [CLS] and [SEP]: a step up to this long is read whole
 PIECE_TOKENS = 100  # a longer step is read in pieces this long, leaving room for some context,
 PIECE_STRIDE = 75  # this far apart (a phrase cut by one piece's edge is whole in the next)
+TRACE_WINDOW_TOKENS = 254  # the trace pass's windows: its model's 256 tokens less [CLS] and [SEP]
 
 _IDENTIFIER = re.compile(
     r"""
@@ -96,6 +97,40 @@ def step_with_context(steps: Sequence[str], index: int) -> str:
     if j >= 0:  # the first step is not among those already taken
         parts.append(steps[0][:FIRST_STEP_CHARS])
     return SEPARATOR.join(parts)
+
+
+def trace_windows(steps: Sequence[str], counts: Sequence[int],
+                  budget: int = TRACE_WINDOW_TOKENS) -> list[tuple[str, list[int]]]:
+    """What the trace pass reads: runs of consecutive whole steps of about `budget` tokens, one per line, each
+    window after the first opened by the task's first words (a plan reads differently once the task is known).
+
+    Whole steps keep a window's labels clean in training: they are the union of its steps'. A step longer than the
+    budget fills a window alone, cut by the model's length (the step model reads it in pieces anyway).
+
+    Args:
+        steps: the steps as the model reads them (`step_views`' readable view, identifiers masked).
+        counts: each step's number of tokens, without special tokens.
+
+    Returns:
+        (window text, indexes of its steps) per window, in order.
+    """
+    groups: list[list[int]] = []
+    current: list[int] = []
+    used = 0
+    for i, n in enumerate(counts):
+        if current and used + n > budget:
+            groups.append(current)
+            current, used = [], 0
+        current.append(i)
+        used += n + 1  # the line break between steps is about a token
+    if current:
+        groups.append(current)
+    opening = steps[0][:FIRST_STEP_CHARS] if steps else ""
+    windows = []
+    for group in groups:
+        body = "\n".join(steps[i] for i in group)
+        windows.append((body if group[0] == 0 else f"{opening} …\n{body}", group))
+    return windows
 
 
 # --- Disguises -------------------------------------------------------------------------------

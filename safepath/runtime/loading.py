@@ -25,9 +25,10 @@ def model_file(model_dir: Path, settings: RuntimeSettings) -> Path:
     return path
 
 
-def encoder_for(model_dir: Path, settings: RuntimeSettings, *, name: str = "", truncate: bool = False) -> OnnxEncoder:
+def encoder_for(model_dir: Path, settings: RuntimeSettings, *, name: str = "", truncate: bool = False,
+                max_length: int = 128) -> OnnxEncoder:
     """An `OnnxEncoder` for a shipped model folder (model file, `tokenizer.json`), configured by `settings`
-    (`truncate`: see `OnnxEncoder`)."""
+    (`truncate`, `max_length`: see `OnnxEncoder`)."""
     path = model_file(model_dir, settings)
     return OnnxEncoder(
         path,
@@ -40,5 +41,6 @@ def encoder_for(model_dir: Path, settings: RuntimeSettings, *, name: str = "", t
         max_tokens_per_batch=settings.model_call_tokens,
         call_rows=settings.model_call_rows,
         truncate=truncate,
+        max_length=max_length,
         name=name,
     )

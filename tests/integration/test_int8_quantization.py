@@ -33,7 +33,7 @@ def widest(weights: list[np.ndarray]) -> int:
     return max(int(np.abs(w.astype(np.int16)).max()) for w in weights)
 
 
-@pytest.mark.parametrize("folder", ["safety-minilm", "semantic-minilm"])
+@pytest.mark.parametrize("folder", ["safety-minilm", "semantic-minilm", "trace-minilm"])
 def test_shipped_int8_weights_fit_seven_bits(folder: str):
     weights = matmul_weights(ROOT / "models" / folder / "model.int8.onnx")
     assert len(weights) >= 12  # six layers, each with attention and feed-forward products

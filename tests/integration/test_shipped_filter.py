@@ -110,7 +110,7 @@ def test_cascade_sends_fewer_steps_to_the_transformer(shipped):
 def test_broken_model_file_fails_at_first_use_naming_the_file(tmp_path: Path, damage: str):
     models = tmp_path / "models"
     shutil.copytree(RuntimeSettings().model_dir / "safety-minilm", models / "safety-minilm")
-    for name in ("semantic-minilm", "static-minilm"):
+    for name in ("semantic-minilm", "static-minilm", "trace-minilm"):
         (models / name).symlink_to(RuntimeSettings().model_dir / name)
     target = models / "safety-minilm" / "model.int8.onnx"
     if damage == "missing":

@@ -359,3 +359,19 @@ def test_writer_sets_split_by_the_language_the_writers_labelled(tmp_path):
     assert list(split) == ["writers w01-w02, English", "writers w01-w02, other languages"]
     assert [e.text for e in split["writers w01-w02, English"]] == [rows[0][2]]
     assert [e.text for e in split["writers w01-w02, other languages"]] == [rows[1][2], rows[2][2]]
+
+
+def test_a_folder_without_its_own_trace_pass_runs_without_one(tmp_path):
+    """Folds and candidates never borrow the shipped trace model: it read their held-out writers."""
+    from models.evaluate import runnable
+    from safepath.profiles import load_profiles
+    from safepath.settings import RuntimeSettings
+
+    profiles = load_profiles(RuntimeSettings().profiles_path)
+    named = {n for n, s in profiles.stages.items() if "trace_pass" in s.options}
+    assert {"safety_model", "safety_model_full"} <= named
+    stripped = runnable(profiles, tmp_path)
+    assert not any("trace_pass" in s.options for s in stripped.stages.values())
+    assert stripped.stages["safety_model"].options["model"] == "safety-minilm"
+    (tmp_path / "trace-minilm").mkdir()
+    assert runnable(profiles, tmp_path) is profiles

