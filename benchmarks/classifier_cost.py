@@ -3,8 +3,9 @@
     make data && python -m benchmarks.classifier_cost [--traces 60] [--rounds 5] [--before b60c53b]
 
 Before (commit `--before`): its int8 model read "step [SEP] previous step", windowed past 128 tokens. Now: the
-shipped stage as served (`ClassifierDetector`: masked step then context, decoded views, long steps in pieces, the
-lexical blend), every step judged (no gate, so the cascade's savings do not hide the per-step cost). Both run
+shipped stage as served (`ClassifierDetector` with the options of profiles.yaml's `safety_model_full`: masked step
+then context, decoded views, long steps in pieces, the lexical blend, the trace pass where the lexical blend finds
+some risk), every step judged (no gate, so the cascade's savings do not hide the per-step cost). Both run
 on the corpus test split's traces, one thread, one row per model call, alternating rounds; the fastest round of each
 counts (interference only adds time). The ratio is what docs/BENCHMARKS.md quotes; absolute times swing with the
 machine.
@@ -22,6 +23,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from safepath.detectors.classifier import ClassifierDetector
+from safepath.profiles import load_profiles
 from safepath.runtime import OnnxEncoder
 from safepath.segment import segment
 from safepath.settings import RuntimeSettings
@@ -64,7 +66,8 @@ def main() -> None:
     old = OnnxEncoder(before_model(args.before), tokenizer, providers=["CPUExecutionProvider"], intra_op_threads=1,
                       max_batch_rows=1)
     settings = RuntimeSettings(providers=["CPUExecutionProvider"], intra_op_threads=1)
-    new = ClassifierDetector.from_options("safety_model", {"model": "safety-minilm"}, ROOT / "configs", settings)
+    options = load_profiles(settings.profiles_path).stages["safety_model_full"].options
+    new = ClassifierDetector.from_options("safety_model", options, ROOT / "configs", settings)
     old.warmup()
     new.warmup()
     timings: dict[str, list[float]] = {"before": [], "now": []}

@@ -188,11 +188,11 @@ class SafetyModel(nn.Module):
         return (torch.sigmoid(self.logits(input_ids, attention_mask)),)
 
 
-def batches(rows, tokenizer, rng: random.Random | None):
+def batches(rows, tokenizer, rng: random.Random | None, *, max_length: int = MAX_LENGTH, size: int = BATCH):
     """Length-bucketed batches (cheap padding); shuffled batch order when training."""
-    encoded = tokenizer([t for t, _ in rows], truncation=True, max_length=MAX_LENGTH)["input_ids"]
+    encoded = tokenizer([t for t, _ in rows], truncation=True, max_length=max_length)["input_ids"]
     order = sorted(range(len(rows)), key=lambda i: (len(encoded[i]), i))
-    chunks = [order[i : i + BATCH] for i in range(0, len(order), BATCH)]
+    chunks = [order[i : i + size] for i in range(0, len(order), size)]
     if rng is not None:
         rng.shuffle(chunks)
     for chunk in chunks:
@@ -205,11 +205,11 @@ def batches(rows, tokenizer, rng: random.Random | None):
         yield chunk, ids, mask, torch.tensor([rows[i][1] for i in chunk])
 
 
-def predict_logits(model: SafetyModel, rows, tokenizer) -> np.ndarray:
+def predict_logits(model: SafetyModel, rows, tokenizer, *, max_length: int = MAX_LENGTH) -> np.ndarray:
     model.eval()
     out = np.zeros((len(rows), len(LABELS)), dtype=np.float32)
     with torch.no_grad():
-        for chunk, ids, mask, _ in batches(rows, tokenizer, None):
+        for chunk, ids, mask, _ in batches(rows, tokenizer, None, max_length=max_length):
             out[chunk] = model.logits(ids, mask).numpy()
     return out
 
@@ -277,6 +277,34 @@ def fit_calibration(logits: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, 
     return np.array(scales, dtype=np.float32), np.array(offsets, dtype=np.float32)
 
 
+class Optimisation:
+    """The recipe's optimisation, shared with the trace pass (models/train_trace.py): BCE with per-label positive
+    weights from the first epoch's rows (at most MAX_POS_WEIGHT), AdamW on the trainable parameters, a linear warm-up
+    over the first tenth of the steps and a linear decay to 0, gradients clipped at norm 1."""
+
+    def __init__(self, model: nn.Module, first: list, epochs: int, lr: float, batch: int = BATCH) -> None:
+        positives = np.array([y for _, y in first]).sum(0)
+        pos_weight = torch.tensor(np.clip((len(first) - positives) / np.maximum(positives, 1), 1.0, MAX_POS_WEIGHT),
+                                  dtype=torch.float32)
+        self.loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=0.01)
+        total = epochs * math.ceil(len(first) / batch)
+        warmup = max(1, total // 10)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
+
+    def epoch(self, model: nn.Module, batches) -> None:
+        """One pass over `batches` (as `batches()` yields them)."""
+        for _, ids, mask, target in batches:
+            loss = self.loss_fn(model.logits(ids, mask), target)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad()
+
+
 def train(writers: Writers, epochs: int, lr: float, *, base: Path, watch: bool = False) -> dict:
     random.seed(SEED)
     np.random.seed(SEED)
@@ -298,17 +326,7 @@ def train(writers: Writers, epochs: int, lr: float, *, base: Path, watch: bool =
     model.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
 
     first = epoch_rows(grouped, random.Random(SEED))
-    positives = np.array([y for _, y in first]).sum(0)
-    pos_weight = torch.tensor(np.clip((len(first) - positives) / np.maximum(positives, 1), 1.0, MAX_POS_WEIGHT),
-                              dtype=torch.float32)
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    steps_total = epochs * math.ceil(len(first) / BATCH)
-    warmup = max(1, steps_total // 10)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps_total - s) / max(1, steps_total - warmup)))
-    )
+    fit = Optimisation(model, first, epochs, lr)
     history, best, best_state = [], -1.0, None
     started = time.time()
     mined: list = []
@@ -317,13 +335,7 @@ def train(writers: Writers, epochs: int, lr: float, *, base: Path, watch: bool =
             mined = mine(model, grouped, tokenizer)
         model.train()
         rows = first if epoch == 0 else epoch_rows(grouped, rng, mined)
-        for _, ids, mask, target in batches(rows, tokenizer, rng):
-            loss = loss_fn(model.logits(ids, mask), target)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
+        fit.epoch(model, batches(rows, tokenizer, rng))
         metrics = step_metrics(predict_logits(model, val_rows, tokenizer), val_rows)
         if held_out:
             metrics.update(holdout_metrics(model, held_out, vocabulary, tokenizer))
@@ -485,6 +497,12 @@ corpus.jsonl: `{summary['corpus_sha256']}`
 """)
 
 
+def artifact_hashes(out_dir: Path) -> dict[str, str]:
+    """sha256 of every file a model folder ships, but its card and training record (which hold these)."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out_dir.iterdir()) if p.is_file() and p.name not in ("MODEL_CARD.md", "training.json")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT)
@@ -527,10 +545,7 @@ def main() -> None:
         return
     summary["agreement"] = agreement_report(args.out, work, writers)
     summary["corpus_sha256"] = writers.sha256(CORPUS)  # of the corpus read: with --through, an earlier version's
-    summary["artifacts_sha256"] = {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(args.out.iterdir()) if p.is_file() and p.name not in ("MODEL_CARD.md", "training.json")
-    }
+    summary["artifacts_sha256"] = artifact_hashes(args.out)
     (args.out / "training.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     write_card(args.out, summary)
 

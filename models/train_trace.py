@@ -24,18 +24,14 @@ model's does).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import math
 import random
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from models import onnx_export
 from models import train_safety as steps
 from models.corpus import writers as corpus_writers
 from models.corpus.writers import Writers
@@ -49,7 +45,6 @@ LABELS = steps.LABELS
 EPOCHS = 2
 BATCH = 16
 LR = 1e-4
-MAX_POS_WEIGHT = 3.0
 
 
 def windows_of(texts: list[str], tokenizer, vocabulary: frozenset[str]) -> list[tuple[str, list[int]]]:
@@ -72,29 +67,12 @@ def window_rows(traces: list[dict], tokenizer, vocabulary: frozenset[str]) -> tu
 
 
 def batches(rows, tokenizer, rng: random.Random | None):
-    """Length-bucketed batches of windows (cheap padding); shuffled batch order when training."""
-    encoded = tokenizer([t for t, _ in rows], truncation=True, max_length=TRACE_WINDOW_TOKENS + 2)["input_ids"]
-    order = sorted(range(len(rows)), key=lambda i: (len(encoded[i]), i))
-    chunks = [order[i : i + BATCH] for i in range(0, len(order), BATCH)]
-    if rng is not None:
-        rng.shuffle(chunks)
-    for chunk in chunks:
-        width = max(len(encoded[i]) for i in chunk)
-        ids = torch.zeros((len(chunk), width), dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for r, i in enumerate(chunk):
-            ids[r, : len(encoded[i])] = torch.tensor(encoded[i])
-            mask[r, : len(encoded[i])] = 1
-        yield chunk, ids, mask, torch.tensor([rows[i][1] for i in chunk])
+    """The step model's length-bucketed batches, at this model's length and batch size."""
+    return steps.batches(rows, tokenizer, rng, max_length=TRACE_WINDOW_TOKENS + 2, size=BATCH)
 
 
 def predict(model, rows, tokenizer) -> np.ndarray:
-    model.eval()
-    out = np.zeros((len(rows), len(LABELS)), dtype=np.float32)
-    with torch.no_grad():
-        for chunk, ids, mask, _ in batches(rows, tokenizer, None):
-            out[chunk] = model.logits(ids, mask).numpy()
-    return out
+    return steps.predict_logits(model, rows, tokenizer, max_length=TRACE_WINDOW_TOKENS + 2)
 
 
 def trace_metrics(traces: list[dict], logits: np.ndarray, owner: np.ndarray) -> dict:
@@ -126,26 +104,11 @@ def train(writers: Writers, epochs: int, lr: float) -> dict:
     # A window has no inner [SEP], so the model pools all of it (train_safety.SafetyModel pools up to the first).
     model = new_model()
     model.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
-    positives = np.array([y for _, y in rows]).sum(0)
-    pos_weight = torch.tensor(np.clip((len(rows) - positives) / np.maximum(positives, 1), 1.0, MAX_POS_WEIGHT),
-                              dtype=torch.float32)
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    steps_total = epochs * math.ceil(len(rows) / BATCH)
-    warmup = max(1, steps_total // 10)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps_total - s) / max(1, steps_total - warmup))))
+    fit = steps.Optimisation(model, rows, epochs, lr, batch=BATCH)
     history, best, best_state, started = [], -1.0, None, time.time()
     for epoch in range(epochs):
         model.train()
-        for _, ids, mask, target in batches(rows, tokenizer, rng):
-            loss = loss_fn(model.logits(ids, mask), target)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
+        fit.epoch(model, batches(rows, tokenizer, rng))
         metrics = trace_metrics(val_traces, predict(model, val_rows, tokenizer), val_owner)
         history.append({"epoch": epoch + 1, "minutes": round((time.time() - started) / 60, 1), **metrics})
         print(json.dumps(history[-1]), flush=True)
@@ -155,23 +118,6 @@ def train(writers: Writers, epochs: int, lr: float) -> dict:
         "through_writer": writers.through, "epochs": epochs, "lr": lr, "train_traces": len(train_traces),
         "train_windows": len(rows), "val_traces": len(val_traces), "val_windows": len(val_rows),
         "history": history, "best_val_mean_ap": best}}
-
-
-def export(state: dict, out_dir: Path, work: Path) -> None:
-    """int8 (CPU) and fp16 (GPU, word embeddings left out as the step model's) into `out_dir`."""
-    _, new_model = steps.load_base(steps.base_model_dir())
-    model = new_model()
-    model.load_state_dict(state)
-    model.eval()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    work.mkdir(parents=True, exist_ok=True)
-    fp32, optimized = work / "model.fp32.onnx", work / "model.opt.onnx"
-    onnx_export.export_onnx(model, fp32, output_names=["probs"])
-    onnx_export.optimize_bert(fp32, optimized)
-    onnx_export.quantize_int8(optimized, out_dir / "model.int8.onnx")
-    onnx_export.save_fp16(optimized, out_dir)
-    (out_dir / "tokenizer.json").write_bytes((steps.base_model_dir() / "tokenizer.json").read_bytes())
-    (out_dir / "labels.json").write_text(json.dumps(list(LABELS), indent=2) + "\n")
 
 
 def fit_combiner(out_dir: Path, writers: Writers) -> dict:
@@ -231,7 +177,7 @@ step's and the lexical model's (`safepath.detectors.trace`).
   steps'). The val split ({summary['val_traces']} traces) picks the epoch by mean average precision over the eight
   categories, trace by trace, and fits the blend; the test split and every evaluation set stay unread.
 - Recipe: {summary['epochs']} epochs, AdamW lr {summary['lr']}, batch {BATCH}, linear warm-up/decay, BCE with
-  per-label positive weights (at most {MAX_POS_WEIGHT}), word embeddings frozen, seed {steps.SEED}, deterministic
+  per-label positive weights (at most {steps.MAX_POS_WEIGHT}), word embeddings frozen, seed {steps.SEED}, deterministic
   kernels, 2 threads.
 
 ## Validation, trace by trace (highest window)
@@ -273,12 +219,11 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         torch.save(state, checkpoint)
         (work / "training.json").write_text(json.dumps(summary, indent=2))
-    export(state, args.out, work)
+    # The same graph and files as the step model's: int8 for CPU, fp16 without its word embeddings for GPU.
+    steps.export(state, args.out, work, base=steps.base_model_dir(), int8_only=False)
     summary["combine"] = fit_combiner(args.out, writers)
     summary["corpus_sha256"] = writers.sha256(steps.CORPUS)
-    summary["artifacts_sha256"] = {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(args.out.iterdir()) if p.is_file() and p.name not in ("MODEL_CARD.md", "training.json")}
+    summary["artifacts_sha256"] = steps.artifact_hashes(args.out)
     (args.out / "training.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     write_card(args.out, summary)
 
