@@ -323,7 +323,14 @@ class ClassifierDetector:
             chosen = [t for t, (probs, lexical) in blended.items()
                       if self.lexical.combine(probs[None, :], lexical)[0].max() >= self.trace_above]
             self.traces_to_pass += len(chosen)
-            passes = dict(zip(chosen, self.trace.logits([[own[-1] for own in views[t]] for t in chosen])))
+            risks = []  # per chosen trace, each step's highest judged score (unjudged steps 0): which windows first
+            for t in chosen:
+                risk = [0.0] * len(views[t])
+                for i in by_trace[t]:
+                    risk[items[i][1].index] = float(best[i].max())
+                risks.append(risk)
+            passes = dict(zip(chosen, self.trace.logits([[own[-1] for own in views[t]] for t in chosen],
+                                                        [traces[t].max_model_rows for t in chosen], risks)))
         for t, judged in by_trace.items():
             probs, lexical = blended[t]
             if self.trace is not None and t in passes:

@@ -8,8 +8,8 @@ read (w75-w87), blending them in lifted balanced's F1 from 0.819 to 0.843 at a l
 (models/README.md, "A trace-level pass").
 
 The blend (`combine.json`, fitted on the corpus's val traces): per output, sigmoid(a * logit(worst step) +
-b * lexical logit + d * trace logit + c). Like the lexical blend it replaces, it lands on the trace's worst judged
-step, so redaction stays step by step.
+b * lexical logit + d * trace logit + c). Like the lexical blend alone before it, it lands on the trace's worst
+judged step, so redaction stays step by step.
 """
 
 from __future__ import annotations
@@ -69,13 +69,26 @@ class TraceModel:
             counts = [len(e.ids) for e in self.tokenizer.encode_batch(list(steps), add_special_tokens=False)]
         return trace_windows(steps, counts)
 
-    def logits(self, traces: Sequence[Sequence[str]]) -> list[np.ndarray]:
+    def logits(self, traces: Sequence[Sequence[str]], budgets: Sequence[int | None] | None = None,
+               risks: Sequence[Sequence[float]] | None = None) -> list[np.ndarray]:
         """One logit row per trace (the highest over its windows), for traces given as their steps as the model reads
-        them; every window of every trace in one model call."""
+        them; every window of every trace in one model call.
+
+        Args:
+            budgets: per trace, the most windows to read (its `max_model_rows`, as the step model's budget; None:
+                all). A trace with more reads those holding its riskiest steps (`risks`: per trace, a score per
+                step), so its cost stays bounded however long it is.
+        """
         texts: list[str] = []
         owners: list[int] = []
         for t, steps in enumerate(traces):
-            for text, _ in self.windows(steps):
+            windows = self.windows(steps)
+            budget = budgets[t] if budgets is not None else None
+            if budget is not None and len(windows) > budget:
+                risk = risks[t] if risks is not None else [0.0] * len(steps)
+                order = sorted(range(len(windows)), key=lambda w: (-max(risk[i] for i in windows[w][1]), w))
+                windows = [windows[w] for w in sorted(order[:budget])]
+            for text, _ in windows:
                 texts.append(text)
                 owners.append(t)
         probs = self.encoder.run(texts)["probs"].astype(np.float64) if texts else np.zeros((0, len(self.combiner)))

@@ -109,3 +109,17 @@ def test_the_pass_reads_only_traces_the_lexical_blend_finds_some_risk_in(tmp_pat
     stage = ClassifierDetector(FakeEncoder(_steps), LABELS, lexical=lexical, trace=pass_, trace_above=0.05)
     stage.detect([calm, risky])
     assert stage.traces_to_pass == 1 and all("quietly" in text for call in encoder.calls for text in call)
+
+
+def test_a_long_trace_reads_at_most_its_budget_of_windows_riskiest_first(tmp_path: Path):
+    encoder = FakeEncoder(_quiet)
+    model = TraceModel(_folder(tmp_path, [1.0, 0.0, 1.0, 0.0]), encoder=encoder)
+    steps = ["Open the ticket and read every line of it."] * 200 + ["Then close it quietly."]
+    windows = model.windows(steps)
+    assert len(windows) > 3
+    risk = [0.0] * 200 + [0.9]
+    logits = model.logits([steps], budgets=[2], risks=[risk])
+    assert len(encoder.calls[-1]) == 2 and any("quietly" in text for text in encoder.calls[-1])
+    assert logits[0][-1] == pytest.approx(np.log(9.0), rel=1e-5)  # the window with the risky step was read
+    model.logits([steps], budgets=[None])
+    assert len(encoder.calls[-1]) == len(windows)
