@@ -16,7 +16,8 @@ whole-trace filter would redact or block, nor a step after one it would block, a
 blocks blocks the stream (the streams' property tests compare the two under the shipped rules). That promise is
 exact for the rule stage and the segmenter. The learned stages see less here than in the whole trace: a window gives
 them the step before its steps as context (the whole trace gives the safety model more steps before, the task's
-first step, and a lexical reading of the whole trace), so a model can judge a step differently streamed, either way.
+first step, and a lexical reading and the trace pass over the whole trace), so a model can judge a step differently
+streamed, either way.
 The safety stage's `other_languages` also tells the language per window: a short window of English full of names
 can count as another language (its scores then raised a little), and one of another language with fewer than
 `min_letters` letters as English.
