@@ -30,7 +30,7 @@ from safepath.detectors.model_input import (
     step_with_context,
     vocabulary_file,
 )
-from safepath.detectors.trace import TraceModel
+from safepath.detectors.trace import TraceModel, TracePassOptions
 from safepath.errors import ConfigError, ModelLoadError
 from safepath.redaction import replace_steps
 from safepath.runtime import Encoder
@@ -69,21 +69,6 @@ class OtherLanguages(BaseModel):
         default=0.0, ge=0.0, le=3.0,
         description="Added to the model's logits (every output) on such a trace's steps; 0 leaves the scores as "
         "they are.",
-    )
-
-
-class TracePassOptions(BaseModel):
-    """`trace_pass:` of a classifier stage: which model, and which traces it reads."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model: str = Field(description="Model folder under the model directory, e.g. `trace-minilm`.")
-    above: float = Field(
-        default=0.2, ge=0.0, le=1.0,
-        description="Read only the traces whose steps and wording already give some output at least this "
-        "probability (the lexical blend): the pass costs about as much as the step model, and on traces that "
-        "both find clean it changed no decision (0.2: none on dev.jsonl or writers w75-w87, with half of their "
-        "traces read; 0.3 lost one harmful trace of 1,140). 0 reads every trace.",
     )
 
 

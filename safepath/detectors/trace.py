@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from safepath.detectors.model_input import TRACE_WINDOW_TOKENS, trace_windows
 from safepath.errors import ModelLoadError
@@ -28,6 +29,21 @@ from safepath.runtime.loading import encoder_for
 from safepath.runtime.onnx import load_tokenizer
 from safepath.settings import RuntimeSettings
 from safepath.types import CATEGORIES
+
+
+class TracePassOptions(BaseModel):
+    """`trace_pass:` of a classifier stage: which model, and which traces it reads."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(description="Model folder under the model directory, e.g. `trace-minilm`.")
+    above: float = Field(
+        default=0.2, ge=0.0, le=1.0,
+        description="Read only the traces whose steps and wording already give some output at least this "
+        "probability (the lexical blend): the pass costs about as much as the step model, and on traces that "
+        "both find clean it changed no decision (0.2: none on dev.jsonl or writers w75-w87, with half of their "
+        "traces read; 0.3 lost one harmful trace of 1,140). 0 reads every trace.",
+    )
 
 
 class TraceModel:
