@@ -32,6 +32,15 @@ def trace_targets(rows: list[dict], labels: tuple[str, ...]) -> np.ndarray:
                      for r in rows], dtype=np.float32)
 
 
+def fit_blend(inputs: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """One output's blend (`safepath.detectors.lexical.blend`): a logistic regression on traces x inputs (the worst
+    step's logit first); its weights, then its offset."""
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(C=1.0, max_iter=1000).fit(inputs, truth)
+    return np.array([*model.coef_[0], model.intercept_[0]])
+
+
 def fit(train: list[dict], val: list[dict], val_step_logits: list[np.ndarray], labels: tuple[str, ...]) -> dict:
     """The arrays of `lexical.npz`, and a summary. `val_step_logits[i]` is steps x labels for val trace i."""
     from sklearn.linear_model import LogisticRegression
@@ -58,8 +67,7 @@ def fit(train: list[dict], val: list[dict], val_step_logits: list[np.ndarray], l
         intercept[j] = model.intercept_[0]
         lexical_logit = xv @ coef[j] + intercept[j]
         worst_step = np.array([s[:, j].max() if len(s) else -10.0 for s in val_step_logits])
-        combiner = LogisticRegression(C=1.0, max_iter=1000).fit(np.column_stack([worst_step, lexical_logit]), yv[:, j])
-        combine[j] = [combiner.coef_[0, 0], combiner.coef_[0, 1], combiner.intercept_[0]]
+        combine[j] = fit_blend(np.column_stack([worst_step, lexical_logit]), yv[:, j])
     arrays = {"idf": idf.astype(np.float16), "coef": coef.reshape(len(labels), 2, BUCKETS).astype(np.float16),
               "intercept": intercept, "combine": combine}
     summary = {"buckets": BUCKETS, "C": chosen, "train_traces": len(train), "val_traces": len(val),

@@ -305,13 +305,18 @@ class Optimisation:
             self.optimizer.zero_grad()
 
 
-def train(writers: Writers, epochs: int, lr: float, *, base: Path, watch: bool = False) -> dict:
+def reproducible() -> random.Random:
+    """Fixed seeds, deterministic kernels, two threads (shared with models/train_trace.py); the epoch shuffler."""
     random.seed(SEED)
     np.random.seed(SEED)
     torch.manual_seed(SEED)
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(2)
-    rng = random.Random(SEED)
+    return random.Random(SEED)
+
+
+def train(writers: Writers, epochs: int, lr: float, *, base: Path, watch: bool = False) -> dict:
+    rng = reproducible()
 
     tokenizer, new_model = load_base(base)
     vocabulary = load_vocabulary(words_file())

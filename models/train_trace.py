@@ -35,6 +35,8 @@ import torch
 from models import train_safety as steps
 from models.corpus import writers as corpus_writers
 from models.corpus.writers import Writers
+from models.train_lexical import fit_blend, trace_targets
+from safepath.detectors.lexical import logit
 from safepath.detectors.model_input import TRACE_WINDOW_TOKENS, load_vocabulary, step_views, trace_windows
 from safepath.types import CATEGORIES
 
@@ -81,7 +83,7 @@ def trace_metrics(traces: list[dict], logits: np.ndarray, owner: np.ndarray) -> 
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     worst = np.stack([logits[owner == k].max(axis=0) for k in range(len(traces))])
-    truth = np.array([[c in t["categories"] for c in CATEGORIES] + [t["label"] == "harmful"] for t in traces])
+    truth = trace_targets(traces, LABELS)
     aps = [average_precision_score(truth[:, j], worst[:, j]) for j in range(len(CATEGORIES)) if truth[:, j].any()]
     return {"auc": round(float(roc_auc_score(truth[:, -1], worst[:, -1])), 4),
             "harmful_ap": round(float(average_precision_score(truth[:, -1], worst[:, -1])), 4),
@@ -89,12 +91,7 @@ def trace_metrics(traces: list[dict], logits: np.ndarray, owner: np.ndarray) -> 
 
 
 def train(writers: Writers, epochs: int, lr: float) -> dict:
-    random.seed(steps.SEED)
-    np.random.seed(steps.SEED)
-    torch.manual_seed(steps.SEED)
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(2)
-    rng = random.Random(steps.SEED)
+    rng = steps.reproducible()
     tokenizer, new_model = steps.load_base(steps.base_model_dir())
     vocabulary = load_vocabulary(steps.words_file())
     train_traces = writers.rows(steps.CORPUS, splits={"train"})
@@ -123,8 +120,6 @@ def train(writers: Writers, epochs: int, lr: float) -> dict:
 def fit_combiner(out_dir: Path, writers: Writers) -> dict:
     """Fit `combine.json` on the val traces of the writers read, from the served stage's own scores: the step
     model's every step (no gate), the lexical model's and this model's trace logits, all from the shipped files."""
-    from sklearn.linear_model import LogisticRegression
-
     from safepath.detectors.classifier import ClassifierDetector
     from safepath.detectors.trace import TraceModel
     from safepath.segment import segment
@@ -135,20 +130,15 @@ def fit_combiner(out_dir: Path, writers: Writers) -> dict:
     stage = ClassifierDetector.from_options("safety_model", {"model": "safety-minilm"}, ROOT / "configs", settings)
     trace_model = TraceModel(out_dir, settings, blend=False)
     val = writers.rows(steps.CORPUS, splits={"val"})
-    inputs, truth = [], []
+    inputs = []
     for row in val:
         trace = Trace(content=row["text"], steps=segment(row["text"]))
         views = step_views([s.text for s in trace.steps], stage.vocabulary, context=False)
-        worst = np.clip(stage.step_probabilities(trace).max(axis=0), 1e-6, 1 - 1e-6)
         read = [own[-1] for own in views]
-        inputs.append(np.stack([np.log(worst / (1 - worst)), stage.lexical_logits(trace, views),
+        inputs.append(np.stack([logit(stage.step_probabilities(trace).max(axis=0)), stage.lexical_logits(trace, views),
                                 trace_model.logits([read])[0]], axis=1))
-        truth.append([c in row["categories"] for c in CATEGORIES] + [row["label"] == "harmful"])
-    x, y = np.stack(inputs), np.array(truth)
-    combine = []
-    for j in range(len(LABELS)):
-        fit = LogisticRegression(C=1.0, max_iter=1000).fit(x[:, j], y[:, j])
-        combine.append([round(float(v), 6) for v in [*fit.coef_[0], fit.intercept_[0]]])
+    x, y = np.stack(inputs), trace_targets(val, LABELS)
+    combine = [[round(float(v), 6) for v in fit_blend(x[:, j], y[:, j])] for j in range(len(LABELS))]
     (out_dir / "combine.json").write_text(json.dumps(
         {"inputs": ["worst step logit", "lexical logit", "trace logit", "offset"], "val_traces": len(val),
          "combine": dict(zip(LABELS, combine))}, indent=2) + "\n")

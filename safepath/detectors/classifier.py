@@ -298,15 +298,16 @@ class ClassifierDetector:
         by_trace: dict[int, list[int]] = {}
         for i in best:
             by_trace.setdefault(items[i][0], []).append(i)
-        worst, blended = {}, {}
+        worst, inputs, scores = {}, {}, {}
         for t, judged in by_trace.items():
             rows = np.stack([best[i] for i in judged])
             worst[t] = rows.argmax(axis=0)  # per output, the judged step that scores highest
-            blended[t] = (rows[worst[t], np.arange(rows.shape[1])], self.lexical_logits(traces[t], views[t]))
+            inputs[t] = (rows[worst[t], np.arange(rows.shape[1])], self.lexical_logits(traces[t], views[t]))
+            scores[t] = self.lexical.combine(inputs[t][0][None, :], inputs[t][1])[0]
         if self.trace is not None:
-            # The pass reads only the traces the lexical blend finds some risk in (`TracePassOptions.above`).
-            chosen = [t for t, (probs, lexical) in blended.items()
-                      if self.lexical.combine(probs[None, :], lexical)[0].max() >= self.trace_above]
+            # The pass reads only the traces the lexical blend finds some risk in (`TracePassOptions.above`), and
+            # its blend replaces the lexical one there.
+            chosen = [t for t in by_trace if scores[t].max() >= self.trace_above]
             self.traces_to_pass += len(chosen)
             risks = []  # per chosen trace, each step's highest judged score (unjudged steps 0): which windows first
             for t in chosen:
@@ -314,17 +315,14 @@ class ClassifierDetector:
                 for i in by_trace[t]:
                     risk[items[i][1].index] = float(best[i].max())
                 risks.append(risk)
-            passes = dict(zip(chosen, self.trace.logits([[own[-1] for own in views[t]] for t in chosen],
-                                                        [traces[t].max_model_rows for t in chosen], risks)))
+            passes = self.trace.logits([[own[-1] for own in views[t]] for t in chosen],
+                                       [traces[t].max_model_rows for t in chosen], risks)
+            for t, trace_logits in zip(chosen, passes):
+                scores[t] = self.trace.combine(*inputs[t], trace_logits)
         for t, judged in by_trace.items():
-            probs, lexical = blended[t]
-            if self.trace is not None and t in passes:
-                scores = self.trace.combine(probs, lexical, passes[t])
-            else:
-                scores = self.lexical.combine(probs[None, :], lexical)[0]
             for j, k in enumerate(worst[t]):
                 best[judged[k]] = best[judged[k]].copy()
-                best[judged[k]][j] = scores[j]
+                best[judged[k]][j] = scores[t][j]
 
     def lexical_logits(self, trace: Trace, views: Sequence[tuple[str, ...]]) -> np.ndarray:
         """The lexical model's logits for a trace (`views`: its steps' `step_views`). Where steps carry a disguise,

@@ -92,9 +92,23 @@ class LexicalModel:
 
     def combine(self, step_probs: np.ndarray, trace_logits: np.ndarray) -> np.ndarray:
         """Blend: sigmoid(a * logit(step prob) + b * trace logit + c), per label; `step_probs` is steps x labels."""
-        p = np.clip(step_probs.astype(np.float64), 1e-6, 1 - 1e-6)
-        z = self.combiner[:, 0] * np.log(p / (1 - p)) + self.combiner[:, 1] * trace_logits + self.combiner[:, 2]
-        return 1.0 / (1.0 + np.exp(-z))
+        return blend(self.combiner, step_probs, trace_logits)
+
+
+def logit(probs: np.ndarray) -> np.ndarray:
+    """Log-odds, in float64, of probabilities clipped to [1e-6, 1 - 1e-6] (a saturated sigmoid stays finite)."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def blend(weights: np.ndarray, step_probs: np.ndarray, *trace_logits: np.ndarray) -> np.ndarray:
+    """The trace-level blends' form, per output: sigmoid(w0 * logit(step prob) + w1 * first trace logit + ... +
+    offset); `weights` is outputs x (2 + number of trace logits), the offset last."""
+    z = weights[:, 0] * logit(step_probs)
+    for k, values in enumerate(trace_logits, start=1):
+        z = z + weights[:, k] * values
+    z = z + weights[:, -1]
+    return 1.0 / (1.0 + np.exp(-z))
 
 
 def lexical_features(texts: Sequence[str], idf: np.ndarray | None, buckets: int):

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from safepath.detectors.lexical import blend, logit
 from safepath.detectors.model_input import TRACE_WINDOW_TOKENS, trace_windows
 from safepath.errors import ModelLoadError
 from safepath.fingerprint import content_version
@@ -107,15 +108,11 @@ class TraceModel:
             for text, _ in windows:
                 texts.append(text)
                 owners.append(t)
-        probs = self.encoder.run(texts)["probs"].astype(np.float64) if texts else np.zeros((0, len(self.combiner)))
-        p = np.clip(probs, 1e-6, 1 - 1e-6)
-        values, owner = np.log(p / (1 - p)), np.asarray(owners)
+        probs = self.encoder.run(texts)["probs"] if texts else np.zeros((0, len(self.combiner)))
+        values, owner = logit(probs), np.asarray(owners)
         return [values[owner == t].max(axis=0) if (owner == t).any() else np.full(len(self.combiner), -10.0)
                 for t in range(len(traces))]
 
     def combine(self, step_probs: np.ndarray, lexical_logits: np.ndarray, trace_logits: np.ndarray) -> np.ndarray:
         """The blend for one step (`step_probs`: one probability per output): a probability per output."""
-        p = np.clip(step_probs.astype(np.float64), 1e-6, 1 - 1e-6)
-        z = (self.combiner[:, 0] * np.log(p / (1 - p)) + self.combiner[:, 1] * lexical_logits
-             + self.combiner[:, 2] * trace_logits + self.combiner[:, 3])
-        return 1.0 / (1.0 + np.exp(-z))
+        return blend(self.combiner, step_probs, lexical_logits, trace_logits)
