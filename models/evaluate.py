@@ -72,14 +72,15 @@ def corpus_examples(*, split: str | None = None, writers: tuple[str, ...] = (), 
 
 
 def newest_writer_read(models: Path, corpus: Path = CORPUS) -> str | None:
-    """The newest writer the safety model and the gate in `models` learned from, or None where their records do not
-    tell (the report then leaves the unseen writers out).
+    """The newest writer the safety model, the gate and the trace pass in `models` learned from, or None where their
+    records do not tell (the report then leaves the unseen writers out).
 
     Each records `through_writer` when trained with `--through`. A safety model trained on the whole corpus of its day
     records None there, but it also records the sha256 of the corpus it read, and the writers up to wNN make up a
     fixed prefix of the corpus (models/corpus/writers.py), so the writer whose prefix has that hash is the newest it
     read. A gate trained before gates recorded anything is taken to have read what the safety model read (`make
-    models` trains both from the same writers)."""
+    models` trains both from the same writers). The trace pass (trace-minilm, where the folder holds one) always
+    records its `through_writer`, and may have read more writers than the step model."""
     summary = json.loads((models / "safety-minilm" / "training.json").read_text())
     gate = json.loads((models / "static-minilm" / "gate.json").read_text())["trained_on"]
     if summary.get("holdout_writers") or gate.get("holdout_writers"):
@@ -88,11 +89,12 @@ def newest_writer_read(models: Path, corpus: Path = CORPUS) -> str | None:
         parsed = Writers().read(corpus)
         through = next((w for w in sorted({row["writer"] for _, row in parsed})
                         if Writers(through=w).sha256_of(parsed) == summary.get("corpus_sha256")), None)
-    if "through_writer" not in gate:
-        return through
-    if through is None or gate["through_writer"] is None:
-        return None  # a gate trained on the whole corpus of its day, which its record does not name
-    return max(through, gate["through_writer"])
+    newest = [through]
+    if "through_writer" in gate:
+        newest.append(gate["through_writer"])  # None: a gate trained on the whole corpus of its day, unnamed
+    if (trace := models / "trace-minilm" / "training.json").exists():
+        newest.append(json.loads(trace.read_text()).get("through_writer"))
+    return None if None in newest else max(newest)
 
 
 def unseen_writers(*folders: Path, corpus: Path = CORPUS) -> list[str]:

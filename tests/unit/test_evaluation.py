@@ -319,6 +319,12 @@ def test_unseen_writers_are_those_newer_than_the_models_records(tmp_path):
     assert newest_writer_read(models({"through_writer": None, "corpus_sha256": "0" * 64}, {}), corpus) is None
     assert unseen_writers(tmp_path, corpus=corpus) == []
     assert newest_writer_read(models({"through_writer": "w01", "holdout_writers": ["w02"]}, {}), corpus) is None
+    (tmp_path / "trace-minilm").mkdir()  # a trace pass that read one writer more than the step model
+    (tmp_path / "trace-minilm" / "training.json").write_text(json.dumps({"through_writer": "w02"}))
+    assert newest_writer_read(models({"through_writer": "w01"}, {"through_writer": "w01"}), corpus) == "w02"
+    assert unseen_writers(tmp_path, corpus=corpus) == ["w03"]
+    (tmp_path / "trace-minilm" / "training.json").write_text(json.dumps({"through_writer": None}))
+    assert newest_writer_read(models({"through_writer": "w01"}, {}), corpus) is None
 
 
 def test_unseen_writer_rows_name_the_writers(tiny_filter):
