@@ -11,8 +11,8 @@ The candidate folder holds `safety-minilm/` and `static-minilm/` as `models.trai
 
 - dev: shared/eval/dev.jsonl (`SAFEPATH_DEV_SET`), the set for choosing;
 - HarmBench's comply and refuse traces (build/eval/, `make eval-data`), the external test set;
-- the corpus's writers newer than both models' records (`models.evaluate.newest_writer_read`), every split: writers
-  neither model read, so the fairest cross-writer comparison there is without training folds.
+- the corpus's writers neither model's records say it read (`models.evaluate.writers_read`), every split: the
+  fairest cross-writer comparison there is without training folds.
 
 Each run of the filter takes a few minutes on two cores. What it does not check: the evasion fixtures and the
 README's pinned verdicts; run `SAFEPATH_MODEL_DIR=<candidate> pytest tests/integration/test_evasion.py
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     if unseen := in_span(unseen_writers(shipped, args.candidate), args.writers):
         datasets.update(writer_sets(unseen, by_language=args.by_language))
     else:
-        print("no writer is newer than both models' records: that set is left out")
+        print("no writer is unread by both models' records: that set is left out")
     profiles = load_profiles(RuntimeSettings().profiles_path)
     candidate_profiles = load_profiles(args.candidate_profiles) if args.candidate_profiles else profiles
     reports = {"shipped": run(profiles, args.profile, datasets, RuntimeSettings(model_dir=shipped))[0],

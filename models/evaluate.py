@@ -11,8 +11,9 @@ Sets (none trained or tuned anything it scores):
 
 - **corpus test**: the written corpus's `test` split (models/data/corpus.jsonl): pairs and writers seen in training,
   traces not.
-- **unseen writers**: every trace of the writers who joined the corpus after the shipped models were trained
-  (`newest_writer_read`): a cross-writer measure of the shipped models themselves, with no training.
+- **unseen writers**: every trace of the writers the shipped models never read, those who joined the corpus after
+  they were trained or a batch their training held out (`writers_read`): a cross-writer measure of the shipped
+  models themselves, with no training.
 - **cross-writer**: each fold's models (`make folds`: models/train_safety.py and models/train_gate.py with
   `--holdout`) judge the traces of the writers they never saw; the folds together cover every writer once.
 - **dev**: shared/eval/dev.jsonl (`--dev`, default ../shared/eval/dev.jsonl), written apart from the corpus. Used to
@@ -71,39 +72,43 @@ def corpus_examples(*, split: str | None = None, writers: tuple[str, ...] = (), 
             and (english is None or (row["language"] == "en") == english)]
 
 
-def newest_writer_read(models: Path, corpus: Path = CORPUS) -> str | None:
-    """The newest writer the safety model, the gate and the trace pass in `models` learned from, or None where their
-    records do not tell (the report then leaves the unseen writers out).
+def writers_read(models: Path, corpus: Path = CORPUS) -> list[Writers] | None:
+    """What the safety model, the gate and the trace pass in `models` each learned from (`Writers`: the writers held
+    out, the newest read), or None where a record cannot tell (the report then leaves the unseen writers out).
 
-    Each records `through_writer` when trained with `--through`. A safety model trained on the whole corpus of its day
-    records None there, but it also records the sha256 of the corpus it read, and the writers up to wNN make up a
-    fixed prefix of the corpus (models/corpus/writers.py), so the writer whose prefix has that hash is the newest it
-    read. A gate trained before gates recorded anything is taken to have read what the safety model read (`make
-    models` trains both from the same writers). The trace pass (trace-minilm, where the folder holds one) always
-    records its `through_writer`, and may have read more writers than the step model."""
+    Each records `holdout_writers` and `through_writer` when trained with `--holdout` and `--through`. A safety model
+    trained on the whole corpus of its day records no `through_writer`, but it records the sha256 of the corpus it
+    read, and the writers up to wNN make up a fixed prefix of the corpus (models/corpus/writers.py), so the writer
+    whose prefix (less the held-out writers) has that hash is the newest it read. A gate trained before gates
+    recorded anything is taken to have read what the safety model read (`make models` trains both from the same
+    writers); one that records no `through_writer` read the whole corpus of its day, which it does not name. The
+    trace pass (trace-minilm, where the folder holds one) may have read more writers than the step model."""
     summary = json.loads((models / "safety-minilm" / "training.json").read_text())
-    gate = json.loads((models / "static-minilm" / "gate.json").read_text())["trained_on"]
-    if summary.get("holdout_writers") or gate.get("holdout_writers"):
-        return None  # a fold's models: the writers they never read are the fold's, not the newest
-    if not (through := summary.get("through_writer")):
+    safety = Writers(frozenset(summary.get("holdout_writers") or ()), summary.get("through_writer"))
+    if safety.through is None:
         parsed = Writers().read(corpus)
-        through = next((w for w in sorted({row["writer"] for _, row in parsed})
-                        if Writers(through=w).sha256_of(parsed) == summary.get("corpus_sha256")), None)
-    newest = [through]
+        safety = next((Writers(safety.holdout, w) for w in sorted({row["writer"] for _, row in parsed})
+                       if Writers(safety.holdout, w).sha256_of(parsed) == summary.get("corpus_sha256")), None)
+        if safety is None:
+            return None
+    read = [safety]
+    gate = json.loads((models / "static-minilm" / "gate.json").read_text())["trained_on"]
     if "through_writer" in gate:
-        newest.append(gate["through_writer"])  # None: a gate trained on the whole corpus of its day, unnamed
+        read.append(Writers(frozenset(gate.get("holdout_writers") or ()), gate["through_writer"]))
     if (trace := models / "trace-minilm" / "training.json").exists():
-        newest.append(json.loads(trace.read_text()).get("through_writer"))
-    return None if None in newest else max(newest)
+        record = json.loads(trace.read_text())
+        read.append(Writers(frozenset(record.get("holdout_writers") or ()), record.get("through_writer")))
+    return None if any(w.through is None for w in read) else read
 
 
 def unseen_writers(*folders: Path, corpus: Path = CORPUS) -> list[str]:
-    """The corpus's writers newer than any the models in every one of `folders` learned from (none where a record
-    cannot tell)."""
-    newest = [newest_writer_read(folder, corpus) for folder in folders]
-    if None in newest:
+    """The corpus's writers that no model in any of `folders` learned from: those newer than every model read, and
+    those a retraining held out (none where a record cannot tell)."""
+    read = [writers_read(folder, corpus) for folder in folders]
+    if None in read:
         return []
-    return sorted({row["writer"] for _, row in Writers().read(corpus) if row["writer"] > max(newest)})
+    return sorted({row["writer"] for _, row in Writers().read(corpus)
+                   if not any(w.admits(row["writer"]) for models in read for w in models)})
 
 
 def in_span(writers: Sequence[str], span: str) -> list[str]:

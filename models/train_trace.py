@@ -112,9 +112,9 @@ def train(writers: Writers, epochs: int, lr: float) -> dict:
         if metrics["mean_ap"] > best:
             best, best_state = metrics["mean_ap"], {k: v.detach().clone() for k, v in model.state_dict().items()}
     return {"state": best_state, "summary": {
-        "through_writer": writers.through, "epochs": epochs, "lr": lr, "train_traces": len(train_traces),
-        "train_windows": len(rows), "val_traces": len(val_traces), "val_windows": len(val_rows),
-        "history": history, "best_val_mean_ap": best}}
+        "through_writer": writers.through, "holdout_writers": sorted(writers.holdout), "epochs": epochs, "lr": lr,
+        "train_traces": len(train_traces), "train_windows": len(rows), "val_traces": len(val_traces),
+        "val_windows": len(val_rows), "history": history, "best_val_mean_ap": best}}
 
 
 def fit_combiner(out_dir: Path, writers: Writers) -> dict:
@@ -150,6 +150,7 @@ def write_card(out_dir: Path, summary: dict) -> None:
                         f"{h['mean_ap']:.3f} |" for h in summary["history"])
     combine = "\n".join(f"| {label} | " + " | ".join(f"{v:.2f}" for v in values) + " |"
                         for label, values in summary["combine"].items())
+    held = f" --holdout {','.join(summary['holdout_writers'])}" if summary.get("holdout_writers") else ""
     hashes = "\n".join(f"| {name} | `{digest}` |" for name, digest in sorted(summary["artifacts_sha256"].items()))
     (out_dir / "MODEL_CARD.md").write_text(f"""# trace-minilm: the safety stage's trace-level pass
 
@@ -160,8 +161,8 @@ Output `probs`: nine sigmoids (the eight categories, then `harmful`), uncalibrat
 one linear head. A trace's logits are the highest over its windows; `combine.json` blends them with the worst
 step's and the lexical model's (`safepath.detectors.trace`).
 
-- Rebuild: `python -m models.train_trace --through {summary['through_writer']}` (`--export-only` re-exports the
-  kept checkpoint and refits the blend).
+- Rebuild: `python -m models.train_trace --through {summary['through_writer']}{held}` (`--export-only`
+  re-exports the kept checkpoint and refits the blend).
 - Data: the written corpus v2, split `train` of writers through {summary['through_writer']}
   ({summary['train_traces']} traces, {summary['train_windows']} windows; a window's labels are the union of its
   steps'). The val split ({summary['val_traces']} traces) picks the epoch by mean average precision over the eight

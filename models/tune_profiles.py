@@ -15,8 +15,8 @@ raw detections (every stage, before any decision) are computed once; then `safep
 profile with each candidate setting, so the table costs one pass of the models. The chosen values are written into
 configs/profiles.yaml by hand, with the table's row in the commit message.
 
-`--set unseen` chooses on the corpus writers newer than any the shipped models learned from (the held-back batch a
-retraining leaves out). They are our own writing, not an evaluation set, so fitting them costs nothing at the
+`--set unseen` chooses on the corpus writers the shipped models never learned from (the newest, or a batch a
+retraining held out). They are our own writing, not an evaluation set, so fitting them costs nothing at the
 next retraining, and a setting that wins on them and on dev is less likely to be dev's noise. With several sets a
 setting is scored by its mean F1, and it must keep hard-negative and easy-safe FPR within the bars on every one.
 `--own` searches every combination of a common model flag (OWN_COMMON) and own flags (OWN_FLAGS, or the common one)
@@ -194,7 +194,7 @@ def named_set(name: str, span: str = "") -> list[Example]:
     if name == "val":
         return corpus_examples(split="val")
     if not (writers := in_span(unseen_writers(RuntimeSettings().model_dir), span)):
-        raise SystemExit("no corpus writer (in --writers) is newer than the models' records, or they do not tell")
+        raise SystemExit("no corpus writer (in --writers) is unread by the models' records, or they do not tell")
     print("unseen writers:", ", ".join(writers))
     return corpus_examples(writers=tuple(writers))
 

@@ -293,12 +293,13 @@ def test_without_a_saved_sweep_a_report_keeps_the_published_cascade_section(tmp_
     assert "## Cascade" not in models.evaluate.with_saved_cascade(models.evaluate.render({}, {"commit": "def5678"}))
 
 
-def test_unseen_writers_are_those_newer_than_the_models_records(tmp_path):
-    """The shipped models' records name (or, by the corpus hash, imply) the newest writer they read; the report's
-    unseen-writers rows are every later writer, and none where the records cannot tell."""
+def test_unseen_writers_are_those_the_models_records_say_they_never_read(tmp_path):
+    """The shipped models' records name (or, by the corpus hash, imply) the writers they read; the report's
+    unseen-writers rows are every other writer (newer, or held out), and none where the records cannot tell."""
     import hashlib
 
-    from models.evaluate import newest_writer_read, unseen_writers
+    from models.corpus.writers import Writers
+    from models.evaluate import unseen_writers, writers_read
 
     lines = [json.dumps({"id": f"{w}-000{i}", "writer": w}) + "\n" for w in ("w01", "w02", "w03") for i in (1, 2)]
     corpus = tmp_path / "corpus.jsonl"
@@ -311,20 +312,26 @@ def test_unseen_writers_are_those_newer_than_the_models_records(tmp_path):
         (tmp_path / "static-minilm" / "gate.json").write_text(json.dumps({"trained_on": gate}))
         return tmp_path
 
-    through_w02 = {"through_writer": None, "corpus_sha256": hashlib.sha256("".join(lines[:4]).encode()).hexdigest()}
-    assert newest_writer_read(models(through_w02, {}), corpus) == "w02"  # by the hash; an old gate follows it
+    def sha(kept: list[str]) -> str:
+        return hashlib.sha256("".join(kept).encode()).hexdigest()
+
+    through_w02 = {"through_writer": None, "corpus_sha256": sha(lines[:4])}
+    assert writers_read(models(through_w02, {}), corpus) == [Writers(through="w02")]  # by the hash; an old gate follows
     assert unseen_writers(tmp_path, corpus=corpus) == ["w03"]
-    assert newest_writer_read(models({"through_writer": "w01"}, {"through_writer": "w02"}), corpus) == "w02"
-    assert newest_writer_read(models(through_w02, {"through_writer": None}), corpus) is None  # gate read all
-    assert newest_writer_read(models({"through_writer": None, "corpus_sha256": "0" * 64}, {}), corpus) is None
+    assert unseen_writers(models({"through_writer": "w01"}, {"through_writer": "w02"}), corpus=corpus) == ["w03"]
+    assert writers_read(models(through_w02, {"through_writer": None}), corpus) is None  # a gate that read all
+    assert writers_read(models({"through_writer": None, "corpus_sha256": "0" * 64}, {}), corpus) is None
     assert unseen_writers(tmp_path, corpus=corpus) == []
-    assert newest_writer_read(models({"through_writer": "w01", "holdout_writers": ["w02"]}, {}), corpus) is None
+    # A batch held out of the middle (a fold, or a retraining that keeps one batch to measure on) is unseen too,
+    # by its record or by the hash of what was read.
+    assert unseen_writers(models({"through_writer": "w03", "holdout_writers": ["w02"]}, {}), corpus=corpus) == ["w02"]
+    held = {"through_writer": None, "holdout_writers": ["w01"], "corpus_sha256": sha(lines[2:])}
+    assert unseen_writers(models(held, {"holdout_writers": ["w01"], "through_writer": "w03"}), corpus=corpus) == ["w01"]
     (tmp_path / "trace-minilm").mkdir()  # a trace pass that read one writer more than the step model
     (tmp_path / "trace-minilm" / "training.json").write_text(json.dumps({"through_writer": "w02"}))
-    assert newest_writer_read(models({"through_writer": "w01"}, {"through_writer": "w01"}), corpus) == "w02"
-    assert unseen_writers(tmp_path, corpus=corpus) == ["w03"]
+    assert unseen_writers(models({"through_writer": "w01"}, {"through_writer": "w01"}), corpus=corpus) == ["w03"]
     (tmp_path / "trace-minilm" / "training.json").write_text(json.dumps({"through_writer": None}))
-    assert newest_writer_read(models({"through_writer": "w01"}, {}), corpus) is None
+    assert writers_read(models({"through_writer": "w01"}, {}), corpus) is None
 
 
 def test_unseen_writer_rows_name_the_writers(tiny_filter):
