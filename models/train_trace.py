@@ -150,7 +150,8 @@ def write_card(out_dir: Path, summary: dict) -> None:
                         f"{h['mean_ap']:.3f} |" for h in summary["history"])
     combine = "\n".join(f"| {label} | " + " | ".join(f"{v:.2f}" for v in values) + " |"
                         for label, values in summary["combine"].items())
-    held = f" --holdout {','.join(summary['holdout_writers'])}" if summary.get("holdout_writers") else ""
+    holdout = ",".join(summary.get("holdout_writers") or ())
+    held, less = (f" --holdout {holdout}", f" less {holdout}") if holdout else ("", "")
     hashes = "\n".join(f"| {name} | `{digest}` |" for name, digest in sorted(summary["artifacts_sha256"].items()))
     (out_dir / "MODEL_CARD.md").write_text(f"""# trace-minilm: the safety stage's trace-level pass
 
@@ -163,7 +164,7 @@ step's and the lexical model's (`safepath.detectors.trace`).
 
 - Rebuild: `python -m models.train_trace --through {summary['through_writer']}{held}` (`--export-only`
   re-exports the kept checkpoint and refits the blend).
-- Data: the written corpus v2, split `train` of writers through {summary['through_writer']}
+- Data: the written corpus v2, split `train` of writers through {summary['through_writer']}{less}
   ({summary['train_traces']} traces, {summary['train_windows']} windows; a window's labels are the union of its
   steps'). The val split ({summary['val_traces']} traces) picks the epoch by mean average precision over the eight
   categories, trace by trace, and fits the blend; the test split and every evaluation set stay unread.
