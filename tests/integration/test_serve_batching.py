@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import pytest
 
@@ -31,13 +33,43 @@ def _batch_sizes(app_name: str, deployment: str, calls: int = 12) -> list[int]:
 GATED_STEP = "Step 5: Leave the one failing case out of the summary for change {i} so it reads as a clean pass."
 
 
+@contextmanager
+def _user_configs(serve_app, user_configs: dict[str, dict]) -> Iterator[None]:
+    """Deploy `user_configs` (as `serve deploy` does with an edited user_config), wait until every replica of those
+    deployments has them, and put serve_config.yaml's back afterwards."""
+
+    def apply(config: dict, wanted: dict[str, dict]) -> None:
+        config["http_options"]["port"] = int(serve_app.base_url.rsplit(":", 1)[1])
+        deploy(config)
+        for name, knobs in wanted.items():
+            wait_until(lambda name=name, knobs=knobs: all(k == knobs for k in _knobs(serve_app.name, name)), 60,
+                       f"{name}'s batching knobs")
+
+    defaults = {d["name"]: d["user_config"] for d in serve_config()["applications"][0]["deployments"]}
+    apply(serve_config(user_configs), user_configs)
+    try:
+        yield
+    finally:
+        apply(serve_config(), {name: defaults[name] for name in user_configs})
+
+
+def _knobs(app_name: str, deployment: str, calls: int = 6) -> list[dict]:
+    """The batching knobs as several calls find them, so that every replica is likely to answer."""
+    return [call_handle(lambda: serve.get_deployment_handle(deployment, app_name), "batching") for _ in range(calls)]
+
+
 def test_concurrent_requests_are_batched(serve_app):
     def post(i: int) -> int:
         with httpx.Client(base_url=serve_app.base_url, timeout=120) as client:
             return client.post("/v1/filter", json={"content": f"{TRACE} {GATED_STEP.format(i=i)}"}).status_code
 
-    with ThreadPoolExecutor(32) as pool:
-        statuses = list(pool.map(post, range(64)))
+    # serve_config.yaml's SafetyClassifier waits 0.0 s for batch-mates: a batch then holds only the calls that queued
+    # while the one before it ran, and on a quiet two-core run every call could find the replica idle (CI saw batches
+    # of one only). A wait long enough for the 32 requests in flight to meet makes the batching under test certain.
+    waiting = {"max_batch_size": 16, "batch_wait_timeout_s": 0.25}
+    with _user_configs(serve_app, {"SafetyClassifier": waiting, "SemanticEmbedder": waiting}):
+        with ThreadPoolExecutor(32) as pool:
+            statuses = list(pool.map(post, range(64)))
     assert statuses == [200] * 64
     assert max(_batch_sizes(serve_app.name, "SemanticEmbedder")) > 1
     assert max(_batch_sizes(serve_app.name, "SafetyClassifier")) > 1
@@ -45,21 +77,7 @@ def test_concurrent_requests_are_batched(serve_app):
 
 def test_batching_knobs_change_without_restarting_replicas(serve_app):
     replicas = replica_actors("SemanticEmbedder")
-
-    def knobs() -> list[dict]:
-        get = lambda: serve.get_deployment_handle("SemanticEmbedder", serve_app.name)  # noqa: E731
-        return [call_handle(get, "batching") for _ in range(6)]
-
-    assert all(k["max_batch_size"] == 16 for k in knobs())
-    config = serve_config({"SemanticEmbedder": {"max_batch_size": 4, "batch_wait_timeout_s": 0.002}})
-    config["http_options"]["port"] = int(serve_app.base_url.rsplit(":", 1)[1])
-    try:
-        deploy(config)  # what `serve deploy` does with an edited user_config
-        wait_until(lambda: all(k == {"max_batch_size": 4, "batch_wait_timeout_s": 0.002} for k in knobs()), 60,
-                   "the new batching knobs on every replica")
+    assert all(k["max_batch_size"] == 16 for k in _knobs(serve_app.name, "SemanticEmbedder"))
+    with _user_configs(serve_app, {"SemanticEmbedder": {"max_batch_size": 4, "batch_wait_timeout_s": 0.002}}):
         assert replica_actors("SemanticEmbedder") == replicas  # reconfigured in place, not replaced
-    finally:
-        config = serve_config()
-        config["http_options"]["port"] = int(serve_app.base_url.rsplit(":", 1)[1])
-        deploy(config)
-        wait_until(lambda: all(k["max_batch_size"] == 16 for k in knobs()), 60, "the knobs to be restored")
+    assert all(k["max_batch_size"] == 16 for k in _knobs(serve_app.name, "SemanticEmbedder"))
