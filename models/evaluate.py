@@ -37,7 +37,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from models.corpus.writers import Writers
+from models.corpus.writers import Writers, writer_number
 from models.folds import FOLDS, model_dir
 from models.provenance import changed_since, describe, provenance
 from safepath import SafePathFilter
@@ -87,7 +87,8 @@ def writers_read(models: Path, corpus: Path = CORPUS) -> list[Writers] | None:
     safety = Writers(frozenset(summary.get("holdout_writers") or ()), summary.get("through_writer"))
     if safety.through is None:
         parsed = Writers().read(corpus)
-        safety = next((Writers(safety.holdout, w) for w in sorted({row["writer"] for _, row in parsed})
+        every = sorted({row["writer"] for _, row in parsed}, key=writer_number)
+        safety = next((Writers(safety.holdout, w) for w in every
                        if Writers(safety.holdout, w).sha256_of(parsed) == summary.get("corpus_sha256")), None)
         if safety is None:
             return None
@@ -108,14 +109,15 @@ def unseen_writers(*folders: Path, corpus: Path = CORPUS) -> list[str]:
     if None in read:
         return []
     return sorted({row["writer"] for _, row in Writers().read(corpus)
-                   if not any(w.admits(row["writer"]) for models in read for w in models)})
+                   if not any(w.admits(row["writer"]) for models in read for w in models)}, key=writer_number)
 
 
 def in_span(writers: Sequence[str], span: str) -> list[str]:
     """The writers within `span` ("w75-w80", both ends included; "w75" alone; "" keeps them all): one batch of
     unseen writers chooses thresholds and another, left untouched, confirms them."""
     first, _, last = span.partition("-")
-    return [w for w in writers if not span or first <= w <= (last or first)]
+    return [w for w in writers if not span
+            or writer_number(first) <= writer_number(w) <= writer_number(last or first)]
 
 
 def variant(profiles: ProfileSet, name: str, stages: list[str],
@@ -409,8 +411,8 @@ def render(results: dict, measured_on: dict) -> str:
 
 def folds_measured(folds: list[str]) -> str:
     """Which folds the cross-writer rows pool: all four cover every writer once; fewer cover only their writers."""
-    held_out = sorted(w for fold in folds for w in FOLDS[fold])
-    every = sorted(w for writers in FOLDS.values() for w in writers)
+    held_out = sorted((w for fold in folds for w in FOLDS[fold]), key=writer_number)
+    every = sorted((w for writers in FOLDS.values() for w in writers), key=writer_number)
     text = (f"Folds {', '.join(folds)} (models/folds.py), pooled: {len(held_out)} of {len(every)} writers "
             f"({', '.join(held_out)}), each fold's traces judged by a safety model and gate trained without them.")
     missing = [f for f in FOLDS if f not in folds]

@@ -28,6 +28,7 @@ from collections import Counter
 from pathlib import Path
 
 from models.corpus import check_written as check
+from models.corpus.writers import id_order, writer_number
 from safepath.segment import segment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,7 +74,7 @@ def dropped_for_overlap(records: list[dict], heldout: Path | None) -> tuple[dict
     drop: dict[str, str] = {}
     shared = check.overlaps(records, records)
     for a, b, _ in shared:
-        if a["id"] > b["id"] and b["id"] not in drop:
+        if id_order(a["id"]) > id_order(b["id"]) and b["id"] not in drop:
             drop[a["id"]] = f"shares a 12-word run with {b['id']}"
     if heldout is not None and heldout.exists():
         held = [{"id": f"heldout-{i}", "text": json.loads(line)["text"], "pair": None}
@@ -94,7 +95,7 @@ def build(heldout: Path | None, *, strict: bool) -> tuple[list[dict], dict]:
     kept = [r for r in valid if r["id"] not in drop]
     ids = {r["id"] for r in kept}
     out = []
-    for r in sorted(kept, key=lambda r: r["id"]):
+    for r in sorted(kept, key=lambda r: id_order(r["id"])):
         group = group_of(r)
         out.append({
             "id": r["id"],
@@ -122,7 +123,7 @@ def build(heldout: Path | None, *, strict: bool) -> tuple[list[dict], dict]:
 def writer_table(rows: list[dict]) -> list[str]:
     """Counts per writer, with the title of the writer's brief."""
     lines = ["| writer | brief | traces | harmful | hard negatives | ordinary |", "|---|---|---|---|---|---|"]
-    for writer in sorted({r["writer"] for r in rows}):
+    for writer in sorted({r["writer"] for r in rows}, key=writer_number):
         mine = [r for r in rows if r["writer"] == writer]
         brief = BRIEFS / f"{writer}.md"
         title = brief.read_text(encoding="utf-8").splitlines()[0].split(": ", 1)[-1] if brief.exists() else ""
@@ -137,7 +138,8 @@ def card(rows: list[dict], stats: dict) -> str:
     harmful = [r for r in rows if r["label"] == "harmful"]
 
     def seeded(source: str) -> str:
-        return ", ".join(sorted({r["writer"] for r in rows if (r["seed"] or "").startswith(source + ":")}))
+        seeded = {r["writer"] for r in rows if (r["seed"] or "").startswith(source + ":")}
+        return ", ".join(sorted(seeded, key=writer_number))
 
     def table(title: str, key, values=None) -> list[str]:
         counts = Counter(key(r) for r in rows)

@@ -21,6 +21,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
+from models.corpus.writers import id_order
 from safepath.types import CATEGORIES
 
 HERE = Path(__file__).resolve().parent
@@ -41,7 +42,7 @@ TAGS = {
     "multi_label",  # more than one category
 }
 LANG = re.compile(r"^[a-z]{2}$")
-ID = re.compile(r"^(w\d\d)-\d{4}$")
+ID = re.compile(r"^(w\d{2,3})-\d{4}$")
 SEED = re.compile(r"^(advbench|donotanswer):\d+$")
 OVERLAP_WORDS = 12
 WORD = re.compile(r"\w+")
@@ -245,7 +246,7 @@ def main() -> None:
 
     shared = overlaps(targets, records)
     if not args.files:  # each pair once
-        shared = [(a, b, run) for a, b, run in shared if a["id"] < b["id"]]
+        shared = [(a, b, run) for a, b, run in shared if id_order(a["id"]) < id_order(b["id"])]
     for a, b, run in shared:
         errors.append(f"{a['_where']} ({a['id']}) shares a {OVERLAP_WORDS}-word run with {b['id']}: \"{run}\"")
     if args.against:

@@ -1,7 +1,8 @@
 """Which writers' traces a training reads: all of models/data/corpus.jsonl, less a fold's held-out writers, or only
 the writers up to one of them.
 
-Writers are numbered in the order they joined (w01, w02, ...), and the build (models/corpus/build.py) splits, labels
+Writers are numbered in the order they joined (w01, w02, ..., w99, w100, ...: by number, never as strings, so
+`writer_number` and `id_order` are the only orderings), and the build (models/corpus/build.py) splits, labels
 and drops each trace by its own text and the ids before it, so the corpus lines of the writers up to wNN are, byte
 for byte, the corpus as it stood when wNN was the newest writer: `--through w29` is corpus v2.1 (sha256
 4fcd3690...), which the shipped models learned from. That is how `make models` rebuilds them once the corpus has
@@ -17,6 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def writer_number(writer: str) -> int:
+    """w07 -> 7, w100 -> 100: the order writers joined in (as strings, "w100" would sort between "w10" and "w11")."""
+    return int(writer[1:])
+
+
+def id_order(trace_id: str) -> tuple[int, int]:
+    """w07-0012 -> (7, 12): traces in the order they were written, writer by writer."""
+    writer, _, number = trace_id.partition("-")
+    return writer_number(writer), int(number)
+
+
 @dataclass(frozen=True, slots=True)
 class Writers:
     """`holdout`: writers left out (a cross-writer fold); `through`: the newest writer read (None: every writer)."""
@@ -29,7 +41,9 @@ class Writers:
         return cls(frozenset(w for w in args.holdout.split(",") if w), args.through or None)
 
     def admits(self, writer: str) -> bool:
-        return writer not in self.holdout and (self.through is None or writer <= self.through)
+        if writer in self.holdout:
+            return False
+        return self.through is None or writer_number(writer) <= writer_number(self.through)
 
     def read(self, path: Path) -> list[tuple[str, dict]]:
         """The admitted writers' corpus lines, each as written (newline kept) and parsed, parsed once.

@@ -109,6 +109,23 @@ def test_traces_sharing_a_run_with_the_held_out_set_are_dropped(written, tmp_pat
     assert [r["id"] for r in rows] == ["w90-0001"] and "heldout.jsonl" in stats["dropped"]["w90-0002"]
 
 
+def test_writer_w100_comes_after_w99_everywhere_the_order_counts(written, tmp_path: Path):
+    """Writers are ordered by number: as strings "w100" sorts before "w11", which would let a new writer's copy
+    knock an old writer's trace out of the corpus, and `--through w56` admit w100."""
+    from models.corpus.writers import Writers, id_order
+    from models.evaluate import in_span
+
+    older = [{**HARMFUL, "id": "w11-0001", "pair": "w11-0002"}, {**SAFE_TWIN, "id": "w11-0002", "pair": "w11-0001"}]
+    _write(written, "w11", older)
+    _write(written, "w100", [{**SAFE_TWIN, "id": "w100-0001", "pair": None}])  # a copy of w11's twin
+    assert check_written.load_corpus()[1] == []  # three-digit writers pass the checker
+    rows, stats = build.build(None, strict=True)
+    assert [r["id"] for r in rows] == ["w11-0001", "w11-0002"] and list(stats["dropped"]) == ["w100-0001"]
+    assert sorted(["w100-0001", "w11-0002", "w99-0003"], key=id_order) == ["w11-0002", "w99-0003", "w100-0001"]
+    assert not Writers(through="w56").admits("w100") and Writers(through="w100").admits("w99")
+    assert in_span(["w98", "w99", "w100", "w101"], "w99-w100") == ["w99", "w100"]
+
+
 def test_every_writer_is_held_out_by_exactly_one_cross_writer_fold():
     from models.folds import FOLDS
 
