@@ -6,10 +6,10 @@
     python -m models.folds --through w56   # from writers w01-w56 only, as the shipped models (`make folds`)
     python -m models.folds --only a --epochs 4 --watch-holdout   # a recipe variant, watched epoch by epoch
 
-Writers fall in four groups of twenty-one or twenty-two, each mixing slices (categories; the ordinary-reasoning and the
+Writers fall in four groups of a quarter each (new writers join them in turn), each mixing slices (categories; the ordinary-reasoning and the
 seeded writers spread over the groups), so every fold still trains on every kind of trace. Leaving a quarter of the
 writers out is stricter than leaving one out: each fold trains on three quarters of the corpus, and four trainings
-cover every writer once (eighty-seven would not fit two cores). models/evaluate.py scores each fold on its
+cover every writer once (one training per writer would not fit two cores). models/evaluate.py scores each fold on its
 held-out writers.
 """
 
@@ -27,16 +27,16 @@ FOLDS_DIR = ROOT / "build" / "folds"
 FOLDS = {
     "a": ("w01", "w05", "w09", "w13", "w17", "w21", "w25", "w32", "w34",
           "w38", "w42", "w47", "w51", "w55", "w57", "w61", "w65", "w69", "w73",
-          "w77", "w81", "w85", "w89", "w93", "w97"),
+          "w77", "w81", "w85", "w89", "w93", "w97", "w101", "w105"),
     "b": ("w02", "w06", "w10", "w14", "w18", "w22", "w28", "w33", "w39",
           "w43", "w45", "w48", "w52", "w56", "w58", "w62", "w66", "w70", "w74",
-          "w78", "w82", "w86", "w90", "w94", "w98"),
+          "w78", "w82", "w86", "w90", "w94", "w98", "w102"),
     "c": ("w03", "w07", "w11", "w15", "w19", "w23", "w27", "w29", "w31",
           "w36", "w40", "w46", "w49", "w53", "w59", "w63", "w67", "w71",
-          "w75", "w79", "w83", "w87", "w91", "w95", "w99"),
+          "w75", "w79", "w83", "w87", "w91", "w95", "w99", "w103"),
     "d": ("w04", "w08", "w12", "w16", "w20", "w24", "w26", "w30", "w35",
           "w37", "w41", "w44", "w50", "w54", "w60", "w64", "w68", "w72",
-          "w76", "w80", "w84", "w88", "w92", "w96"),
+          "w76", "w80", "w84", "w88", "w92", "w96", "w100", "w104"),
 }
 
 
