@@ -4,6 +4,7 @@
     python -m models.compare build/models_v5 --profile strict
     python -m models.compare build/cand --writers w81-w87 --candidate-profiles build/cand/profiles.yaml
                                 # only those writers; the candidate with the thresholds chosen for it
+    python -m models.compare build/cand --writers w75-w87,w100-w111   # two batches of unread writers, apart
     python -m models.compare build/cand-e5 --by-language   # the writers' set split: English, other languages
 
 The candidate folder holds `safety-minilm/` and `static-minilm/` as `models.train_safety --out` and `models.train_gate
@@ -84,8 +85,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("candidate", type=Path, help="folder with the candidate's safety-minilm/ and static-minilm/")
     parser.add_argument("--profile", default="balanced")
     parser.add_argument("--dev", type=Path, default=Path(os.environ.get("SAFEPATH_DEV_SET", DEV)))
-    parser.add_argument("--writers", default="", metavar="FIRST-LAST",
-                        help="only these of the writers neither model read (w81-w87): the batch no choice looked at")
+    parser.add_argument("--writers", default="", metavar="FIRST-LAST[,FIRST-LAST]",
+                        help="only these of the writers neither model read (w81-w87: the batch no choice looked at); "
+                             "several spans, comma-separated, are reported as separate sets")
     parser.add_argument("--by-language", action="store_true",
                         help="the writers' traces as two sets: English, other languages (as their writers label them)")
     parser.add_argument("--candidate-profiles", type=Path,
@@ -94,10 +96,12 @@ def main(argv: list[str] | None = None) -> None:
     shipped = RuntimeSettings().model_dir
     datasets = {name: load_dataset(path) for name, path in (("dev", args.dev), ("harmbench", HARMBENCH))
                 if path.exists()}
-    if unseen := in_span(unseen_writers(shipped, args.candidate), args.writers):
-        datasets.update(writer_sets(unseen, by_language=args.by_language))
-    else:
-        print("no writer is unread by both models' records: that set is left out")
+    unseen = unseen_writers(shipped, args.candidate)
+    for span in args.writers.split(","):
+        if writers := in_span(unseen, span):
+            datasets.update(writer_sets(writers, by_language=args.by_language))
+        else:
+            print(f"no writer {span} is unread by both models' records: that set is left out")
     profiles = load_profiles(RuntimeSettings().profiles_path)
     candidate_profiles = load_profiles(args.candidate_profiles) if args.candidate_profiles else profiles
     reports = {"shipped": run(profiles, args.profile, datasets, RuntimeSettings(model_dir=shipped))[0],
