@@ -8,10 +8,9 @@
 
 Writers fall in four groups of a quarter each (new writers join them in turn), each mixing slices (categories;
 the ordinary-reasoning and the seeded writers spread over the groups), so every fold still trains on every kind of
-trace. Leaving a quarter of the
-writers out is stricter than leaving one out: each fold trains on three quarters of the corpus, and four trainings
-cover every writer once (one training per writer would not fit two cores). models/evaluate.py scores each fold on its
-held-out writers.
+trace. Leaving a quarter of the writers out is stricter than leaving one out: each fold trains on three quarters of
+the corpus, and four trainings cover every writer once (one training per writer would not fit two cores).
+models/evaluate.py scores each fold on its held-out writers.
 """
 
 from __future__ import annotations
