@@ -82,7 +82,8 @@ def writers_read(models: Path, corpus: Path = CORPUS) -> list[Writers] | None:
     whose prefix (less the held-out writers) has that hash is the newest it read. A gate trained before gates
     recorded anything is taken to have read what the safety model read (`make models` trains both from the same
     writers); one that records no `through_writer` read the whole corpus of its day, which it does not name. The
-    trace pass (trace-minilm, where the folder holds one) may have read more writers than the step model."""
+    trace pass (trace-minilm, where the folder holds one) may have read more writers than the step model, and a
+    lexical model or blend refitted alone (`models.train_lexical`, `train_trace --combine-only`) records its own."""
     summary = json.loads((models / "safety-minilm" / "training.json").read_text())
     safety = Writers(frozenset(summary.get("holdout_writers") or ()), summary.get("through_writer"))
     if safety.through is None:
@@ -93,12 +94,16 @@ def writers_read(models: Path, corpus: Path = CORPUS) -> list[Writers] | None:
         if safety is None:
             return None
     read = [safety]
+    if "through_writer" in (lexical := summary.get("lexical", {})):  # refitted alone on other writers
+        read.append(Writers(frozenset(lexical["holdout_writers"]), lexical["through_writer"]))
     gate = json.loads((models / "static-minilm" / "gate.json").read_text())["trained_on"]
     if "through_writer" in gate:
         read.append(Writers(frozenset(gate.get("holdout_writers") or ()), gate["through_writer"]))
     if (trace := models / "trace-minilm" / "training.json").exists():
         record = json.loads(trace.read_text())
         read.append(Writers(frozenset(record.get("holdout_writers") or ()), record.get("through_writer")))
+        if blend := record.get("combine_writers"):  # the blend refitted alone on other writers' val traces
+            read.append(Writers(frozenset(blend["holdout"]), blend["through"]))
     return None if any(w.through is None for w in read) else read
 
 

@@ -1,6 +1,12 @@
 """Fit the safety stage's trace-level lexical model and the combiner that blends it into the step scores.
 
-Called by models/train_safety.py once the transformer is trained and calibrated (the combiner needs its scores):
+Called by models/train_safety.py once the transformer is trained and calibrated (the combiner needs its scores), or
+alone, against a step model as served (its int8 file), so that new writing reaches the lexical model without the
+hours a step model's training takes on two cores:
+
+    python -m models.train_lexical --models build/cand --holdout w75,w76 --through w111
+                                # refit build/cand/safety-minilm/lexical.npz; training.json records the writers read
+
 
 - the lexical model: hashed word 1-2-grams and character 3-5-grams, TF-IDF weighted
   (`safepath.detectors.lexical`), one L2 logistic regression per output (the eight categories and `harmful`) on
@@ -18,9 +24,15 @@ fell from 0.824 to 0.744, so the val-fitted version stays.
 
 from __future__ import annotations
 
+import argparse
+import json
+from pathlib import Path
+
 import numpy as np
 
-from safepath.detectors.lexical import lexical_features
+from models.corpus import writers as corpus_writers
+from models.corpus.writers import Writers
+from safepath.detectors.lexical import lexical_features, logit
 
 BUCKETS = 1 << 18
 C_GRID = (1.0, 3.0, 10.0, 30.0)
@@ -73,3 +85,43 @@ def fit(train: list[dict], val: list[dict], val_step_logits: list[np.ndarray], l
     summary = {"buckets": BUCKETS, "C": chosen, "train_traces": len(train), "val_traces": len(val),
                "combine": {label: [round(float(v), 4) for v in combine[j]] for j, label in enumerate(labels)}}
     return {"arrays": arrays, "summary": summary}
+
+
+def served_step_logits(models: Path, rows: list[dict]) -> list[np.ndarray]:
+    """Each trace's step logits (steps x outputs) from the step model in `models`/safety-minilm as the filter serves
+    it (int8, every step, no gate): the scores the combiner blends at serving time."""
+    from safepath.detectors.classifier import ClassifierDetector
+    from safepath.segment import segment
+    from safepath.settings import RuntimeSettings
+    from safepath.types import Trace
+
+    settings = RuntimeSettings(model_dir=models, precision="int8")
+    configs = Path(__file__).resolve().parent.parent / "configs"
+    stage = ClassifierDetector.from_options("safety_model", {"model": "safety-minilm"}, configs, settings)
+    return [logit(stage.step_probabilities(Trace(content=r["text"], steps=segment(r["text"])))) for r in rows]
+
+
+def main() -> None:
+    from models import train_safety as steps
+
+    parser = argparse.ArgumentParser(description="Refit the lexical model alone against a served step model.")
+    parser.add_argument("--models", type=Path, required=True, help="the folder holding safety-minilm/")
+    corpus_writers.add_arguments(parser)
+    args = parser.parse_args()
+    writers = Writers.from_args(args)
+    if writers.through is None:  # the record must name the newest writer read: the corpus will grow
+        raise SystemExit("--through: name the newest writer read (models.evaluate.writers_read relies on it)")
+    out = args.models / "safety-minilm"
+    val = writers.rows(steps.CORPUS, splits={"val"})
+    fitted = fit(writers.rows(steps.CORPUS, splits={"train"}), val, served_step_logits(args.models, val), steps.LABELS)
+    np.savez_compressed(out / "lexical.npz", **fitted["arrays"])
+    summary = json.loads((out / "training.json").read_text())
+    summary["lexical"] = {**fitted["summary"], "step_scores": "the served int8 step model",
+                          "holdout_writers": sorted(writers.holdout), "through_writer": writers.through}
+    summary["artifacts_sha256"] = steps.artifact_hashes(out)
+    (out / "training.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    steps.write_card(out, summary)
+
+
+if __name__ == "__main__":
+    main()

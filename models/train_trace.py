@@ -2,7 +2,7 @@
 
     python -m models.train_trace --through w56              # train, export into models/trace-minilm/, fit the blend
     python -m models.train_trace --through w56 --export-only  # re-export the kept checkpoint and refit the blend
-    python -m models.train_trace --combine-only --holdout w75 --out build/cand/trace-minilm
+    python -m models.train_trace --combine-only --holdout w75 --through w111 --out build/cand/trace-minilm
                                                             # refit only the blend, against the step model beside it
 
 The step classifier (models/train_safety.py) reads one step with about 120 characters of what came before: enough
@@ -215,6 +215,8 @@ def main() -> None:
     args = parser.parse_args()
     writers = Writers.from_args(args)
     if args.combine_only:
+        if writers.through is None:  # the record must name the newest writer read: the corpus will grow
+            raise SystemExit("--combine-only needs --through (models.evaluate.writers_read relies on it)")
         summary = json.loads((args.out / "training.json").read_text())
         summary["combine"] = fit_combiner(args.out, writers)
         summary["combine_writers"] = {"holdout": sorted(writers.holdout), "through": writers.through,

@@ -332,6 +332,13 @@ def test_unseen_writers_are_those_the_models_records_say_they_never_read(tmp_pat
     assert unseen_writers(models({"through_writer": "w01"}, {"through_writer": "w01"}), corpus=corpus) == ["w03"]
     (tmp_path / "trace-minilm" / "training.json").write_text(json.dumps({"through_writer": None}))
     assert writers_read(models({"through_writer": "w01"}, {}), corpus) is None
+    # A lexical model or a blend refitted alone on more writers than its model read: they count as read too.
+    refitted = {"through_writer": "w01", "lexical": {"holdout_writers": ["w02"], "through_writer": "w03"}}
+    (tmp_path / "trace-minilm" / "training.json").write_text(json.dumps({"through_writer": "w01"}))
+    assert unseen_writers(models(refitted, {"through_writer": "w01"}), corpus=corpus) == ["w02"]
+    (tmp_path / "trace-minilm" / "training.json").write_text(json.dumps(
+        {"through_writer": "w01", "combine_writers": {"holdout": [], "through": "w02"}}))
+    assert unseen_writers(models({"through_writer": "w01"}, {"through_writer": "w01"}), corpus=corpus) == ["w03"]
 
 
 def test_unseen_writer_rows_name_the_writers(tiny_filter):
