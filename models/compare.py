@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     datasets = {name: load_dataset(path) for name, path in (("dev", args.dev), ("harmbench", HARMBENCH))
                 if path.exists()}
     unseen = unseen_writers(shipped, args.candidate)
-    for span in args.writers.split(","):
+    for span in [s.strip() for s in args.writers.split(",") if s.strip()] or [""]:
         if writers := in_span(unseen, span):
             datasets.update(writer_sets(writers, by_language=args.by_language))
         else:

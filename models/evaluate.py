@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -120,6 +121,8 @@ def unseen_writers(*folders: Path, corpus: Path = CORPUS) -> list[str]:
 def in_span(writers: Sequence[str], span: str) -> list[str]:
     """The writers within `span` ("w75-w80", both ends included; "w75" alone; "" keeps them all): one batch of
     unseen writers chooses thresholds and another, left untouched, confirms them."""
+    if span and not re.fullmatch(r"w\d+(-w\d+)?", span):
+        raise SystemExit(f"writer span {span!r}: write w75, or w75-w87")
     first, _, last = span.partition("-")
     return [w for w in writers if not span
             or writer_number(first) <= writer_number(w) <= writer_number(last or first)]

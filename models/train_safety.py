@@ -548,6 +548,9 @@ def main() -> None:
     export(state, args.out, work, base=base, int8_only=args.int8_only)
     if args.int8_only:
         return
+    if args.export_only and (record := args.out / "training.json").exists():
+        # --out's lexical.npz may have been refitted alone since (models/train_lexical.py): its record stays with it
+        summary["lexical"] = json.loads(record.read_text()).get("lexical", summary.get("lexical"))
     summary["agreement"] = agreement_report(args.out, work, writers)
     summary["corpus_sha256"] = writers.sha256(CORPUS)  # of the corpus read: with --through, an earlier version's
     summary["artifacts_sha256"] = artifact_hashes(args.out)

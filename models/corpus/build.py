@@ -73,7 +73,8 @@ def dropped_for_overlap(records: list[dict], heldout: Path | None) -> tuple[dict
     held-out set. Returns also how many shared runs were found between corpus traces."""
     drop: dict[str, str] = {}
     shared = check.overlaps(records, records)
-    for a, b, _ in shared:
+    # In writing order of the later trace: by then whether its earlier partner was itself dropped is settled.
+    for a, b, _ in sorted(shared, key=lambda pair: id_order(pair[0]["id"])):
         if id_order(a["id"]) > id_order(b["id"]) and b["id"] not in drop:
             drop[a["id"]] = f"shares a 12-word run with {b['id']}"
     if heldout is not None and heldout.exists():

@@ -21,7 +21,6 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-from models.corpus.writers import id_order
 from safepath.types import CATEGORIES
 
 HERE = Path(__file__).resolve().parent
@@ -191,7 +190,7 @@ def load_corpus(folder: Path | None = None) -> tuple[list[dict], list[str]]:
     """Every record of every writer file in `folder` (default `WRITTEN`), strictly parsed, and all schema, id and
     twin errors."""
     records, errors = [], []
-    for path in sorted((folder or WRITTEN).glob("w*.jsonl")):
+    for path in sorted((folder or WRITTEN).glob("w*.jsonl"), key=lambda p: (len(p.stem), p.stem)):  # w99 before w100
         recs, errs = read(path, strict=True)
         errors += errs
         for r in recs:
@@ -245,8 +244,8 @@ def main() -> None:
         targets = records
 
     shared = overlaps(targets, records)
-    if not args.files:  # each pair once
-        shared = [(a, b, run) for a, b, run in shared if id_order(a["id"]) < id_order(b["id"])]
+    if not args.files:  # each pair once (any order serves; an id may be malformed here)
+        shared = [(a, b, run) for a, b, run in shared if a["id"] < b["id"]]
     for a, b, run in shared:
         errors.append(f"{a['_where']} ({a['id']}) shares a {OVERLAP_WORDS}-word run with {b['id']}: \"{run}\"")
     if args.against:

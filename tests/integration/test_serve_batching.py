@@ -46,8 +46,8 @@ def _user_configs(serve_app, user_configs: dict[str, dict]) -> Iterator[None]:
                        f"{name}'s batching knobs")
 
     defaults = {d["name"]: d["user_config"] for d in serve_config()["applications"][0]["deployments"]}
-    apply(serve_config(user_configs), user_configs)
     try:
+        apply(serve_config(user_configs), user_configs)  # inside: a timeout here still puts the defaults back
         yield
     finally:
         apply(serve_config(), {name: defaults[name] for name in user_configs})

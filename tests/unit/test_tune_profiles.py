@@ -68,6 +68,8 @@ def test_a_span_of_writers_keeps_both_ends():
     assert in_span(writers, "w75-w80") == ["w75", "w79", "w80"]
     assert in_span(writers, "w81") == ["w81"]
     assert in_span(writers, "") == writers
+    with pytest.raises(SystemExit, match="w75-w87"):
+        in_span(writers, "75-80")  # not a silent empty set
 
 
 def test_a_category_is_averaged_over_the_sets_that_hold_it():
