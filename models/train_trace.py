@@ -156,9 +156,9 @@ def write_card(out_dir: Path, summary: dict) -> None:
     held, less = (f" --holdout {holdout}", f" less {holdout}") if holdout else ("", "")
     hashes = "\n".join(f"| {name} | `{digest}` |" for name, digest in sorted(summary["artifacts_sha256"].items()))
     refit = summary.get("combine_writers")
-    blend_data = (f"refitted alone (`--combine-only`) against a retrained step model on the val split's "
-                  f"{refit['val_traces']} traces of " + (f"writers through {refit['through']}" if refit["through"]
-                                                         else "every writer")
+    blend_data = ("refitted alone (`--combine-only`), against the step and lexical models beside it, on the val "
+                  f"split's {refit['val_traces']} traces of "
+                  + (f"writers through {refit['through']}" if refit["through"] else "every writer")
                   + (f" less {','.join(refit['holdout'])}" if refit["holdout"] else "")) if refit else \
         "fitted on the same val traces"
     (out_dir / "MODEL_CARD.md").write_text(f"""# trace-minilm: the safety stage's trace-level pass
@@ -221,7 +221,7 @@ def main() -> None:
         summary["combine"] = fit_combiner(args.out, writers)
         summary["combine_writers"] = {"holdout": sorted(writers.holdout), "through": writers.through,
                                       "val_traces": len(writers.rows(steps.CORPUS, splits={"val"}))}
-        summary["artifacts_sha256"] = steps.artifact_hashes(args.out)
+        summary["artifacts_sha256"]["combine.json"] = steps.artifact_hashes(args.out)["combine.json"]
         (args.out / "training.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         write_card(args.out, summary)
         return
