@@ -26,6 +26,7 @@ fell from 0.824 to 0.744, so the val-fitted version stays.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 
@@ -34,6 +35,11 @@ import numpy as np
 from models.corpus import writers as corpus_writers
 from models.corpus.writers import Writers
 from safepath.detectors.lexical import lexical_features, logit
+from safepath.types import CATEGORIES
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "models" / "data" / "corpus.jsonl"
+LABELS = (*CATEGORIES, "harmful")  # the step model's outputs (models/train_safety.py)
 
 BUCKETS = 1 << 18
 C_GRID = (1.0, 3.0, 10.0, 30.0)
@@ -97,14 +103,11 @@ def served_step_logits(models: Path, rows: list[dict]) -> list[np.ndarray]:
     from safepath.types import Trace
 
     settings = RuntimeSettings(model_dir=models, precision="int8")
-    configs = Path(__file__).resolve().parent.parent / "configs"
-    stage = ClassifierDetector.from_options("safety_model", {"model": "safety-minilm"}, configs, settings)
+    stage = ClassifierDetector.from_options("safety_model", {"model": "safety-minilm"}, ROOT / "configs", settings)
     return [logit(stage.step_probabilities(Trace(content=r["text"], steps=segment(r["text"])))) for r in rows]
 
 
 def main() -> None:
-    from models import train_safety as steps
-
     parser = argparse.ArgumentParser(description="Refit the lexical model alone against a served step model.")
     parser.add_argument("--models", type=Path, required=True, help="the folder holding safety-minilm/")
     corpus_writers.add_arguments(parser)
@@ -113,15 +116,16 @@ def main() -> None:
     if writers.through is None:  # the record must name the newest writer read: the corpus will grow
         raise SystemExit("--through: name the newest writer read (models.evaluate.writers_read relies on it)")
     out = args.models / "safety-minilm"
-    val = writers.rows(steps.CORPUS, splits={"val"})
-    fitted = fit(writers.rows(steps.CORPUS, splits={"train"}), val, served_step_logits(args.models, val), steps.LABELS)
+    val = writers.rows(CORPUS, splits={"val"})
+    fitted = fit(writers.rows(CORPUS, splits={"train"}), val, served_step_logits(args.models, val), LABELS)
     np.savez_compressed(out / "lexical.npz", **fitted["arrays"])
     summary = json.loads((out / "training.json").read_text())
     summary["lexical"] = {**fitted["summary"], "step_scores": "the served int8 step model",
                           "holdout_writers": sorted(writers.holdout), "through_writer": writers.through}
     # Only lexical.npz changed: the other hashes keep describing the files as trained (and a re-quantized int8
     # file keeps its own record), so the card is not regenerated; its lexical.npz row follows, the prose is by hand.
-    old, new = summary["artifacts_sha256"].get("lexical.npz"), steps.artifact_hashes(out)["lexical.npz"]
+    new = hashlib.sha256((out / "lexical.npz").read_bytes()).hexdigest()
+    old = summary["artifacts_sha256"].get("lexical.npz")
     summary["artifacts_sha256"]["lexical.npz"] = new
     (out / "training.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     if old and (card := out / "MODEL_CARD.md").exists():

@@ -48,12 +48,11 @@ from torch import nn
 from models import onnx_export
 from models.corpus import writers as corpus_writers
 from models.corpus.writers import Writers
+from models.train_lexical import CORPUS, LABELS
 from safepath.detectors.model_input import load_vocabulary, step_views, vocabulary_file
 from safepath.types import CATEGORIES
 
 ROOT = Path(__file__).resolve().parent.parent
-LABELS = (*CATEGORIES, "harmful")
-CORPUS = ROOT / "models" / "data" / "corpus.jsonl"
 OUT = ROOT / "models" / "safety-minilm"
 BUILD = ROOT / "build" / "safety"  # git-ignored: checkpoints and the fp32 export
 SEED = 13
