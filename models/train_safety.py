@@ -314,7 +314,8 @@ def reproducible() -> random.Random:
     return random.Random(SEED)
 
 
-def train(writers: Writers, epochs: int, lr: float, *, base: Path, watch: bool = False) -> dict:
+def train(writers: Writers, epochs: int, lr: float, *, base: Path, watch: bool = False,
+          mine_after: int = MINE_AFTER) -> dict:
     rng = reproducible()
 
     tokenizer, new_model = load_base(base)
@@ -335,7 +336,7 @@ def train(writers: Writers, epochs: int, lr: float, *, base: Path, watch: bool =
     started = time.time()
     mined: list = []
     for epoch in range(epochs):
-        if epoch and epoch == MINE_AFTER:
+        if epoch and epoch == mine_after:
             mined = mine(model, grouped, tokenizer)
         model.train()
         rows = first if epoch == 0 else epoch_rows(grouped, rng, mined)
@@ -366,6 +367,7 @@ def train(writers: Writers, epochs: int, lr: float, *, base: Path, watch: bool =
             "through_writer": writers.through,
             "epochs": epochs,
             "lr": lr,
+            "mine_after": mine_after,
             "train_inputs": {k: len(v) for k, v in grouped.items()},
             "epoch_rows": len(first),
             "mined_rows": len(mined),
@@ -444,6 +446,7 @@ def write_card(out_dir: Path, summary: dict) -> None:
     agreement = json.dumps(summary.get("agreement", {}), indent=2, sort_keys=True)
     hashes = "\n".join(f"| {name} | `{digest}` |" for name, digest in sorted(summary["artifacts_sha256"].items()))
     inputs = summary["train_inputs"]
+    mine_after = summary.get("mine_after", MINE_AFTER)  # recorded since 2026-12-07
     lexical = summary.get("lexical", {})
     by_c: dict[float, list[str]] = {}
     for label, c in lexical.get("C", {}).items():
@@ -463,7 +466,7 @@ before it, nearest first, then the start of the trace's first step, identifiers 
   {inputs['harmful']} harmful, {inputs['decisive']} decisive steps of safe twins, {inputs['hard']} other hard-negative
   and {inputs['other']} other benign inputs; each epoch takes every harmful and decisive input and a fresh sample
   of the benign ones up to {BENIGN_PER_HARMFUL} per harmful ({int(HARD_SHARE * 100)}% hard negatives):
-  {summary['epoch_rows']} rows an epoch. After {MINE_AFTER} epochs the benign inputs the model scores worst
+  {summary['epoch_rows']} rows an epoch. After {mine_after} epochs the benign inputs the model scores worst
   ({summary['mined_rows']}, {MINED_PER_HARMFUL} per harmful) join every later epoch: a safe trace is flagged by its
   worst step. The val split ({summary['val_inputs']} inputs) picks the epoch and fits the calibration; the corpus test
   split and every evaluation set stay unread.
@@ -516,6 +519,9 @@ def main() -> None:
                              "python -m models.multilingual_base)")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--lr", type=float, default=LR)
+    parser.add_argument("--mine-after", type=int, default=MINE_AFTER,
+                        help="epochs before the worst-scored benign steps are mined (1 lets a two-epoch run mine: on "
+                             "two cores a step model on writers w01-w99 takes about 50 minutes an epoch)")
     parser.add_argument("--watch-holdout", action="store_true",
                         help="with --holdout: judge the held-out writers' traces after every epoch (reporting only)")
     parser.add_argument("--int8-only", action="store_true", help="skip the fp16 artifact and the card (folds)")
@@ -534,7 +540,7 @@ def main() -> None:
     if args.export_only or args.lexical_only:
         state, summary = torch.load(checkpoint), json.loads((work / "training.json").read_text())
     else:
-        trained = train(writers, args.epochs, args.lr, base=base, watch=args.watch_holdout)
+        trained = train(writers, args.epochs, args.lr, base=base, watch=args.watch_holdout, mine_after=args.mine_after)
         state, summary = trained["state"], trained["summary"]
         work.mkdir(parents=True, exist_ok=True)
         torch.save(state, checkpoint)
