@@ -521,7 +521,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=LR)
     parser.add_argument("--mine-after", type=int, default=MINE_AFTER,
                         help="epochs before the worst-scored benign steps are mined (1 lets a two-epoch run mine: on "
-                             "two cores a step model on writers w01-w99 takes about 50 minutes an epoch)")
+                             "two cores an epoch on writers w01-w99 took over 44 minutes)")
     parser.add_argument("--watch-holdout", action="store_true",
                         help="with --holdout: judge the held-out writers' traces after every epoch (reporting only)")
     parser.add_argument("--int8-only", action="store_true", help="skip the fp16 artifact and the card (folds)")
