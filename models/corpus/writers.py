@@ -1,8 +1,8 @@
 """Which writers' traces a training reads: all of models/data/corpus.jsonl, less a fold's held-out writers, or only
 the writers up to one of them.
 
-Writers are numbered in the order they joined (w01, w02, ..., w99, w100, ...: by number, never as strings, so
-`writer_number` and `id_order` are the only orderings), and the build (models/corpus/build.py) splits, labels
+Writers are numbered in the order they joined (w01, w02, ..., w99, w100, ...: by number, never as strings;
+`writer_number`, `id_order`), and the build (models/corpus/build.py) splits, labels
 and drops each trace by its own text and the ids before it, so the corpus lines of the writers up to wNN are, byte
 for byte, the corpus as it stood when wNN was the newest writer: `--through w29` is corpus v2.1 (sha256
 4fcd3690...), which the shipped models learned from. That is how `make models` rebuilds them once the corpus has
