@@ -148,11 +148,12 @@ def epoch_rows(grouped: dict[str, list], rng: random.Random, mined: list | None 
     return grouped["harmful"] + grouped["decisive"] + mined + take_hard + take_other
 
 
-def mine(model: SafetyModel, grouped: dict[str, list], tokenizer) -> list:
+def mine(model: SafetyModel, grouped: dict[str, list], tokenizer, *, bf16: bool = False) -> list:
     """The benign rows the model now scores most harmful (largest output): a safe trace is flagged by its worst
-    step, so the benign steps a model gets wrong matter far more than the average one."""
+    step, so the benign steps a model gets wrong matter far more than the average one. A ranking only, so with
+    `bf16` it is scored at training precision."""
     pool = grouped["hard"] + grouped["other"]
-    worst = predict_logits(model, pool, tokenizer).max(axis=1)
+    worst = predict_logits(model, pool, tokenizer, bf16=bf16).max(axis=1)
     keep = np.argsort(-worst, kind="stable")[: int(MINED_PER_HARMFUL * len(grouped["harmful"]))]
     return [pool[i] for i in sorted(keep)]
 
@@ -204,13 +205,21 @@ def batches(rows, tokenizer, rng: random.Random | None, *, max_length: int = MAX
         yield chunk, ids, mask, torch.tensor([rows[i][1] for i in chunk])
 
 
-def predict_logits(model: SafetyModel, rows, tokenizer, *, max_length: int = MAX_LENGTH) -> np.ndarray:
+def predict_logits(model: SafetyModel, rows, tokenizer, *, max_length: int = MAX_LENGTH,
+                   bf16: bool = False) -> np.ndarray:
+    """Logits in fp32 (as the export computes them) unless `bf16`."""
     model.eval()
     out = np.zeros((len(rows), len(LABELS)), dtype=np.float32)
-    with torch.no_grad():
+    with torch.no_grad(), autocast(bf16):
         for chunk, ids, mask, _ in batches(rows, tokenizer, None, max_length=max_length):
-            out[chunk] = model.logits(ids, mask).numpy()
+            out[chunk] = model.logits(ids, mask).float().numpy()
     return out
+
+
+def autocast(bf16: bool):
+    """bfloat16 autocast on CPU: the encoder's matrix products in bf16, weights and optimiser state in fp32. On a
+    CPU with AVX512-BF16 (AMD EPYC family 25 model 17) a training batch took 0.9 s instead of 2.0-2.6 s in fp32."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
 
 
 def step_metrics(logits: np.ndarray, rows) -> dict[str, float]:
@@ -281,7 +290,9 @@ class Optimisation:
     weights from the first epoch's rows (at most MAX_POS_WEIGHT), AdamW on the trainable parameters, a linear warm-up
     over the first tenth of the steps and a linear decay to 0, gradients clipped at norm 1."""
 
-    def __init__(self, model: nn.Module, first: list, epochs: int, lr: float, batch: int = BATCH) -> None:
+    def __init__(self, model: nn.Module, first: list, epochs: int, lr: float, batch: int = BATCH,
+                 bf16: bool = False) -> None:
+        self.bf16 = bf16
         positives = np.array([y for _, y in first]).sum(0)
         pos_weight = torch.tensor(np.clip((len(first) - positives) / np.maximum(positives, 1), 1.0, MAX_POS_WEIGHT),
                                   dtype=torch.float32)
@@ -296,7 +307,9 @@ class Optimisation:
     def epoch(self, model: nn.Module, batches) -> None:
         """One pass over `batches` (as `batches()` yields them)."""
         for _, ids, mask, target in batches:
-            loss = self.loss_fn(model.logits(ids, mask), target)
+            with autocast(self.bf16):
+                logits = model.logits(ids, mask)
+            loss = self.loss_fn(logits.float(), target)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.params, 1.0)
             self.optimizer.step()
@@ -315,7 +328,7 @@ def reproducible() -> random.Random:
 
 
 def train(writers: Writers, epochs: int, lr: float, *, base: Path, watch: bool = False,
-          mine_after: int = MINE_AFTER) -> dict:
+          mine_after: int = MINE_AFTER, bf16: bool = False) -> dict:
     rng = reproducible()
 
     tokenizer, new_model = load_base(base)
@@ -331,13 +344,13 @@ def train(writers: Writers, epochs: int, lr: float, *, base: Path, watch: bool =
     model.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
 
     first = epoch_rows(grouped, random.Random(SEED))
-    fit = Optimisation(model, first, epochs, lr)
+    fit = Optimisation(model, first, epochs, lr, bf16=bf16)
     history, best, best_state = [], -1.0, None
     started = time.time()
     mined: list = []
     for epoch in range(epochs):
         if epoch and epoch == mine_after:
-            mined = mine(model, grouped, tokenizer)
+            mined = mine(model, grouped, tokenizer, bf16=bf16)
         model.train()
         rows = first if epoch == 0 else epoch_rows(grouped, rng, mined)
         fit.epoch(model, batches(rows, tokenizer, rng))
@@ -368,6 +381,7 @@ def train(writers: Writers, epochs: int, lr: float, *, base: Path, watch: bool =
             "epochs": epochs,
             "lr": lr,
             "mine_after": mine_after,
+            "bf16": bf16,
             "train_inputs": {k: len(v) for k, v in grouped.items()},
             "epoch_rows": len(first),
             "mined_rows": len(mined),
@@ -472,7 +486,8 @@ before it, nearest first, then the start of the trace's first step, identifiers 
   split and every evaluation set stay unread.
 - Recipe: up to {summary['epochs']} epochs, AdamW lr {summary['lr']}, batch {BATCH}, max {MAX_LENGTH} tokens (longer
   inputs cut, as serving cuts them), linear warm-up/decay, BCE with per-label positive weights (at most
-  {MAX_POS_WEIGHT}), word embeddings frozen, seed {SEED}, deterministic kernels, 2 threads. Then Platt scaling per
+  {MAX_POS_WEIGHT}), word embeddings frozen,{' bfloat16 autocast (val and calibration in fp32),' if summary.get('bf16')
+  else ''} seed {SEED}, deterministic kernels, 2 threads. Then Platt scaling per
   output (log loss on val), folded into the head.
 - Trace-level lexical model (`lexical.npz`, models/train_lexical.py): hashed word 1-2-grams and byte 3-5-grams,
   TF-IDF, one logistic regression per output on the train split's traces (C chosen on val: {lexical_c}); a
@@ -522,6 +537,9 @@ def main() -> None:
     parser.add_argument("--mine-after", type=int, default=MINE_AFTER,
                         help="epochs before the worst-scored benign steps are mined (1 lets a two-epoch run mine: on "
                              "two cores an epoch on writers w01-w99 took over 44 minutes)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="train under bfloat16 autocast (val, calibration and export stay fp32): over twice as "
+                             "fast on a CPU with AVX512-BF16")
     parser.add_argument("--watch-holdout", action="store_true",
                         help="with --holdout: judge the held-out writers' traces after every epoch (reporting only)")
     parser.add_argument("--int8-only", action="store_true", help="skip the fp16 artifact and the card (folds)")
@@ -540,7 +558,8 @@ def main() -> None:
     if args.export_only or args.lexical_only:
         state, summary = torch.load(checkpoint), json.loads((work / "training.json").read_text())
     else:
-        trained = train(writers, args.epochs, args.lr, base=base, watch=args.watch_holdout, mine_after=args.mine_after)
+        trained = train(writers, args.epochs, args.lr, base=base, watch=args.watch_holdout, mine_after=args.mine_after,
+                        bf16=args.bf16)
         state, summary = trained["state"], trained["summary"]
         work.mkdir(parents=True, exist_ok=True)
         torch.save(state, checkpoint)
