@@ -42,7 +42,7 @@ from models.corpus.writers import Writers, writer_number
 from models.folds import FOLDS, model_dir
 from models.provenance import changed_since, describe, provenance
 from safepath import SafePathFilter
-from safepath.evaluation import EvalReport, Example, evaluate, load_dataset, parse_example, score
+from safepath.evaluation import EvalReport, Example, evaluate, load_dataset, measuring, parse_example, score
 from safepath.pipeline import decide
 from safepath.profiles import ProfileSet, StageSpec, load_profiles
 from safepath.settings import RuntimeSettings
@@ -142,8 +142,10 @@ def variant(profiles: ProfileSet, name: str, stages: list[str],
 def run(profiles: ProfileSet, profile: str, datasets: dict[str, list[Example]],
         settings: RuntimeSettings | None = None) -> tuple[dict[str, EvalReport], dict, dict[str, str]]:
     """One profile on the datasets: the reports, the cascade's counts, and each stage's version (a digest of every
-    file it reads: models, rules, gate)."""
-    only = profiles.model_copy(update={"profiles": {profile: profiles.profiles[profile]}, "default_profile": profile})
+    file it reads: models, rules, gate). Stage timeouts are lifted, as `safepath eval` lifts them
+    (`safepath.evaluation.measuring`)."""
+    only = measuring(profiles).model_copy(update={"profiles": {profile: profiles.profiles[profile]},
+                                                  "default_profile": profile})
     with SafePathFilter(profiles=only, settings=settings) as f:
         reports = {name: evaluate(f, rows, profile=profile, dataset=name) for name, rows in datasets.items()}
         versions = {name: d.version for name, d in f.detectors.items()}

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from safepath.detectors.rules import load_rule_file
 from safepath.detectors.semantic import load_semantic_rules
 from safepath.errors import ConfigError, ContentTooLarge, EmptyContent, InvalidRequest, ModelLoadError, UnknownProfile
-from safepath.evaluation import evaluate, format_report, load_dataset
+from safepath.evaluation import evaluate, format_report, load_dataset, measuring
 from safepath.filter import SafePathFilter
 from safepath.profiles import ProfileSet, load_profiles
 from safepath.settings import RuntimeSettings
@@ -197,7 +197,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     examples = load_dataset(args.dataset)
     profiles = _load_profiles(args.profiles)
     profiles.get(args.profile)  # an unknown profile fails before the models load
-    with SafePathFilter(profiles=profiles) as safepath_filter:
+    with SafePathFilter(profiles=measuring(profiles)) as safepath_filter:
         report = evaluate(safepath_filter, examples, profile=args.profile, dataset=str(args.dataset))
     _out(report.model_dump_json(indent=2) if args.json else format_report(report))
     return 0

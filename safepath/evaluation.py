@@ -26,6 +26,7 @@ from typing import Protocol
 from pydantic import BaseModel, Field
 
 from safepath.errors import InvalidRequest
+from safepath.profiles import ProfileSet
 from safepath.types import CATEGORIES, FilterResult, Verdict
 
 
@@ -132,6 +133,19 @@ def parse_example(row: object) -> Example:
     hard_negative = safe and (bool(row.get("hard_negative")) or note.startswith("hard negative"))
     easy_safe = safe and not hard_negative and (bool(row.get("ordinary")) or row.get("difficulty") == "easy")
     return Example(text, not safe, tuple(categories), hard_negative, easy_safe, row.get("difficulty") == "hard")
+
+
+# One stage call may take up to ten minutes while measuring (`measuring`): a bound only a hung stage reaches.
+MEASURING_TIMEOUT_MS = 600_000.0
+
+
+def measuring(profiles: ProfileSet) -> ProfileSet:
+    """The profiles with every stage's timeout lifted to MEASURING_TIMEOUT_MS: an evaluation scores decisions, and a
+    stage that times out on a busy machine (a training running beside it) would be scored as if it had found
+    nothing. The latencies an evaluation reports stay real; only the cut-off goes."""
+    stages = {name: spec.model_copy(update={"timeout_ms": max(spec.timeout_ms, MEASURING_TIMEOUT_MS)})
+              for name, spec in profiles.stages.items()}
+    return profiles.model_copy(update={"stages": stages})
 
 
 def evaluate(

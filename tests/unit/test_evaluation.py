@@ -133,6 +133,43 @@ def test_the_cli_and_the_evaluation_script_score_alike(capsys):
     assert set(versions) == {"rules"}
 
 
+def test_a_stage_slower_than_its_timeout_is_scored_while_measuring():
+    """A measurement scores decisions: on a busy machine (a training beside the evaluation) a model stage can miss
+    its serving timeout, and its findings must not silently become "nothing found"."""
+    import time
+
+    import numpy as np
+
+    from safepath import SafePathFilter, Verdict, load_profiles
+    from safepath.detectors.classifier import ClassifierDetector
+    from safepath.evaluation import Example, measuring
+    from safepath.runtime import FakeEncoder
+    from safepath.types import CATEGORIES
+
+    from .conftest import TINY_MODEL_PROFILES
+
+    profiles = load_profiles(TINY_MODEL_PROFILES)
+    late = profiles.stages["model"].timeout_ms / 1000 + 0.3  # always past the serving timeout (200 ms)
+
+    def slow(texts):
+        time.sleep(late)
+        probs = np.zeros((len(texts), len(CATEGORIES) + 1), dtype=np.float32)
+        probs[:, CATEGORIES.index("deception")] = probs[:, -1] = 0.99
+        return {"probs": probs}
+
+    examples = [Example(text="Step 1: tell them the backup ran.", harmful=True, categories=("deception",))]
+    for lifted, verdict in ((False, Verdict.ALLOW), (True, Verdict.BLOCK)):
+        detector = ClassifierDetector(FakeEncoder(slow), [*CATEGORIES, "harmful"], name="model")
+        used = measuring(profiles) if lifted else profiles
+        with SafePathFilter(profiles=used, detectors={"model": detector}) as f:
+            result = f.filter(examples[0].text, profile="with_model_open")
+            report = evaluate(f, examples, profile="with_model_open")
+        assert result.failed_stages == (() if lifted else ("model",))
+        assert result.verdict is verdict  # fail-open: a timed-out model lets the trace through
+        assert report.recall == (1.0 if lifted else 0.0)
+    assert measuring(profiles).stages["rules"].timeout_ms >= 600_000
+
+
 def _git(root: Path, *args: str) -> str:
     import subprocess
 
