@@ -188,10 +188,9 @@ def patient_balanced():
     released use it: a slow moment on a loaded box must not turn a result into a fail-closed block (which would also
     hide a release defect)."""
     from safepath import SafePathFilter
+    from safepath.evaluation import measuring
     from safepath.profiles import load_profiles
     from safepath.settings import RuntimeSettings
 
-    shipped = load_profiles(RuntimeSettings().profiles_path)
-    patient = {n: spec.model_copy(update={"timeout_ms": 600_000}) for n, spec in shipped.stages.items()}
-    with SafePathFilter("balanced", profiles=shipped.model_copy(update={"stages": patient})) as f:
+    with SafePathFilter("balanced", profiles=measuring(load_profiles(RuntimeSettings().profiles_path))) as f:
         yield f

@@ -116,13 +116,25 @@ def test_percentile_matches_linear_interpolation():
 EVAL_SET = Path(__file__).resolve().parent.parent / "fixtures" / "eval" / "traces.jsonl"
 
 
-def test_the_cli_and_the_evaluation_script_score_alike(capsys):
+def test_the_cli_and_the_evaluation_script_score_alike(capsys, monkeypatch):
+    import models.evaluate
+    import safepath.cli
     from models.evaluate import run
+    from safepath import SafePathFilter
     from safepath.cli import main
+    from safepath.evaluation import MEASURING_TIMEOUT_MS
     from safepath.profiles import load_profiles
 
     from .conftest import TINY_PROFILES
 
+    timeouts = []  # both measure with the stage timeouts lifted (`measuring`)
+
+    def recording(*args, profiles, **kwargs):
+        timeouts.extend(spec.timeout_ms for spec in profiles.stages.values())
+        return SafePathFilter(*args, profiles=profiles, **kwargs)
+
+    monkeypatch.setattr(safepath.cli, "SafePathFilter", recording)
+    monkeypatch.setattr(models.evaluate, "SafePathFilter", recording)
     assert main(["--profiles", str(TINY_PROFILES), "eval", str(EVAL_SET), "-p", "permissive", "--json"]) == 0
     cli = json.loads(capsys.readouterr().out)
     reports, _, versions = run(load_profiles(TINY_PROFILES), "permissive", {"set": load_dataset(EVAL_SET)})
@@ -131,6 +143,8 @@ def test_the_cli_and_the_evaluation_script_score_alike(capsys):
         del report["latency_ms"], report["dataset"]
     assert script == cli
     assert set(versions) == {"rules"}
+    assert len(timeouts) == 2 * len(load_profiles(TINY_PROFILES).stages)
+    assert min(timeouts) >= MEASURING_TIMEOUT_MS
 
 
 def test_a_stage_slower_than_its_timeout_is_scored_while_measuring():
