@@ -92,7 +92,7 @@ def trace_metrics(traces: list[dict], logits: np.ndarray, owner: np.ndarray) -> 
             "mean_ap": round(float(np.mean(aps)), 4)}
 
 
-def train(writers: Writers, epochs: int, lr: float) -> dict:
+def train(writers: Writers, epochs: int, lr: float, *, bf16: bool = False) -> dict:
     rng = steps.reproducible()
     tokenizer, new_model = steps.load_base(steps.base_model_dir())
     vocabulary = load_vocabulary(steps.words_file())
@@ -103,7 +103,7 @@ def train(writers: Writers, epochs: int, lr: float) -> dict:
     # A window has no inner [SEP], so the model pools all of it (train_safety.SafetyModel pools up to the first).
     model = new_model()
     model.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
-    fit = steps.Optimisation(model, rows, epochs, lr, batch=BATCH)
+    fit = steps.Optimisation(model, rows, epochs, lr, batch=BATCH, bf16=bf16)
     history, best, best_state, started = [], -1.0, None, time.time()
     for epoch in range(epochs):
         model.train()
@@ -115,6 +115,7 @@ def train(writers: Writers, epochs: int, lr: float) -> dict:
             best, best_state = metrics["mean_ap"], {k: v.detach().clone() for k, v in model.state_dict().items()}
     return {"state": best_state, "summary": {
         "through_writer": writers.through, "holdout_writers": sorted(writers.holdout), "epochs": epochs, "lr": lr,
+        "bf16": bf16,
         "train_traces": len(train_traces), "train_windows": len(rows), "val_traces": len(val_traces),
         "val_windows": len(val_rows), "history": history, "best_val_mean_ap": best}}
 
@@ -154,6 +155,7 @@ def write_card(out_dir: Path, summary: dict) -> None:
                         for label, values in summary["combine"].items())
     holdout = ",".join(summary.get("holdout_writers") or ())
     held, less = (f" --holdout {holdout}", f" less {holdout}") if holdout else ("", "")
+    bf16, autocast = (" --bf16", " bfloat16 autocast (val in fp32),") if summary.get("bf16") else ("", "")
     hashes = "\n".join(f"| {name} | `{digest}` |" for name, digest in sorted(summary["artifacts_sha256"].items()))
     blend_data = "fitted on the same val traces"
     if refit := summary.get("combine_writers"):  # --combine-only always names `through`
@@ -169,15 +171,15 @@ Output `probs`: nine sigmoids (the eight categories, then `harmful`), uncalibrat
 one linear head. A trace's logits are the highest over its windows; `combine.json` blends them with the worst
 step's and the lexical model's (`safepath.detectors.trace`).
 
-- Rebuild: `python -m models.train_trace --through {summary['through_writer']}{held}` (`--export-only`
+- Rebuild: `python -m models.train_trace --through {summary['through_writer']}{held}{bf16}` (`--export-only`
   re-exports the kept checkpoint and refits the blend).
 - Data: the written corpus v2, split `train` of writers through {summary['through_writer']}{less}
   ({summary['train_traces']} traces, {summary['train_windows']} windows; a window's labels are the union of its
   steps'). The val split ({summary['val_traces']} traces) picks the epoch by mean average precision over the eight
   categories, trace by trace, and fits the blend; the test split and every evaluation set stay unread.
 - Recipe: {summary['epochs']} epochs, AdamW lr {summary['lr']}, batch {BATCH}, linear warm-up/decay, BCE with
-  per-label positive weights (at most {steps.MAX_POS_WEIGHT}), word embeddings frozen, seed {steps.SEED}, deterministic
-  kernels, 2 threads.
+  per-label positive weights (at most {steps.MAX_POS_WEIGHT}), word embeddings frozen,{autocast}
+  seed {steps.SEED}, deterministic kernels, 2 threads.
 
 ## Validation, trace by trace (highest window)
 
@@ -207,6 +209,8 @@ def main() -> None:
     corpus_writers.add_arguments(parser)
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--lr", type=float, default=LR)
+    parser.add_argument("--bf16", action="store_true",
+                        help="train under bfloat16 autocast, as models.train_safety --bf16 (val, blend, export: fp32)")
     parser.add_argument("--export-only", action="store_true", help="export the kept checkpoint without training")
     parser.add_argument("--combine-only", action="store_true",
                         help="refit only the blend in --out against the step model beside it (a retrained step model "
@@ -229,7 +233,7 @@ def main() -> None:
     if args.export_only:
         state, summary = torch.load(checkpoint), json.loads((work / "training.json").read_text())
     else:
-        trained = train(writers, args.epochs, args.lr)
+        trained = train(writers, args.epochs, args.lr, bf16=args.bf16)
         state, summary = trained["state"], trained["summary"]
         work.mkdir(parents=True, exist_ok=True)
         torch.save(state, checkpoint)
