@@ -2,6 +2,8 @@
 
     python -m models.train_trace --through w56              # train, export into models/trace-minilm/, fit the blend
     python -m models.train_trace --through w56 --export-only  # re-export the kept checkpoint and refit the blend
+    python -m models.train_trace --holdout w75 --through w117 --bf16 --out build/cand/trace-minilm
+                                                            # a candidate, trained under bfloat16 autocast
     python -m models.train_trace --combine-only --holdout w75 --through w111 --out build/cand/trace-minilm
                                                             # refit only the blend, against the step model beside it
 
