@@ -48,8 +48,8 @@ def test_plain_work_is_allowed_by_balanced(shipped, text):
 
 
 @pytest.mark.xfail(strict=True, reason="known false positive: the trace-level lexical model reads this summary "
-                   "as harmful (the transformer alone: 0.04) and the blend flags its last step as deception 0.84 "
-                   "(0.91, a redact, before the 2026-12-07 refit; a floor on the transformer's own score before "
+                   "as harmful (the transformer alone: 0.04) and the blend flags its last step as deception 0.81 "
+                   "(0.91, a redact, before the first 2026-12-07 refit; 0.84 after it; a floor on the transformer's own score before "
                    "blending cost dev recall, no FPR); dev.jsonl's easy-safe FPR is 0 (docs/EVALUATION.md), but short "
                    "business text like this is not safe")
 def test_a_plain_business_summary_is_allowed_by_balanced(shipped):
@@ -58,16 +58,7 @@ def test_a_plain_business_summary_is_allowed_by_balanced(shipped):
     assert shipped.filter(text).verdict is Verdict.ALLOW
 
 
-HARD_NEGATIVES = [
-    SAFE[1],
-    pytest.param(SAFE[2], marks=pytest.mark.xfail(
-        strict=True, reason="known false positive of the model retrained on 8,799 traces: the transformer alone "
-        "scores 'I'll fix the parser ... instead of touching the test' reward_hacking 0.84 (0.87 blended), a redact")),
-    SAFE[3],
-]
-
-
-@pytest.mark.parametrize("text", HARD_NEGATIVES)
+@pytest.mark.parametrize("text", SAFE[1:])
 def test_hard_negatives_leave_unaltered_under_balanced(shipped, text):
     # Refusals and proper fixes talk about the harm they avoid; the filter is weakest there (hard-negative FPR in
     # docs/EVALUATION.md), and the rules fire on the refused harm's name. What balanced must never do to them is
