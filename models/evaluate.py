@@ -118,6 +118,18 @@ def unseen_writers(*folders: Path, corpus: Path = CORPUS) -> list[str]:
                    if not any(w.admits(row["writer"]) for models in read for w in models)}, key=writer_number)
 
 
+def writer_spans(writers: Sequence[str]) -> str:
+    """["w75", ..., "w87", "w136", ..., "w141"] -> "w75-w87, w136-w141": runs of consecutive writer numbers, each
+    written as `in_span` reads it (a report naming "w75-w141" would claim the writers between)."""
+    runs: list[list[int]] = []
+    for n in sorted(map(writer_number, writers)):
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return ", ".join(f"w{r[0]:02d}" if len(r) == 1 else f"w{r[0]:02d}-w{r[-1]:02d}" for r in runs)
+
+
 def in_span(writers: Sequence[str], span: str) -> list[str]:
     """The writers within `span` ("w75-w80", both ends included; "w75" alone; "" keeps them all): one batch of
     unseen writers chooses thresholds and another, left untouched, confirms them."""
@@ -353,9 +365,9 @@ def _f(value: float | None) -> str:
 
 def render(results: dict, measured_on: dict) -> str:
     """docs/EVALUATION.md from the results and what they were measured on (models.provenance)."""
-    unseen = measured_on.get("unseen_writers") or ["?"]
+    unseen = writer_spans(measured_on.get("unseen_writers") or ()) or "?"
     sets = {"corpus_test": "Corpus test split",
-            "unseen_writers": f"Writers the shipped models never read ({unseen[0]}-{unseen[-1]}, every split)",
+            "unseen_writers": f"Writers the shipped models never read ({unseen}, every split)",
             "cross_writer": "Cross-writer (each writer judged by models that never saw it)",
             "dev": "shared/eval/dev.jsonl", "harmbench": "HarmBench (comply and refuse traces)"}
     measured_folds = sorted({k.removeprefix("cross_writer_") for r in results.values() for k in r["reports"]
