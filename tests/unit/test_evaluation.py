@@ -344,17 +344,6 @@ def test_without_a_saved_sweep_a_report_keeps_the_published_cascade_section(tmp_
     assert "## Cascade" not in models.evaluate.with_saved_cascade(models.evaluate.render({}, {"commit": "def5678"}))
 
 
-def test_a_report_names_unseen_writers_as_the_runs_they_are():
-    from models.evaluate import in_span, writer_spans
-
-    writers = ["w136", "w75", "w76", "w77", "w100", "w137"]
-    assert writer_spans(writers) == "w75-w77, w100, w136-w137"
-    assert writer_spans(["w07", "w08"]) == "w07-w08"
-    assert writer_spans([]) == ""
-    # each run reads back, through in_span, as exactly its writers
-    assert in_span(sorted(writers), "w75-w77") == ["w75", "w76", "w77"]
-
-
 def test_unseen_writers_are_those_the_models_records_say_they_never_read(tmp_path):
     """The shipped models' records name (or, by the corpus hash, imply) the writers they read; the report's
     unseen-writers rows are every other writer (newer, or held out), and none where the records cannot tell."""
@@ -408,7 +397,8 @@ def test_unseen_writer_rows_name_the_writers(tiny_filter):
 
     report = evaluate(tiny_filter, load_dataset(EVAL_SET), dataset="unseen_writers").model_dump()
     text = render({"profile:balanced": {"reports": {"unseen_writers": report}, "cascade": {}}},
-                  {"commit": "abc1234", "unseen_writers": ["w30", "w31", "w46"]})
+                  {"commit": "abc1234", "unseen_writers": ["w46", "w30", "w31"]})
+    # runs of consecutive writers, in order: "w30-w46" would claim the writers between
     assert "## Writers the shipped models never read (w30-w31, w46, every split)" in text
     assert f"| profile:balanced | {report['precision']:.3f} |" in text
 
