@@ -36,6 +36,7 @@ from models.evaluate import (
     runnable,
     settings_for,
     unseen_writers,
+    writer_spans,
 )
 from safepath.evaluation import EvalReport, Example, load_dataset
 from safepath.profiles import load_profiles
@@ -73,7 +74,7 @@ def table(reports: dict[str, dict[str, EvalReport]]) -> str:
 def writer_sets(writers: list[str], *, by_language: bool = False, corpus: Path = CORPUS) -> dict[str, list[Example]]:
     """Every trace of `writers` as one set, or with `by_language` as two: English, and the other languages, where the
     shipped model (English WordPiece) and a multilingual candidate differ most."""
-    name = f"writers {writers[0]}-{writers[-1]}"
+    name = f"writers {writer_spans(writers)}"  # runs, not first-last: unread writers need not be consecutive
     if not by_language:
         return {name: corpus_examples(writers=tuple(writers), corpus=corpus)}
     return {f"{name}, {label}": corpus_examples(writers=tuple(writers), english=english, corpus=corpus)

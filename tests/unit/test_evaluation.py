@@ -431,6 +431,7 @@ def test_writer_sets_split_by_the_language_the_writers_labelled(tmp_path):
     assert list(split) == ["writers w01-w02, English", "writers w01-w02, other languages"]
     assert [e.text for e in split["writers w01-w02, English"]] == [rows[0][2]]
     assert [e.text for e in split["writers w01-w02, other languages"]] == [rows[1][2], rows[2][2]]
+    assert list(writer_sets(["w01", "w03"], corpus=corpus)) == ["writers w01, w03"]  # not "w01-w03": w02 is not in it
 
 
 def test_a_folder_without_its_own_trace_pass_runs_without_one(tmp_path):
