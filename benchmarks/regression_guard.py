@@ -159,8 +159,9 @@ def guard_filter() -> SafePathFilter:
 
 
 def filter_traces() -> tuple[list[str], str]:
-    """Four ~300-character windows of one trace, the third with a harmful step salted in (the rules block it at
-    tier 0, so the models skip it), and one 3,000-character benign trace."""
+    """Four ~300-character windows of one trace, the third with a harmful step salted in (a critical rule finds
+    it; since 2026-12-07 the models read it too, as balanced lets the model overrule critical findings), and one
+    3,000-character benign trace."""
     salted = make_trace(1200, harmful_every=9)
     return [salted[i:i + 300] for i in range(0, 1200, 300)], make_trace(3000)
 

@@ -50,10 +50,13 @@ def test_every_call_on_a_benign_trace_does_the_same_model_work(guarded_filter):
     assert sum(semantic for _, semantic in passes[0]) > 0, passes[0]
 
 
-def test_the_salted_short_trace_is_blocked_by_the_rules_before_the_models(guarded_filter):
+def test_the_salted_short_trace_is_blocked_with_the_models_reading_it(guarded_filter):
+    # A critical rule hit no longer settles a balanced trace before the models (the model may overrule it), so the
+    # salted window costs model work like the others; the model agrees with the rule.
     short, _ = filter_traces()
     salted = [t for t in short if "audit logging" in t]
     assert len(salted) == 1
     result = guarded_filter.filter(salted[0])
     assert result.verdict == Verdict.BLOCK
-    assert "safety_model" not in result.latency_ms and "semantic" not in result.latency_ms
+    assert "safety_model" in result.latency_ms and "semantic" in result.latency_ms
+    assert {d.stage.value for d in result.detections} >= {"rules", "safety_model"}
