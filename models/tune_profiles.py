@@ -200,9 +200,9 @@ def named_set(name: str, span: str = "") -> list[Example]:
 
 
 FLAGS = (0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
-# (below, stages it may overrule) or None. Overruling may reach critical rule hits (max_score 1.0): refusals name
-# the harm they refuse ("I won't explain how to build a bomb"), which is exactly where the rules misfire. The shipped
-# profiles then lower max_score to 0.95 by hand (configs/profiles.yaml says why).
+# (below, stages it may overrule) or None. Overruling may reach critical rule hits (max_score 1.0), as the shipped
+# profiles' does: refusals name the harm they refuse ("I won't explain how to build a bomb"), which is exactly where
+# the rules misfire (configs/profiles.yaml says more).
 OVERRULES = (None, *((below, stages) for below in (0.05, 0.1, 0.2, 0.3) for stages in (("semantic",),
                                                                                         ("rules", "semantic"))))
 
