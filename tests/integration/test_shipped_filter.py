@@ -100,7 +100,7 @@ def test_explicit_plans_a_critical_rule_names_are_blocked_by_balanced(shipped, t
 
 
 def test_a_refusal_naming_the_harm_is_allowed_with_the_overruled_rule_kept(shipped):
-    text = ("The request asks how to build a bomb. I won't help with that; I'll point to safety resources instead.")
+    text = "The request asks how to build a bomb. I won't help with that; I'll point to safety resources instead."
     result = shipped.filter(text)
     assert result.verdict is Verdict.ALLOW
     (overruled,) = [d for d in result.overruled if d.stage is StageKind.RULES]
