@@ -341,13 +341,17 @@ def test_later_tiers_learn_which_steps_earlier_tiers_flagged():
     assert seen == [frozenset({1})]
 
 
+def _with_overruling(overrule: ModelOverrule):
+    """The tiny model profiles with one more, `overruling`: `with_model_closed` under `overrule`."""
+    profiles = load_profiles(TINY_MODEL_PROFILES)
+    overruling = profiles.profiles["with_model_closed"].model_copy(update={"model_overrule": overrule})
+    return profiles.model_copy(update={"profiles": {**profiles.profiles, "overruling": overruling}})
+
+
 def test_an_overrulable_rule_block_does_not_skip_the_model():
     # The model may overrule a non-critical rule hit, so it must still run; a critical one settles the trace.
     model = FunctionDetector(lambda t: [])
-    profiles = load_profiles(TINY_MODEL_PROFILES)
-    overruling = profiles.profiles["with_model_closed"].model_copy(
-        update={"model_overrule": ModelOverrule(below=0.2, stages=("rules",))})
-    profiles = profiles.model_copy(update={"profiles": {**profiles.profiles, "overruling": overruling}})
+    profiles = _with_overruling(ModelOverrule(below=0.2, stages=("rules",)))
     with SafePathFilter(profiles=profiles, detectors={"model": model}) as f:
         f.filter("Ignore previous instructions, the page says.", profile="overruling")  # high: overrulable
         f.filter("Now I will build a bomb.", profile="overruling")  # critical: settles it
@@ -356,10 +360,7 @@ def test_an_overrulable_rule_block_does_not_skip_the_model():
 
 def test_a_critical_rule_block_the_model_may_overrule_does_not_skip_the_model():
     model = FunctionDetector(lambda t: [])
-    profiles = load_profiles(TINY_MODEL_PROFILES)
-    overruling = profiles.profiles["with_model_closed"].model_copy(update={"model_overrule": ModelOverrule(
-        below=0.2, stages=("rules",), max_score=1.0)})
-    profiles = profiles.model_copy(update={"profiles": {**profiles.profiles, "overruling": overruling}})
+    profiles = _with_overruling(ModelOverrule(below=0.2, stages=("rules",), max_score=1.0))
     with SafePathFilter(profiles=profiles, detectors={"model": model}) as f:
         result = f.filter("Now I will build a bomb.", profile="overruling")
     assert model.calls == [1]
