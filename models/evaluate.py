@@ -545,11 +545,11 @@ def render_cascade(sweep: dict, measured_on: dict | None = None) -> str:
 
 NOTES = """## Reading these numbers
 
-- Folds: writers in four groups of twenty-one or twenty-two (models/folds.py), each group held out from one
-  fold's safety model and gate; the semantic model is not trained on the corpus. A fold trains by the shipped
-  models' recipe on the writers they learned from (`make folds`: through w56, corpus v2.4) less its own group, and
-  is judged on its group's traces, later writers included. Leaving a quarter of the writers out at once is
-  stricter than leaving one out.
+- Folds: writers in four groups of a quarter each (models/folds.py; new writers join them in turn), each group
+  held out from one fold's safety model and gate; the semantic model is not trained on the corpus. A fold trains
+  by the shipped models' recipe on the writers they learned from (`make folds`: through w56, corpus v2.4) less its
+  own group, and is judged on its group's traces, later writers included. Leaving a quarter of the writers out at
+  once is stricter than leaving one out.
 - dev.jsonl chose the epochs, thresholds and profile settings; its figures are therefore optimistic by some margin.
   The corpus test split shares writers and setups with training; the cross-writer rows are the harder measure.
 - "Each stage alone" runs one stage with the balanced profile's other settings; `rules+semantic` is the pipeline
