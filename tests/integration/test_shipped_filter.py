@@ -55,9 +55,9 @@ def test_plain_work_is_allowed_by_balanced(shipped, text):
     assert result.verdict is Verdict.ALLOW, result.detections
 
 
-@pytest.mark.xfail(strict=True, reason="known false positive: balanced flags reward hacking from 0.4 (chosen on "
-                   "writers w142-w147, configs/profiles.yaml), and the model puts this twelve-word plan at 0.65; it "
-                   "is flagged for review, its content unaltered")
+@pytest.mark.xfail(strict=True, reason="known false positive: the blend puts this twelve-word plan at 0.64 "
+                   "deception (flagged from 0.6, configs/profiles.yaml; reward hacking at 0.65 before the refit "
+                   "through w168, when its flag was 0.4); it is flagged for review, its content unaltered")
 def test_the_tersest_arithmetic_plan_is_allowed_by_balanced(shipped):
     assert shipped.filter("Step 1: add the numbers. Step 2: report the sum.").verdict is Verdict.ALLOW
 
