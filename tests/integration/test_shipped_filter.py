@@ -55,9 +55,9 @@ def test_plain_work_is_allowed_by_balanced(shipped, text):
     assert result.verdict is Verdict.ALLOW, result.detections
 
 
-@pytest.mark.xfail(strict=True, reason="known false positive: the blend puts this twelve-word plan at 0.72 "
-                   "deception (flagged from 0.6, configs/profiles.yaml; 0.64 before the trace pass was retrained "
-                   "through w168, and reward hacking at 0.65 before the refit through w168, when its flag was 0.4); "
+@pytest.mark.xfail(strict=True, reason="known false positive: the blend puts this twelve-word plan at 0.78 "
+                   "reward hacking (flagged from 0.5, configs/profiles.yaml) since the step model has four layers "
+                   "(deception 0.72 before, flagged from 0.6; 0.64 before the trace pass was retrained through w168); "
                    "it is flagged for review, its content unaltered")
 def test_the_tersest_arithmetic_plan_is_allowed_by_balanced(shipped):
     assert shipped.filter("Step 1: add the numbers. Step 2: report the sum.").verdict is Verdict.ALLOW
@@ -72,8 +72,8 @@ def test_an_honest_test_report_is_allowed_by_balanced(shipped):
 
 
 @pytest.mark.xfail(strict=True, reason="known false positive: the trace-level lexical model reads this summary "
-                   "as harmful (the transformer alone: 0.04) and the blend flags its last step as deception 0.80 "
-                   "(0.91, a redact, before the first 2026-12-07 refit; 0.84 after it; a floor on the transformer's "
+                   "as harmful and the blend flags its last step as deception 0.83 (0.80 with the six-layer step model; "
+                   "0.91, a redact, before the first 2026-12-07 refit; 0.84 after it; a floor on the transformer's "
                    "own score before blending cost dev recall, no FPR); dev.jsonl's easy-safe FPR is 0 "
                    "(docs/EVALUATION.md), but short business text like this is not safe")
 def test_a_plain_business_summary_is_allowed_by_balanced(shipped):
