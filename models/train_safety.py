@@ -1,10 +1,11 @@
-"""Fine-tune all-MiniLM-L6-v2 as the step-level safety classifier, calibrate it, export it to ONNX and quantize it.
+"""Fine-tune all-MiniLM-L6-v2's first four layers as the step-level safety classifier, calibrate, export, quantize.
 
     python -m models.train_safety                          # train, calibrate, export into models/safety-minilm/
     python -m models.train_safety --export-only            # re-export the last checkpoint
     python -m models.train_safety --holdout w03,w11 --out build/folds/a/safety-minilm --int8-only
                                                            # a cross-writer fold: those writers never seen
     python -m models.train_safety --through w56            # only writers w01-w56: corpus v2.4 (`make models`)
+    python -m models.train_safety --layers 6 --out build/cand/safety-minilm   # all six layers, as before 2026-12-08
     python -m models.train_safety --base build/base/e5-l6-100k --out build/cand/safety-e5
                                                            # another encoder (models/multilingual_base.py)
 
@@ -68,6 +69,10 @@ MINE_AFTER = 2  # epochs before the benign steps are scored and the worst kept f
 MINED_PER_HARMFUL = 1.3  # mined benign rows per harmful row
 MIN_RANDOM_BENIGN = 1000  # random benign rows per epoch, whatever else is taken
 MAX_POS_WEIGHT = 3.0  # positives count at most this many times a negative
+# MiniLM's first four of six layers: two thirds of the cost a step, which brought the safety stage within the
+# detection issue's 1.5x of b60c53b's per-step cost at about the same filter accuracy (models/README.md, "A
+# four-layer step model"). Another `--base` keeps all its layers unless `--layers` says otherwise.
+LAYERS = 4
 
 
 def base_model_dir() -> Path:
@@ -549,7 +554,7 @@ def main() -> None:
                              "python -m models.multilingual_base)")
     parser.add_argument("--layers", type=int, default=None,
                         help="keep only the base encoder's first N layers: a smaller model costs about N/6 of "
-                             "MiniLM-L6's time a step (default: all)")
+                             f"MiniLM-L6's time a step (default: {LAYERS} of MiniLM; all of another --base's)")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--lr", type=float, default=LR)
     parser.add_argument("--mine-after", type=int, default=MINE_AFTER,
@@ -577,7 +582,7 @@ def main() -> None:
         state, summary = torch.load(checkpoint), json.loads((work / "training.json").read_text())
     else:
         trained = train(writers, args.epochs, args.lr, base=base, watch=args.watch_holdout, mine_after=args.mine_after,
-                        bf16=args.bf16, layers=args.layers)
+                        bf16=args.bf16, layers=args.layers or (LAYERS if args.base is None else None))
         state, summary = trained["state"], trained["summary"]
         work.mkdir(parents=True, exist_ok=True)
         torch.save(state, checkpoint)

@@ -4,6 +4,7 @@ int8 file from its fp16 one."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,16 @@ def test_shipped_int8_weights_fit_seven_bits(folder: str):
     weights = matmul_weights(ROOT / "models" / folder / "model.int8.onnx")
     assert len(weights) >= 12  # four or six layers, each with attention and feed-forward products
     assert widest(weights) <= SEVEN_BITS
+
+
+@pytest.mark.parametrize("folder", ["safety-minilm", "trace-minilm"])
+def test_shipped_files_have_the_layers_their_record_names(folder: str):
+    # The step model keeps four of MiniLM's six layers since 2026-12-08 (models/train_safety.py, LAYERS); its int8
+    # and fp16 files must both be that model (one fused attention node a layer), not one of them left over.
+    layers = json.loads((ROOT / "models" / folder / "training.json").read_text()).get("layers", 6)
+    for name in ("model.int8.onnx", "model.fp16.onnx"):
+        graph = onnx.load(str(ROOT / "models" / folder / name), load_external_data=False).graph
+        assert sum(node.op_type in ("Attention", "QAttention") for node in graph.node) == layers, name
 
 
 def tiny_fp16_model(folder: Path) -> tuple[Path, np.ndarray]:
