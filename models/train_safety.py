@@ -581,8 +581,9 @@ def main() -> None:
     if args.export_only or args.lexical_only:
         state, summary = torch.load(checkpoint), json.loads((work / "training.json").read_text())
     else:
+        layers = args.layers if args.layers is not None else LAYERS if args.base is None else None
         trained = train(writers, args.epochs, args.lr, base=base, watch=args.watch_holdout, mine_after=args.mine_after,
-                        bf16=args.bf16, layers=args.layers or (LAYERS if args.base is None else None))
+                        bf16=args.bf16, layers=layers)
         state, summary = trained["state"], trained["summary"]
         work.mkdir(parents=True, exist_ok=True)
         torch.save(state, checkpoint)
